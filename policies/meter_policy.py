@@ -1,0 +1,61 @@
+"""Per-meter policy configuration: the parameters the pure rules are applied with.
+
+Built once from the park config (``server.config``) and shared, never mutated. Meters with the
+same parameters may share one instance, which keeps memory per meter small.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from policies.tariff_records import Tariff
+
+
+@attrs.frozen
+class FriendlyPeriod:
+    """Local-time window in which a zero balance does not cut supply (no cut-offs at night).
+
+    ``start_min``/``end_min`` are minutes of the local day; a window may wrap midnight
+    (22:00-06:00). ``on_holidays``/``on_weekends`` make whole such days friendly.
+    """
+
+    start_min: int = 0
+    end_min: int = 0
+    on_holidays: bool = False
+    on_weekends: bool = False
+
+
+@attrs.frozen
+class MeterPolicy:
+    """Everything the policies need to know about one meter besides its state.
+
+    Money in minor units, time in ms, power in W.
+
+    * ``alarm_levels``: low-balance thresholds, highest first (level 1 = the highest one);
+      an alarm level clears only when the balance rises ``alarm_hysteresis`` above it.
+    * ``emergency_credit``: how far below zero a tenant may go once before cut-off.
+    * ``debt_recovery_percent``: share of each top-up taken to repay emergency debt.
+    * after an overload trip the relay recloses by itself ``overload_reclose_ms`` later, unless
+      ``lockout_trips`` trips within ``lockout_window_ms`` locked it open until an operator
+      resets it.
+    * anti-chatter: at most ``max_switches`` automatic relay switches per
+      ``switch_window_ms``; past that, automatic closing waits (opening for safety never waits).
+    * ``interval_ms``: length of a history interval (15 minutes by default).
+    """
+
+    tariff: Tariff
+    overload_w: float = 0.0
+    overload_delay_ms: int = 2000
+    overload_reclose_ms: int = 60_000
+    alarm_levels: tuple[int, ...] = ()
+    alarm_hysteresis: int = 100
+    emergency_credit: int = 0
+    friendly: tuple[FriendlyPeriod, ...] = ()
+    debt_recovery_percent: int = 0
+    lockout_trips: int = 3
+    lockout_window_ms: int = 3_600_000
+    max_switches: int = 6
+    switch_window_ms: int = 60_000
+    offline_opens_relay: bool = False
+    interval_ms: int = 900_000
+    decimals: int = 2
