@@ -82,7 +82,7 @@ def format_amount(minor: int, decimals: int = 2) -> str:
 
 def amount_to_float(minor: int, decimals: int = 2) -> float:
     """For display-only channels that insist on a Double (OPC UA): never fed back into money."""
-    return minor / 10**decimals
+    return minor / int(10**decimals)  # int(): typeshed types int ** int as Any
 
 
 def parse_price(text: object, decimals: int = 2, *, what: str = "price") -> int:

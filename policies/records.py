@@ -255,5 +255,7 @@ class CommandRejected:
     message: str
 
 
-Effect = RelayCommand | AlarmRaised | AlarmCleared | AlarmAcknowledged | IntervalClosed | CommandRejected
+Effect = (
+    RelayCommand | AlarmRaised | AlarmCleared | AlarmAcknowledged | IntervalClosed | CommandRejected
+)
 NO_EFFECTS: Final[tuple[Effect, ...]] = ()

@@ -1,0 +1,97 @@
+"""The meter actor: one per meter, private state, one message at a time.
+
+Theory of operation
+-------------------
+A ``MeterActor`` is deliberately small (a handful of slots, ~100 bytes): 100,000 of them must
+fit in a few hundred MB together with their states. It owns its ``MeterState`` and the shared,
+immutable ``MeterPolicy`` it is judged by; it does no I/O. For each message it calls the pure
+policy (``policies.meter``), keeps the new state, marks itself touched and hands the effects to
+the shared ``EffectRouter``.
+
+Readings arrive bare (the hot path, no envelope). Commands that a caller waits on arrive as a
+``Request`` whose ``Reply`` is answered with a ``CommandOutcome``: the new state, or the
+policy's rejection. A faulted actor (its supervisor gave up) answers every request with
+``MeterFaulted`` and drops readings; its last good state stays visible.
+
+An exception escaping ``receive`` is the supervisor's business: the dispatcher hands it over,
+and the supervisor restarts the actor from its snapshot and journal.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from actors.effects import EffectRouter
+from actors.runtime import Request
+from policies.meter import on_reading, step, validate_reading
+from policies.meter_policy import MeterPolicy
+from policies.records import CommandRejected, MeterState, Reading
+
+
+class MeterFaulted(Exception):
+    """The meter's actor crashed more often than its restart intensity allows."""
+
+
+@attrs.frozen
+class CommandOutcome:
+    state: MeterState
+    rejection: CommandRejected | None = None
+
+
+class MeterActor:
+    __slots__ = ("faulted", "key", "meter_id", "policy", "router", "state")
+
+    def __init__(
+        self,
+        meter_id: str,
+        key: int,
+        policy: MeterPolicy,
+        state: MeterState,
+        router: EffectRouter,
+    ) -> None:
+        self.meter_id = meter_id
+        self.key = key
+        self.policy = policy
+        self.state = state
+        self.router = router
+        self.faulted = False
+
+    def __repr__(self) -> str:
+        return f"<MeterActor {self.meter_id}>"
+
+    def receive(self, message: object) -> None:
+        if type(message) is Reading:
+            self._on_reading(message)
+        elif type(message) is Request:
+            self._on_request(message)
+        else:
+            self._apply(message)
+
+    def _on_reading(self, reading: Reading) -> None:
+        if self.faulted:
+            return
+        error = validate_reading(reading)
+        if error is not None:
+            self.router.bad_input(self, error)
+            return
+        state, effects = on_reading(self.state, reading, self.policy)
+        self.state = state
+        self.router.touched(self)
+        if effects:
+            self.router.route(self, effects)
+
+    def _on_request(self, request: Request) -> None:
+        if self.faulted:
+            request.reply.fail(MeterFaulted(f"meter {self.meter_id} is faulted"))
+            return
+        effects = self._apply(request.message)
+        rejection = next((e for e in effects if isinstance(e, CommandRejected)), None)
+        request.reply.set(CommandOutcome(self.state, rejection))
+
+    def _apply(self, message: object) -> tuple[object, ...]:
+        state, effects = step(self.state, message, self.policy)
+        self.state = state
+        self.router.touched(self)
+        if effects:
+            self.router.route(self, effects)
+        return effects

@@ -1,0 +1,73 @@
+"""Periodic snapshots of the meters that changed, without stalling the control loop.
+
+Theory of operation
+-------------------
+Snapshotting 100,000 meters in one go takes ~0.3 s of CPU (msgpack + LMDB puts, measured);
+done in one piece on the trio thread that is a 300 ms stall of every relay decision. So the
+snapshotter works in slices: it swaps out the router's ``dirty`` set (meters touched since the
+last round), encodes states until ``budget_s`` of CPU has passed, hands that chunk to the
+journal writer thread (which owns LMDB writes and commits them in its own transactions), and
+yields to trio before the next slice. States are values that are replaced, never mutated, so a
+state taken for encoding cannot change under the encoder.
+
+Ordering with money events is safe: the writer thread applies snapshot chunks and journal
+records in the order they were queued, and every state we encode already includes the journal
+entries that were delivered to it (they are committed before delivery).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from actors.effects import EffectRouter
+from policies.records import MeterState
+
+Encode = Callable[[MeterState], bytes]
+PutSnapshots = Callable[[list[tuple[str, bytes]]], None]
+
+
+async def snapshot_dirty(
+    router: EffectRouter,
+    encode: Encode,
+    put_nowait: PutSnapshots,
+    *,
+    budget_s: float = 0.002,
+    check_every: int = 32,
+) -> int:
+    """Snapshot every meter touched since the last call; returns how many were written."""
+    dirty = router.dirty
+    router.dirty = set()
+    clock = time.perf_counter
+    chunk: list[tuple[str, bytes]] = []
+    written = 0
+    deadline = clock() + budget_s
+    for actor in dirty:
+        chunk.append((actor.meter_id, encode(actor.state)))
+        if len(chunk) % check_every == 0 and clock() >= deadline:
+            put_nowait(chunk)
+            written += len(chunk)
+            chunk = []
+            await trio.lowlevel.checkpoint()
+            deadline = clock() + budget_s
+    if chunk:
+        put_nowait(chunk)
+        written += len(chunk)
+    return written
+
+
+async def run_snapshotter(
+    router: EffectRouter,
+    encode: Encode,
+    put_nowait: PutSnapshots,
+    interval_s: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Snapshot changed meters every ``interval_s`` seconds, forever."""
+    task_status.started()
+    while True:
+        await trio.sleep(interval_s)
+        await snapshot_dirty(router, encode, put_nowait)

@@ -1,0 +1,72 @@
+"""The journal's records and what each means to a meter.
+
+Theory of operation
+-------------------
+A :class:`JournalEntry` is a money event as the caller asked for it; the journal gives it a
+global sequence number when it commits it. The caller's ``reference`` is an idempotency key,
+unique over the whole journal: recording it again returns the first recording (:class:`Recorded`
+with ``duplicate=True``), and reusing it for a different meter, kind or amount is a
+:class:`ReferenceConflict`.
+
+:func:`to_message` is the one place that says what an entry does to a meter's state. The ledger
+(live delivery) and recovery (replay) must agree exactly, or a restart would rebuild a different
+balance than the one acknowledged; so both should call this function.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from policies.records import AdjustmentApplied, TopUpApplied
+
+KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment", "quota_approval"})
+
+
+class ReferenceConflict(ValueError):
+    """A reference that was already used for a different money movement; nothing was written."""
+
+
+@attrs.frozen
+class JournalEntry:
+    """One money event. ``amount`` is in minor units (signed for adjustments)."""
+
+    kind: str
+    meter_id: str
+    amount: int
+    reference: str
+    ts_ms: int
+    detail: str = ""
+
+    def conflicts_with(self, other: JournalEntry) -> bool:
+        """Same reference but a different movement of money (ts and detail may differ)."""
+        return (self.kind, self.meter_id, self.amount) != (other.kind, other.meter_id, other.amount)
+
+
+@attrs.frozen
+class Recorded:
+    """The (first) recording of a reference: its sequence number and stored outcome, if any."""
+
+    seq: int
+    entry: JournalEntry
+    outcome: int | None = None
+    duplicate: bool = False
+
+
+MeterMessage = TopUpApplied | AdjustmentApplied
+
+
+def to_message(seq: int, entry: JournalEntry) -> MeterMessage:
+    """The message a meter actor applies for a committed entry (live and during recovery)."""
+    if entry.kind == "topup":
+        return TopUpApplied(seq, entry.amount, entry.reference, entry.ts_ms)
+    return AdjustmentApplied(seq, entry.amount, entry.detail or entry.kind, entry.ts_ms)
+
+
+def conflict_message(first: JournalEntry, again: JournalEntry) -> str:
+    return (
+        f"reference {first.reference!r} was already used for a {first.kind} of {first.amount} "
+        f"on meter {first.meter_id}; it cannot be reused for a {again.kind} of {again.amount} "
+        f"on meter {again.meter_id}"
+    )

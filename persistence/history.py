@@ -1,0 +1,102 @@
+"""Interval history read back for reports.
+
+Theory of operation
+-------------------
+Every closed interval of a meter is stored under ``meter_id NUL start_ms`` (see
+``persistence/keys.py``), so one meter's history is a contiguous, time-ordered key range. A
+report over a time window visits each meter's range with one positioned lookup and then skips
+straight to the next meter (``meter_id + b"\\x01"`` sorts right after every key of that meter),
+so it touches only the intervals in the window, however long the history is.
+
+Reads are done in pages with short read transactions (see ``persistence.store.Store.read``):
+a long report must not hold up map growth in the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from persistence.codec import decode_interval
+from persistence.keys import meter_key, meter_prefix, split_meter_key, unpack_u64
+from persistence.store import Store
+
+PAGE = 4096
+METERS_PER_TXN = 512
+
+
+def iter_history(
+    store: Store, meter_id: str, from_ms: int, to_ms: int
+) -> Iterator[tuple[int, int, int]]:
+    """``(start_ms, wh, minor)`` of one meter's intervals with ``from_ms <= start_ms < to_ms``."""
+    prefix = meter_prefix(meter_id)
+    cut = len(prefix)
+    position = max(from_ms, 0)
+    while position < to_ms:
+        page: list[tuple[int, bytes]] = []
+        with store.read() as txn:
+            cursor = txn.cursor(db=store.history)
+            if cursor.set_range(meter_key(meter_id, position)):
+                for key, value in cursor.iternext():
+                    if key[:cut] != prefix:
+                        break
+                    start = unpack_u64(key[cut:])
+                    if start >= to_ms:
+                        break
+                    page.append((start, value))
+                    if len(page) == PAGE:
+                        break
+        for start, value in page:
+            wh, minor = decode_interval(value)
+            yield start, wh, minor
+        if len(page) < PAGE:
+            return
+        position = page[-1][0] + 1
+
+
+def sum_history(
+    store: Store, from_ms: int, to_ms: int, meters: Iterable[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Per meter, the total ``(wh, minor)`` of intervals starting in ``[from_ms, to_ms)``.
+
+    Meters without intervals in the window are absent. ``meters`` limits the report to those
+    meter ids (default: every meter with history)."""
+    if meters is not None:
+        totals: dict[str, tuple[int, int]] = {}
+        for meter_id in meters:
+            wh = minor = 0
+            found = False
+            for _, interval_wh, interval_minor in iter_history(store, meter_id, from_ms, to_ms):
+                wh += interval_wh
+                minor += interval_minor
+                found = True
+            if found:
+                totals[meter_id] = (wh, minor)
+        return totals
+    return _sum_all(store, max(from_ms, 0), to_ms)
+
+
+def _sum_all(store: Store, from_ms: int, to_ms: int) -> dict[str, tuple[int, int]]:
+    totals: dict[str, tuple[int, int]] = {}
+    seek = b""  # the next key at or after which a not-yet-visited meter's keys start
+    while True:
+        with store.read() as txn:
+            cursor = txn.cursor(db=store.history)
+            for _ in range(METERS_PER_TXN):
+                if not cursor.set_range(seek):
+                    return totals
+                meter_id, _ = split_meter_key(cursor.key())
+                prefix = meter_prefix(meter_id)
+                cut = len(prefix)
+                wh = minor = 0
+                found = False
+                if cursor.set_range(meter_key(meter_id, from_ms)):
+                    for key, value in cursor.iternext():
+                        if key[:cut] != prefix or unpack_u64(key[cut:]) >= to_ms:
+                            break
+                        interval_wh, interval_minor = decode_interval(value)
+                        wh += interval_wh
+                        minor += interval_minor
+                        found = True
+                if found:
+                    totals[meter_id] = (wh, minor)
+                seek = meter_id.encode() + b"\x01"

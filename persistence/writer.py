@@ -1,0 +1,386 @@
+"""The one LMDB writer thread: group commit, chunked background writes, map growth.
+
+Theory of operation
+-------------------
+LMDB allows one write transaction at a time and a synced commit costs a disk flush (~0.2 ms
+here; ~4.8k commits/s). So there is exactly one writer, on its own thread, and each of its
+transactions carries *everything* that queued up while the previous one was being flushed:
+that is group commit. Under load batches grow by themselves, and the flush cost is shared.
+
+Each transaction is built from three queues, in this order:
+
+1. background work (snapshots, history), FIFO, at most ``chunk_puts`` puts. A 100k-meter
+   snapshot is thus split over many small transactions, so a money record queued behind it
+   waits for one chunk, not for the whole snapshot. The chunk size also bounds how long this
+   thread runs Python code without releasing the GIL (the commit's fsync releases it), which is
+   what keeps the trio loop responsive while a snapshot is written. Flush markers travel in this
+   queue and complete when the transaction containing everything before them is committed;
+2. stored outcomes of earlier records (``refs`` updates), all of them;
+3. journal records, at most ``max_records``. The reference is looked up in ``refs`` inside the
+   write transaction: that lookup is authoritative (this is the only writer) and costs nothing
+   extra on the trio thread. A known reference is answered with its first recording and writes
+   nothing.
+
+Taking background work *before* records matters for ``flush``: a record queued before a marker
+is always in the same transaction as that marker or an earlier one.
+
+When a put or the commit hits ``MapFullError`` the transaction is aborted (LMDB then has
+written nothing of it), the map is doubled and the same batch is retried. At ``max_map_size``
+the background chunk is dropped first (snapshots are an optimisation; history is reported as
+lost) and the money records retried alone; if even they do not fit they fail with
+:class:`StorageFull`. Either way nothing is half-written.
+
+Results go back to the trio thread through ``post`` (``TrioToken.run_sync_soon``), one
+:class:`BatchResult` per transaction, in commit order. This module knows nothing of trio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import attrs
+import lmdb
+
+from persistence.codec import decode_entry, decode_ref, encode_interval, encode_ref
+from persistence.entries import JournalEntry, Recorded
+from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64
+from persistence.lmdb_types import Db, Txn
+from persistence.store import StorageFull, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class JournalBroken(StoreError):
+    """The writer thread failed (a disk error, say); nothing more can be recorded."""
+
+
+@attrs.define(eq=False)
+class RecordRequest:
+    """One ``record`` call in flight. The writer fills ``seq`` or ``first`` or ``error``."""
+
+    entry: JournalEntry
+    key: bytes
+    encoded: bytes
+    seq: int = 0
+    first: Recorded | None = None
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class FlushMarker:
+    """Reported back in the result of the transaction that committed everything before it."""
+
+
+@attrs.define(eq=False)
+class Background:
+    """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
+
+    kind: str  # "snapshots" | "history"
+    items: list[tuple[str, bytes]] | list[tuple[str, int, int, int]]
+    offset: int = 0
+
+
+@attrs.define(eq=False)
+class BatchResult:
+    """What one transaction did, handed to the trio thread in commit order."""
+
+    committed: list[RecordRequest] = attrs.Factory(list)  # seq order
+    settled: list[RecordRequest] = attrs.Factory(list)  # duplicates and failures
+    outcomes: list[tuple[str, int]] = attrs.Factory(list)
+    markers: list[FlushMarker] = attrs.Factory(list)
+    dropped: int = 0
+
+
+@attrs.define
+class _Batch:
+    snapshots: list[tuple[bytes, bytes]]
+    history: list[tuple[bytes, bytes]]
+    outcomes: list[tuple[str, int]]
+    records: list[RecordRequest]
+    markers: list[FlushMarker]
+
+    @property
+    def background_puts(self) -> int:
+        return len(self.snapshots) + len(self.history)
+
+
+@attrs.define
+class WriterCounters:
+    """Plain ints updated by the writer thread, read (approximately) by ``statistics()``."""
+
+    commits: int = 0
+    record_commits: int = 0
+    entries: int = 0
+    duplicates: int = 0
+    largest_batch: int = 0
+    snapshots_written: int = 0
+    history_written: int = 0
+    outcomes_written: int = 0
+    dropped_puts: int = 0
+    commit_seconds: float = 0.0
+    longest_commit_s: float = 0.0
+
+
+class Writer:
+    """Owns the queues and the thread. Submit methods are called from the trio thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        post: Callable[[BatchResult], None],
+        *,
+        chunk_puts: int = 1000,
+        max_records: int = 2000,
+    ) -> None:
+        self.store = store
+        self.counters = WriterCounters()
+        self.last_seq = store.last_seq()
+        self.failure: BaseException | None = None
+        self._post = post
+        self._chunk_puts = chunk_puts
+        self._max_records = max_records
+        self._records: deque[RecordRequest] = deque()
+        self._outcomes: deque[tuple[str, int]] = deque()
+        self._background: deque[Background | FlushMarker] = deque()
+        # Guards "failed or closing" against a concurrent submit, so nothing is queued after
+        # the writer's last sweep (it would never be answered).
+        self._lock = threading.Lock()
+        self._closing = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wattkeeper-journal", daemon=True)
+
+    # -- trio thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit_record(self, request: RecordRequest) -> None:
+        with self._lock:
+            self._check_usable()
+            self._records.append(request)
+        self._wake.set()
+
+    def submit_outcome(self, reference: str, outcome: int) -> None:
+        with self._lock:
+            self._check_usable()
+            self._outcomes.append((reference, outcome))
+        self._wake.set()
+
+    def submit_background(self, work: Background | FlushMarker) -> None:
+        with self._lock:
+            self._check_usable()
+            self._background.append(work)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Finish everything queued, then stop; join with :meth:`join`."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def pending(self) -> tuple[int, int]:
+        """(records, background puts) still queued, approximately."""
+        background = sum(
+            len(work.items) - work.offset for work in list(self._background)
+            if isinstance(work, Background)
+        )
+        return len(self._records), background
+
+    def _check_usable(self) -> None:
+        if self.failure is not None:
+            raise JournalBroken(f"the journal writer stopped after an error: {self.failure}")
+        if self._closing:
+            raise JournalBroken("the journal is closed")
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                closing = self._closing  # read before draining: work queued before it is done
+                while self._records or self._outcomes or self._background:
+                    self._post(self._write(self._take()))
+                if closing:
+                    return
+        except BaseException as error:  # a disk error, a bug: answer everyone, then stop
+            log.exception("journal writer failed")
+            with self._lock:
+                self.failure = error
+                broken = JournalBroken(f"the journal writer stopped after an error: {error}")
+                result = BatchResult()
+                while self._records:
+                    request = self._records.popleft()
+                    request.error = broken
+                    result.settled.append(request)
+                while self._background:
+                    work = self._background.popleft()
+                    if isinstance(work, FlushMarker):
+                        result.markers.append(work)
+                self._outcomes.clear()
+            self._post(result)
+
+    def _take(self) -> _Batch:
+        batch = _Batch([], [], [], [], [])
+        budget = self._chunk_puts
+        queue = self._background
+        while queue and (budget > 0 or isinstance(queue[0], FlushMarker)):
+            head = queue[0]
+            if isinstance(head, FlushMarker):
+                queue.popleft()
+                batch.markers.append(head)
+                continue
+            end = min(head.offset + budget, len(head.items))
+            chunk = head.items[head.offset : end]
+            budget -= end - head.offset
+            head.offset = end
+            if end == len(head.items):
+                queue.popleft()
+            if head.kind == "snapshots":
+                batch.snapshots.extend(_snapshot_puts(chunk))  # type: ignore[arg-type]
+            else:
+                batch.history.extend(_history_puts(chunk))  # type: ignore[arg-type]
+        outcomes = self._outcomes
+        while outcomes:
+            batch.outcomes.append(outcomes.popleft())
+        records = self._records
+        for _ in range(min(len(records), self._max_records)):
+            batch.records.append(records.popleft())
+        return batch
+
+    def _write(self, batch: _Batch) -> BatchResult:
+        result = BatchResult(markers=batch.markers)
+        while True:
+            try:
+                self._transact(batch, result)
+                return result
+            except lmdb.MapFullError:
+                pass
+            try:
+                new_size = self.store.grow_map()
+                log.info("LMDB map grown to %d bytes", new_size)
+                continue
+            except StorageFull as full:
+                if batch.background_puts:
+                    lost = batch.background_puts
+                    log.error("%s (%d snapshot/history puts dropped)", full, lost)
+                    self.counters.dropped_puts += lost
+                    result.dropped += lost
+                    batch.snapshots, batch.history = [], []
+                    continue
+                for request in batch.records:
+                    request.error = full
+                result.committed.clear()
+                result.settled = list(batch.records)
+                result.outcomes.clear()
+                return result
+
+    def _transact(self, batch: _Batch, result: BatchResult) -> None:
+        store = self.store
+        started = time.perf_counter()
+        txn = store.begin_write()
+        try:
+            committed, settled = self._put_records(txn, batch.records)
+            outcomes = _put_outcomes(txn, store.refs, batch.outcomes)
+            if batch.snapshots:
+                txn.cursor(db=store.snapshots).putmulti(batch.snapshots)
+            if batch.history:
+                txn.cursor(db=store.history).putmulti(batch.history)
+            txn.commit()
+        except BaseException:
+            _abort(txn)
+            raise
+        elapsed = time.perf_counter() - started
+        for seq, request in committed:
+            request.seq = seq
+        if committed:
+            self.last_seq = committed[-1][0]
+        result.committed = [request for _, request in committed]
+        result.settled = settled
+        result.outcomes = outcomes
+        counters = self.counters
+        counters.commits += 1
+        counters.record_commits += bool(committed)
+        counters.entries += len(committed)
+        counters.duplicates += len(settled)
+        counters.largest_batch = max(counters.largest_batch, len(committed))
+        counters.snapshots_written += len(batch.snapshots)
+        counters.history_written += len(batch.history)
+        counters.outcomes_written += len(outcomes)
+        counters.commit_seconds += elapsed
+        counters.longest_commit_s = max(counters.longest_commit_s, elapsed)
+
+    def _put_records(
+        self, txn: Txn, records: list[RecordRequest]
+    ) -> tuple[list[tuple[int, RecordRequest]], list[RecordRequest]]:
+        store = self.store
+        refs, journal, index = store.refs, store.journal, store.meter_journal
+        seq = self.last_seq
+        committed: list[tuple[int, RecordRequest]] = []
+        settled: list[RecordRequest] = []
+        for request in records:
+            known = txn.get(request.key, db=refs)
+            if known is not None:
+                first_seq, outcome = decode_ref(known)
+                raw = txn.get(pack_u64(first_seq), db=journal)
+                assert raw is not None, f"refs points at missing journal entry {first_seq}"
+                request.first = Recorded(first_seq, decode_entry(raw), outcome, duplicate=True)
+                settled.append(request)
+                continue
+            seq += 1
+            txn.put(request.key, encode_ref(seq, None), db=refs)
+            txn.put(pack_u64(seq), request.encoded, append=True, db=journal)
+            txn.put(meter_key(request.entry.meter_id, seq), b"", db=index)
+            committed.append((seq, request))
+        return committed, settled
+
+
+def _put_outcomes(txn: Txn, refs: Db, outcomes: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    written = []
+    for reference, outcome in outcomes:
+        key = reference.encode()
+        known = txn.get(key, db=refs)
+        if known is None:
+            log.warning("outcome for unknown reference %r not stored", reference)
+            continue
+        seq, _ = decode_ref(known)
+        txn.put(key, encode_ref(seq, outcome), db=refs)
+        written.append((reference, outcome))
+    return written
+
+
+def _snapshot_puts(chunk: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
+    puts = []
+    for meter_id, data in chunk:
+        key = meter_id.encode()
+        if 0 < len(key) <= MAX_KEY_BYTES:
+            puts.append((key, data))
+        else:
+            log.error("snapshot with an unusable meter id %r skipped", meter_id[:40])
+    return puts
+
+
+def _history_puts(chunk: list[tuple[str, int, int, int]]) -> list[tuple[bytes, bytes]]:
+    puts = []
+    for meter_id, start_ms, wh, minor in chunk:
+        key = meter_key(meter_id, start_ms)
+        if 9 < len(key) <= MAX_KEY_BYTES and "\0" not in meter_id:
+            puts.append((key, encode_interval(wh, minor)))
+        else:
+            log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
+    return puts
+
+
+def _abort(txn: Txn) -> None:
+    # A failed commit has already aborted the transaction; aborting again may complain.
+    with contextlib.suppress(lmdb.Error):
+        txn.abort()

@@ -1,0 +1,245 @@
+"""The meter's policy facade: one function per input the meter actor receives.
+
+Theory of operation
+-------------------
+``on_reading`` is the hot path (one call per poll of every meter). It charges the reading
+(``policies.charging``) and, when nothing else can have changed - relay closed, power not over
+the limit and no overload pending, balance above every alarm level and above zero, no tamper
+flag - returns at once with the shared ``NO_EFFECTS`` and the unchanged sub-records reused by
+reference. Otherwise it takes the full path: tamper flag, overload detection
+(``policies.protection.observe_power``), then :func:`settle`.
+
+``settle`` is what every state change ends with: emergency credit (``policies.credit``), the
+balance alarms (``policies.alarms``), the relay decision (``policies.protection.decide_relay``)
+and the overload alarm's clearing at reclose. It is idempotent, so calling it after any message
+is safe; that is also how time-based changes (an overload reclose, a delayed close after
+anti-chatter, a friendly period ending) take effect: on the next message.
+
+``step`` dispatches every input record through a transition table keyed on its type. Effects
+are returned in this order: the relay command first (control before reporting), then history
+and alarms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import isfinite
+from typing import Any, Final
+
+from policies import alarms as alarm_rules
+from policies import credit as credit_rules
+from policies import protection
+from policies.charging import charge_reading
+from policies.meter_policy import MeterPolicy
+from policies.records import (
+    NO_EFFECTS,
+    AcknowledgeAlarm,
+    AdjustmentApplied,
+    CommandRejected,
+    ConnectivityChanged,
+    Effect,
+    MeterState,
+    Reading,
+    RelayFeedback,
+    ResetLockout,
+    SetManualRelay,
+    TopUpApplied,
+)
+from policies.state import replace_state
+
+StepResult = tuple[MeterState, tuple[Effect, ...]]
+
+NOT_OVER: Final = protection.NOT_OVER
+
+
+def validate_reading(reading: Reading) -> str | None:
+    """Why a reading cannot be used (text for the operator log), or None if it is fine."""
+    if reading.ts_ms < 0:
+        return f"negative timestamp {reading.ts_ms}"
+    if reading.register_wh < 0:
+        return f"negative energy register {reading.register_wh} Wh"
+    if not isfinite(reading.power_w):
+        return f"power is not a finite number: {reading.power_w!r}"
+    if not isfinite(reading.voltage_v):
+        return f"voltage is not a finite number: {reading.voltage_v!r}"
+    if not isfinite(reading.current_a):
+        return f"current is not a finite number: {reading.current_a!r}"
+    return None
+
+
+def on_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> StepResult:
+    """Apply a validated reading (the hot path; see the module docstring)."""
+    new, effects = charge_reading(state, reading, policy)
+    if new is state:
+        return state, NO_EFFECTS
+    levels = policy.alarm_levels
+    quiet = levels[0] if levels and levels[0] > 0 else 0
+    limit = policy.overload_w
+    if (
+        new.balance > quiet
+        and new.relay.closed
+        and new.alarms.low_level == 0
+        and new.protection.over_since_ms == NOT_OVER
+        and (reading.power_w <= limit or limit <= 0)
+        and not reading.tamper
+    ):
+        # Nothing but money and energy changed: balance far from every threshold (a charge only
+        # lowers it, so no alarm can clear either), relay closed, no overload brewing.
+        return new, effects
+    return _reading_slow_path(new, reading, policy, effects)
+
+
+def _reading_slow_path(
+    state: MeterState, reading: Reading, policy: MeterPolicy, effects: tuple[Effect, ...]
+) -> StepResult:
+    ts = reading.ts_ms
+    alarms = state.alarms
+    extra: list[Effect] = list(effects)
+    if reading.tamper:
+        alarms, fx = alarm_rules.raise_once(
+            alarms, alarm_rules.TAMPER, ts, detail=alarm_rules.READING_FLAG
+        )
+        extra.extend(fx)
+    prot, relay, tripped = protection.observe_power(
+        state.protection, state.relay, reading.power_w, ts, policy
+    )
+    if tripped:
+        # A new trip is news even if an older overload alarm was never cleared.
+        alarms, fx = alarm_rules.clear_kind(alarms, alarm_rules.OVERLOAD, ts)
+        extra.extend(fx)
+        detail = "locked_out" if relay.locked_out else ""
+        alarms, raised = alarm_rules.raise_alarm(alarms, alarm_rules.OVERLOAD, ts, detail=detail)
+        extra.append(raised)
+    if alarms is not state.alarms or prot is not state.protection or relay is not state.relay:
+        state = replace_state(state, alarms=alarms, protection=prot, relay=relay)
+    return settle(state, policy, ts, tuple(extra))
+
+
+def settle(
+    state: MeterState,
+    policy: MeterPolicy,
+    ts_ms: int,
+    effects: tuple[Effect, ...] = NO_EFFECTS,
+    *,
+    operator: bool = False,
+) -> StepResult:
+    """Bring credit, balance alarms, relay and overload alarm in line with ``state`` at ``ts_ms``.
+
+    ``effects`` (already produced by the caller) are appended after the relay command.
+    """
+    credit = credit_rules.settle_emergency(state.credit, state.balance, policy)
+    alarms, alarm_fx = alarm_rules.update_balance_alarms(state.alarms, state.balance, policy,
+                                                         ts_ms)
+    if credit is not state.credit or alarms is not state.alarms:
+        state = replace_state(state, credit=credit, alarms=alarms)
+    relay, command = protection.decide_relay(state, policy, ts_ms, operator=operator)
+    overload_fx = NO_EFFECTS
+    if not protection.overload_holding(state.protection, relay, ts_ms, policy):
+        alarms, overload_fx = alarm_rules.clear_kind(alarms, alarm_rules.OVERLOAD, ts_ms)
+    if relay is not state.relay or alarms is not state.alarms:
+        state = replace_state(state, relay=relay, alarms=alarms)
+    out = (command,) if command is not None else NO_EFFECTS
+    out = out + effects + alarm_fx + overload_fx
+    return state, out
+
+
+# --- the transition table ----------------------------------------------------------------
+
+
+def _reading(state: MeterState, message: Reading, policy: MeterPolicy) -> StepResult:
+    error = validate_reading(message)
+    if error is not None:
+        return state, (CommandRejected("bad_reading", error),)
+    return on_reading(state, message, policy)
+
+
+def _top_up(state: MeterState, message: TopUpApplied, policy: MeterPolicy) -> StepResult:
+    if message.amount <= 0:
+        return state, (CommandRejected("bad_request", "top-up amount must be > 0"),)
+    new = credit_rules.apply_top_up(state, message, policy)
+    if new is state:
+        return state, NO_EFFECTS
+    return settle(new, policy, message.ts_ms)
+
+
+def _adjustment(state: MeterState, message: AdjustmentApplied, policy: MeterPolicy) -> StepResult:
+    new = credit_rules.apply_adjustment(state, message, policy)
+    if new is state:
+        return state, NO_EFFECTS
+    return settle(new, policy, message.ts_ms)
+
+
+def _manual_relay(state: MeterState, message: SetManualRelay, policy: MeterPolicy) -> StepResult:
+    if message.action not in protection.MANUAL_ACTIONS:
+        return state, (CommandRejected(
+            "bad_request", f"relay action must be 'open' or 'auto', got {message.action!r}"),)
+    relay = protection.set_manual(state.relay, message)
+    if relay is not state.relay:
+        state = replace_state(state, relay=relay)
+    return settle(state, policy, message.ts_ms, operator=True)
+
+
+def _reset_lockout(state: MeterState, message: ResetLockout, policy: MeterPolicy) -> StepResult:
+    prot, relay = protection.reset_lockout(state.protection, state.relay)
+    alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.OVERLOAD, message.ts_ms)
+    if prot is not state.protection or relay is not state.relay or alarms is not state.alarms:
+        state = replace_state(state, protection=prot, relay=relay, alarms=alarms)
+    return settle(state, policy, message.ts_ms, fx, operator=True)
+
+
+def _acknowledge(state: MeterState, message: AcknowledgeAlarm, policy: MeterPolicy) -> StepResult:
+    alarms, effects = alarm_rules.acknowledge(state.alarms, message)
+    if alarms is state.alarms:
+        return state, effects
+    # Settling on every state change keeps time-based decisions (a friendly period that has
+    # ended, a due reclose) from waiting for the next reading.
+    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, effects)
+
+
+def _connectivity(
+    state: MeterState, message: ConnectivityChanged, policy: MeterPolicy
+) -> StepResult:
+    if message.online == state.online:
+        return state, NO_EFFECTS
+    ts = message.ts_ms
+    if message.online:
+        alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.OFFLINE, ts)
+    else:
+        alarms, fx = alarm_rules.raise_once(state.alarms, alarm_rules.OFFLINE, ts,
+                                            detail=message.detail)
+    state = replace_state(state, online=message.online, alarms=alarms)
+    return settle(state, policy, ts, fx)
+
+
+def _relay_feedback(state: MeterState, message: RelayFeedback, policy: MeterPolicy) -> StepResult:
+    ts = message.ts_ms
+    if message.closed != state.relay.closed:
+        alarms, fx = alarm_rules.raise_once(state.alarms, alarm_rules.TAMPER, ts,
+                                            detail=alarm_rules.RELAY_MISMATCH)
+    else:
+        alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.TAMPER, ts,
+                                            detail=alarm_rules.RELAY_MISMATCH)
+    if alarms is state.alarms:
+        return state, fx
+    return settle(replace_state(state, alarms=alarms), policy, ts, fx)
+
+
+TRANSITIONS: Final[dict[type, Callable[[MeterState, Any, MeterPolicy], StepResult]]] = {
+    Reading: _reading,
+    TopUpApplied: _top_up,
+    AdjustmentApplied: _adjustment,
+    SetManualRelay: _manual_relay,
+    ResetLockout: _reset_lockout,
+    AcknowledgeAlarm: _acknowledge,
+    ConnectivityChanged: _connectivity,
+    RelayFeedback: _relay_feedback,
+}
+
+
+def step(state: MeterState, message: object, policy: MeterPolicy) -> StepResult:
+    """Apply any input record; an unknown one is rejected, never raised."""
+    handler = TRANSITIONS.get(type(message))
+    if handler is None:
+        return state, (CommandRejected(
+            "unsupported", f"a meter does not handle {type(message).__name__}"),)
+    return handler(state, message, policy)

@@ -1,0 +1,825 @@
+"""The park config: the contract's example, every refusal with its line, sharing, and speed."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policies.meter_policy import FriendlyPeriod
+from policies.money import parse_price
+from policies.tariff_records import Band, Tier
+from server.config import (
+    ConfigError,
+    ListenAddress,
+    ParkConfig,
+    _locate_keys,
+    load_config,
+    parse_duration_ms,
+    parse_listen,
+    parse_minute,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILES = frozenset({"sdm630", "sdm120", "water"})
+
+# CONTRACT.md section 2, verbatim.
+CONTRACT_EXAMPLE = """\
+[server]
+data_dir = "var/park"          # LMDB environment lives here
+currency = "CNY"
+
+[hub]
+listen = "127.0.0.1:8765"      # websocket hub
+
+[http]
+listen = "127.0.0.1:8080"      # browser console + REST API
+
+[opcua]
+endpoint = "opc.tcp://127.0.0.1:4840/wattkeeper/"
+security = "none"              # "none" is for tests and demo only; "sign-encrypt" is the default
+
+[[users]]
+name = "op"
+password = "op-secret"
+role = "operator"              # viewer | operator | admin
+
+[tariffs.flat]
+kind = "flat"
+price = "1.00"                 # per kWh
+
+[tariffs.tou]
+kind = "tou"
+bands = [
+  { name = "valley", start = "00:00", end = "08:00", price = "0.40" },
+  { name = "flat",   start = "08:00", end = "18:00", price = "0.80" },
+  { name = "peak",   start = "18:00", end = "24:00", price = "1.20" },
+]
+
+[[gateways]]
+id = "gw1"
+host = "127.0.0.1"
+port = 5020
+poll_interval = "1s"
+
+[[meters]]
+id = "M-0001"
+tenant = "acme"
+gateway = "gw1"
+unit = 1                       # Modbus unit id behind the gateway
+profile = "sdm630"             # register map, see section 5
+relay_coil = 0                 # coil on the same unit: 1 = supply connected, 0 = cut
+tariff = "flat"
+overload_w = 30000             # trip above this for longer than overload_delay
+overload_delay = "2s"
+alarm_levels = ["50.00", "20.00"]
+opening_balance = "100.00"
+"""
+
+# A park with two gateways and two meters; tests append or substitute lines.
+BASE = """\
+[server]
+data_dir = "var/park"
+currency = "CNY"
+
+[[users]]
+name = "op"
+password = "op-secret"
+role = "operator"
+
+[tariffs.flat]
+kind = "flat"
+price = "1.00"
+
+[tariffs.tou]
+kind = "tou"
+bands = [
+  { name = "valley", start = "00:00", end = "08:00", price = "0.40" },
+  { name = "flat",   start = "08:00", end = "18:00", price = "0.80" },
+  { name = "peak",   start = "18:00", end = "24:00", price = "1.20" },
+]
+
+[[gateways]]
+id = "gw1"
+host = "127.0.0.1"
+port = 5020
+
+[[gateways]]
+id = "gw2"
+host = "127.0.0.1"
+port = 5021
+
+[[meters]]
+id = "M-1"
+tenant = "acme"
+gateway = "gw1"
+unit = 1
+profile = "sdm630"
+tariff = "flat"
+overload_w = 30000
+alarm_levels = ["50.00", "20.00"]
+opening_balance = "100.00"
+
+[[meters]]
+id = "M-2"
+tenant = "beta"
+gateway = "gw1"
+unit = 2
+profile = "sdm120"
+tariff = "tou"
+overload_w = 30000
+alarm_levels = ["50.00", "20.00"]
+opening_balance = "100.00"
+"""
+
+
+def load(text: str, *, known_profiles: frozenset[str] | None = None) -> ParkConfig:
+    return ParkConfig.from_toml_text(text, "park.toml", known_profiles=known_profiles)
+
+
+def problems(text: str, *, known_profiles: frozenset[str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(text, known_profiles=known_profiles)
+    return str(caught.value).splitlines()
+
+
+def line_of(text: str, fragment: str, occurrence: int = 1) -> int:
+    """The 1-based line of the n-th line containing ``fragment`` (what the user would look at)."""
+    hits = [n for n, line in enumerate(text.splitlines(), start=1) if fragment in line]
+    return hits[occurrence - 1]
+
+
+def replace(text: str, old: str, new: str, occurrence: int = 1) -> str:
+    parts = text.split(old)
+    assert len(parts) > occurrence, f"{old!r} occurs fewer than {occurrence} times"
+    return old.join(parts[:occurrence]) + new + old.join(parts[occurrence:])
+
+
+def single_problem(text: str, **kwargs: frozenset[str] | None) -> str:
+    found = problems(text, **kwargs)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- the contract -------------------------------------------------------------------------
+
+
+def test_contract_example_loads_with_the_right_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "park.toml"
+    path.write_text(CONTRACT_EXAMPLE)
+    config = load_config(path)
+
+    assert config.server.data_dir == tmp_path / "var" / "park"  # relative to the file
+    assert config.server.currency == "CNY"
+    assert config.server.decimals == 2
+    assert config.hub.listen == ListenAddress("127.0.0.1", 8765)
+    assert config.http.listen == ListenAddress("127.0.0.1", 8080)
+    assert config.opcua.endpoint == "opc.tcp://127.0.0.1:4840/wattkeeper/"
+    assert config.opcua.security == "none"
+    assert [(u.name, u.password, u.role) for u in config.users] == [("op", "op-secret", "operator")]
+
+    assert config.tariffs["flat"].bands == (Band("flat", 0, 1440, parse_price("1.00")),)
+    assert [(b.name, b.start_min, b.end_min, b.price) for b in config.tariffs["tou"].bands] == [
+        ("valley", 0, 480, parse_price("0.40")),
+        ("flat", 480, 1080, parse_price("0.80")),
+        ("peak", 1080, 1440, parse_price("1.20")),
+    ]
+
+    (gateway,) = config.gateways
+    assert (gateway.id, gateway.host, gateway.port) == ("gw1", "127.0.0.1", 5020)
+    assert gateway.poll_interval_ms == 1000
+    assert gateway.transport == "tcp"
+
+    (meter,) = config.meters
+    assert (meter.id, meter.tenant, meter.gateway, meter.unit) == ("M-0001", "acme", "gw1", 1)
+    assert (meter.profile, meter.relay_coil, meter.tariff) == ("sdm630", 0, "flat")
+    assert meter.kind == "electricity"
+    assert meter.opening_balance == 10000
+    policy = config.meter_policy("M-0001")
+    assert policy is meter.policy is config.policies["M-0001"]
+    assert policy.tariff is config.tariffs["flat"]
+    assert policy.overload_w == 30000
+    assert policy.overload_delay_ms == 2000
+    assert policy.alarm_levels == (5000, 2000)
+    assert policy.decimals == 2
+    assert meter.overload_w == 30000 and meter.alarm_levels == (5000, 2000)
+
+
+def test_from_text_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
+    config = ParkConfig.from_toml_text(CONTRACT_EXAMPLE, "x.toml", base_dir=tmp_path)
+    assert config.server.data_dir == tmp_path / "var/park"
+
+
+def test_example_park_loads() -> None:
+    config = load_config(REPO / "examples" / "park.toml", known_profiles=PROFILES)
+    assert {g.id for g in config.gateways} == {"gw-workshops", "gw-dorms"}
+    assert {m.kind for m in config.meters} == {"electricity", "water"}
+    assert config.calendar.timezone == "Asia/Shanghai"
+    assert config.calendar.weekend_days == frozenset({5, 6})
+    industrial = config.tariffs["industrial"]
+    assert industrial.seasons[0].name == "summer"
+    assert industrial.seasons[0].start == (7, 1) and industrial.seasons[0].end == (8, 31)
+    assert industrial.calendar is config.calendar
+    # The wrapping valley band 23:00-07:00 became two records of the same name.
+    assert industrial.bands[0] == Band("valley", 0, 420, parse_price("0.35"))
+    assert industrial.bands[-1] == Band("valley", 1380, 1440, parse_price("0.35"))
+    dorm = config.meter_policy("DORM-A101")
+    assert dorm is config.meter_policy("DORM-A102")
+    assert dorm.friendly == (FriendlyPeriod(1200, 480), FriendlyPeriod(0, 0, True, True))
+    assert config.meter_policy("WS-01").friendly == ()
+    by_gateway = config.meters_by_gateway()
+    assert [m.id for m in by_gateway["gw-dorms"]] == ["DORM-A101", "DORM-A102", "WATER-A"]
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("500ms", 500), ("2s", 2000), ("1.5s", 1500), ("5m", 300_000), ("1h", 3_600_000)],
+)
+def test_durations(text: str, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["2", 2000, "2 sec", "15min", "-1s", "0.5ms", "", "1d"])
+def test_bad_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration_ms(text)
+
+
+def test_times_allow_24_00_only_as_an_end() -> None:
+    assert parse_minute("08:30") == 510
+    assert parse_minute("24:00", allow_end_of_day=True) == 1440
+    for bad in ("24:00", "8:00", "12:60", "25:00", 800):
+        with pytest.raises(ValueError):
+            parse_minute(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ListenAddress("127.0.0.1", 8080)),
+        ("0.0.0.0:1", ListenAddress("0.0.0.0", 1)),
+        ("[::1]:65535", ListenAddress("::1", 65535)),
+        ("localhost:80", ListenAddress("localhost", 80)),
+    ],
+)
+def test_listen_addresses(text: str, expected: ListenAddress) -> None:
+    assert parse_listen(text) == expected
+    assert str(expected) == text
+
+
+# --- errors, each with its line -----------------------------------------------------------
+
+
+def test_toml_syntax_error_is_reworded_with_its_line() -> None:
+    text = replace(BASE, 'tenant = "beta"', 'tenant = "beta')
+    (problem,) = problems(text)
+    line = line_of(text, 'tenant = "beta')
+    assert problem.startswith(f"park.toml:{line}: TOML syntax error at column ")
+
+
+def test_unknown_tariff() -> None:
+    text = replace(BASE, 'tariff = "tou"', 'tariff = "tuo"')
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'tuo')}: meters[1].tariff: "
+        'unknown tariff "tuo" (did you mean "tou"?) (known: flat, tou)'
+    )
+
+
+def test_duplicate_meter_id_points_at_both() -> None:
+    text = replace(BASE, 'id = "M-2"', 'id = "M-1"')
+    first, second = line_of(text, 'id = "M-1"', 1), line_of(text, 'id = "M-1"', 2)
+    assert single_problem(text) == (
+        f'park.toml:{second}: meters[1].id: duplicate meter id "M-1" (first at line {first})'
+    )
+
+
+def test_duplicate_gateway_id() -> None:
+    text = replace(BASE, 'id = "gw2"', 'id = "gw1"')
+    second = line_of(text, 'id = "gw1"', 2)
+    assert single_problem(text).startswith(
+        f'park.toml:{second}: gateways[1].id: duplicate gateway id "gw1" (first at line '
+    )
+
+
+def test_two_gateways_at_one_address() -> None:
+    text = replace(BASE, "port = 5021", "port = 5020")
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, 'port = 5020', 2)}: gateways[1].port: 127.0.0.1:5020 is "
+        "already another gateway's address"
+    )
+
+
+def test_meter_on_unknown_gateway() -> None:
+    text = replace(BASE, 'gateway = "gw1"', 'gateway = "gw-1"', 2)
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'gw-1')}: meters[1].gateway: "
+        'unknown gateway "gw-1" (did you mean "gw1"?) (known: gw1, gw2)'
+    )
+
+
+def test_duplicate_unit_on_a_gateway() -> None:
+    text = replace(BASE, "unit = 2", "unit = 1")
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'unit = 1', 2)}: meters[1].unit: "
+        f'unit 1 on gateway "gw1" is already meter "M-1" (first at line '
+        f"{line_of(text, 'unit = 1', 1)})"
+    )
+
+
+def test_same_unit_on_different_gateways_is_fine() -> None:
+    text = replace(replace(BASE, "unit = 2", "unit = 1"), 'gateway = "gw1"', 'gateway = "gw2"', 2)
+    assert len(load(text).meters) == 2
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":8080", "127.0.0.1:http", "::1:80", "8080"],
+)
+def test_bad_listen_address(address: str) -> None:
+    text = BASE + f'\n[hub]\nlisten = "{address}"\n'
+    problem = single_problem(text)
+    assert problem.startswith(f"park.toml:{line_of(text, 'listen =')}: hub.listen: ")
+
+
+def test_bad_opcua_endpoint() -> None:
+    text = BASE + '\n[opcua]\nendpoint = "tcp://127.0.0.1:4840/"\nsecurity = "none"\n'
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'endpoint')}: opcua.endpoint: "
+        'must start with "opc.tcp://", got "tcp://127.0.0.1:4840/"'
+    )
+
+
+def test_opcua_security_defaults_to_sign_encrypt() -> None:
+    assert load(BASE).opcua.security == "sign-encrypt"
+    text = BASE + '\n[opcua]\nsecurity = "sign"\n'
+    assert "must be one of none, sign-encrypt" in single_problem(text)
+
+
+def test_negative_price() -> None:
+    text = replace(BASE, 'price = "0.80"', 'price = "-0.80"')
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, '-0.80')}: tariffs.tou.bands[1].price: "
+        "price must not be negative"
+    )
+
+
+@pytest.mark.parametrize("price", ['"1,00"', '"abc"', "1.0", '"0.0000001"'])
+def test_malformed_price(price: str) -> None:
+    text = replace(BASE, 'price = "1.00"', f"price = {price}")
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, f'price = {price}')}: tariffs.flat.price: "
+    )
+
+
+@pytest.mark.parametrize("amount", ['"-5.00"', '"100.001"', "100", '"lots"'])
+def test_bad_opening_balance(amount: str) -> None:
+    text = replace(BASE, 'opening_balance = "100.00"', f"opening_balance = {amount}")
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, amount)}: meters[0].opening_balance: "
+    )
+
+
+def test_unknown_role() -> None:
+    text = replace(BASE, 'role = "operator"', 'role = "operater"')
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'operater')}: users[0].role: must be one of viewer, "
+        'operator, admin; got "operater" (did you mean "operator"?)'
+    )
+
+
+def test_duplicate_user_and_password_kept_out_of_repr() -> None:
+    config = load(BASE)
+    assert "op-secret" not in repr(config.users)
+    text = BASE + '\n[[users]]\nname = "op"\npassword = "x"\nrole = "viewer"\n'
+    assert 'duplicate user "op"' in single_problem(text)
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    text = replace(BASE, "overload_w = 30000", "overlaod_w = 30000")
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'overlaod_w')}: meters[0].overlaod_w: "
+        'unknown key (did you mean "overload_w"?)'
+    )
+
+
+def test_unknown_section_suggests_the_right_one() -> None:
+    text = BASE + '\n[opcau]\nendpoint = "opc.tcp://x:4840/"\n'
+    assert single_problem(text) == (
+        f'park.toml:{line_of(text, "[opcau]")}: opcau: unknown key (did you mean "opcua"?)'
+    )
+
+
+def test_missing_required_key_points_at_its_table() -> None:
+    text = replace(BASE, 'tenant = "beta"\n', "")
+    assert single_problem(text) == (
+        f'park.toml:{line_of(text, "[[meters]]", 2)}: meters[1]: missing required key "tenant"'
+    )
+
+
+def test_missing_server_section() -> None:
+    text = BASE.replace('[server]\ndata_dir = "var/park"\ncurrency = "CNY"\n', "")
+    assert single_problem(text) == 'park.toml: missing required key "server"'
+
+
+@pytest.mark.parametrize("duration", ['"2"', "2000", '"2 sec"', '"15min"'])
+def test_bad_duration_in_a_meter(duration: str) -> None:
+    text = replace(BASE, "overload_w = 30000", f"overload_w = 30000\noverload_delay = {duration}")
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, 'overload_delay')}: meters[0].overload_delay: expected a "
+        "duration"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("unit = 0", "unit: must be between 1 and 247, got 0"),
+        ("unit = 248", "unit: must be between 1 and 247, got 248"),
+        ("relay_coil = -1", "relay_coil: must be between 0 and 65535, got -1"),
+        ("relay_coil = 65536", "relay_coil: must be between 0 and 65535, got 65536"),
+    ],
+)
+def test_modbus_ranges(line: str, message: str) -> None:
+    text = replace(BASE, "unit = 2", f"unit = 2\n{line}" if "coil" in line else line)
+    assert single_problem(text) == f"park.toml:{line_of(text, line)}: meters[1].{message}"
+
+
+def test_alarm_levels_must_decrease() -> None:
+    text = replace(BASE, 'alarm_levels = ["50.00", "20.00"]', 'alarm_levels = ["20.00", "50.00"]')
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'alarm_levels')}: meters[0].alarm_levels: "
+        "levels must decrease (highest first): 20.00 then 50.00"
+    )
+
+
+def test_unknown_profile_only_when_profiles_are_known() -> None:
+    text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm12"')
+    assert len(load(text).meters) == 2  # None: the Modbus layer decides later
+    assert single_problem(text, known_profiles=PROFILES) == (
+        f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: unknown profile "
+        '"sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
+    )
+
+
+def test_wrong_types_are_named() -> None:
+    text = replace(BASE, "unit = 2", 'unit = "2"')
+    assert single_problem(text).endswith('meters[1].unit: expected an integer, got a string "2"')
+
+
+def test_bad_ids_are_refused() -> None:
+    text = replace(BASE, 'id = "M-2"', 'id = "M/2"')
+    assert 'meters[1].id: a meter id must be non-empty without spaces or "/"' in single_problem(
+        text
+    )
+
+
+def test_all_problems_are_reported_together_in_file_order() -> None:
+    text = replace(BASE, 'price = "1.00"', 'price = "-1.00"')
+    text = replace(text, "port = 5021", "port = 0")
+    text = replace(text, 'tariff = "tou"', 'tariff = "nope"')
+    text = replace(text, "overload_w = 30000", "overlaod_w = 30000")
+    found = problems(text)
+    assert [int(p.split(":")[1]) for p in found] == [
+        line_of(text, "-1.00"),
+        line_of(text, "port = 0"),
+        line_of(text, "overlaod_w"),
+        line_of(text, "nope"),
+    ]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "latin1.toml").write_bytes(b'[server]\ndata_dir = "\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(tmp_path / "latin1.toml")
+
+
+# --- tariffs ------------------------------------------------------------------------------
+
+TOU_HEAD = BASE + '\n[tariffs.x]\nkind = "tou"\n'
+
+
+def test_band_overlap_names_both_bands() -> None:
+    text = TOU_HEAD + (
+        "bands = [\n"
+        '  { name = "a", start = "00:00", end = "09:00", price = "0.40" },\n'
+        '  { name = "b", start = "08:00", end = "24:00", price = "0.80" },\n'
+        "]\n"
+    )
+    line = line_of(text, 'name = "b"')
+    assert single_problem(text) == (
+        f"park.toml:{line}: tariffs.x.bands[1]: 08:00-24:00 overlaps 00:00-09:00 (bands[0])"
+    )
+
+
+def test_band_gap_and_uncovered_end() -> None:
+    text = TOU_HEAD + (
+        "bands = [\n"
+        '  { name = "a", start = "00:00", end = "08:00", price = "0.40" },\n'
+        '  { name = "b", start = "09:00", end = "23:00", price = "0.80" },\n'
+        "]\n"
+    )
+    bands_line = line_of(text, "bands = [", 2)
+    assert problems(text) == [
+        f"park.toml:{bands_line}: tariffs.x.bands: 08:00-09:00 is not covered by any band",
+        f"park.toml:{bands_line}: tariffs.x.bands: 23:00-24:00 is not covered by any band",
+    ]
+
+
+def test_wrapping_band_and_24_00_as_start() -> None:
+    text = TOU_HEAD + (
+        "bands = [\n"
+        '  { name = "valley", start = "22:00", end = "06:00", price = "0.30" },\n'
+        '  { name = "day", start = "06:00", end = "22:00", price = "0.90" },\n'
+        "]\n"
+    )
+    assert [(b.name, b.start_min, b.end_min) for b in load(text).tariffs["x"].bands] == [
+        ("valley", 0, 360),
+        ("day", 360, 1320),
+        ("valley", 1320, 1440),
+    ]
+    bad = replace(text, 'start = "06:00"', 'start = "24:00"')
+    assert "tariffs.x.bands[1].start: no such time of day" in problems(bad)[0]
+
+
+def test_tiered_tariff_is_one_free_band_plus_tiers() -> None:
+    text = BASE + (
+        '\n[tariffs.dorm]\nkind = "tiered"\ntiers = [\n'
+        '  { up_to_kwh = "1000", price = "0.50" },\n'
+        '  { price = "0.80" },\n]\n'
+    )
+    tariff = load(text).tariffs["dorm"]
+    assert tariff.bands == (Band("tiered", 0, 1440, 0),)
+    assert tariff.tiers == (Tier(1_000_000, parse_price("0.50")), Tier(None, parse_price("0.80")))
+
+
+def test_tier_rules() -> None:
+    text = BASE + (
+        '\n[tariffs.dorm]\nkind = "tiered"\ntiers = [\n'
+        '  { up_to_kwh = "1000", price = "0.50" },\n'
+        '  { up_to_kwh = "500", price = "0.60" },\n'
+        '  { up_to_kwh = "2000", price = "0.80" },\n]\n'
+    )
+    assert problems(text) == [
+        f"park.toml:{line_of(text, '500')}: tariffs.dorm.tiers[1].up_to_kwh: "
+        "caps must increase from tier to tier",
+        f"park.toml:{line_of(text, '2000')}: tariffs.dorm.tiers[2].up_to_kwh: "
+        "the last tier has no cap (leave out up_to_kwh)",
+    ]
+
+
+def test_combined_tariff_and_seasons_as_arrays_of_tables() -> None:
+    text = TOU_HEAD + (
+        'bands = [{ name = "all", start = "00:00", end = "24:00", price = "0.60" }]\n'
+        'tiers = [{ up_to_kwh = 100, price = "0" }, { price = "0.10" }]\n'
+        "\n[[tariffs.x.seasons]]\n"
+        'name = "summer"\nfrom = "06-01"\nto = "08-31"\n'
+        "bands = [\n"
+        '  { name = "cool", start = "00:00", end = "12:00", price = "0.50" },\n'
+        '  { name = "hot", start = "12:00", end = "24:00", price = "0.90" },\n'
+        "]\n"
+        'weekend_bands = [{ name = "all", start = "00:00", end = "24:00", price = "0.40" }]\n'
+        "\n[[tariffs.x.seasons]]\n"
+        'name = "winter"\nfrom = "12-01"\nto = "02-28"\n'
+        'bands = [{ name = "all", start = "00:00", end = "24:00", price = "0.70" }]\n'
+    )
+    tariff = load(text).tariffs["x"]
+    assert tariff.tiers == (Tier(100_000, 0), Tier(None, parse_price("0.10")))
+    summer, winter = tariff.seasons
+    assert (summer.start, summer.end, winter.start, winter.end) == (
+        (6, 1),
+        (8, 31),
+        (12, 1),
+        (2, 28),
+    )
+    assert [b.name for b in summer.bands] == ["cool", "hot"]
+    assert summer.weekend_bands[0].price == parse_price("0.40")
+
+    # An error inside the second season's bands points at that line.
+    bad = replace(text, 'price = "0.70"', 'price = "0.7x"')
+    assert single_problem(bad).startswith(
+        f"park.toml:{line_of(bad, '0.7x')}: tariffs.x.seasons[1].bands[0].price: "
+    )
+    bad = replace(text, 'to = "02-28"', 'to = "02-30"')
+    assert single_problem(bad).startswith(
+        f"park.toml:{line_of(bad, '02-30')}: tariffs.x.seasons[1].to: expected a day of the year"
+    )
+
+
+def test_flat_tariff_refuses_band_keys() -> None:
+    text = replace(BASE, 'price = "1.00"', 'price = "1.00"\nbands = []')
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'bands = []')}: tariffs.flat.bands: unknown key"
+    )
+
+
+def test_unknown_tariff_kind_does_not_cascade() -> None:
+    text = replace(BASE, 'kind = "flat"', 'kind = "fixed"')
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, 'fixed')}: tariffs.flat.kind: must be one of flat, tou, tiered"
+    )
+
+
+# --- calendar -----------------------------------------------------------------------------
+
+
+def test_calendar_is_shared_by_every_tariff() -> None:
+    text = BASE + (
+        '\n[calendar]\ntimezone = "Asia/Shanghai"\n'
+        'holidays = ["2026-10-01", 2026-10-02]\nweekend = ["Sun"]\n'
+    )
+    config = load(text)
+    assert config.calendar.timezone == config.server.timezone == "Asia/Shanghai"
+    assert len(config.calendar.holidays) == 2
+    assert config.calendar.weekend_days == frozenset({6})
+    assert all(t.calendar is config.calendar for t in config.tariffs.values())
+
+
+def test_calendar_errors() -> None:
+    text = BASE + (
+        '\n[calendar]\ntimezone = "Asia/Shangai"\nholidays = ["2026-13-01"]\nweekend = ["sta"]\n'
+    )
+    assert problems(text) == [
+        f"park.toml:{line_of(text, 'Shangai')}: calendar.timezone: unknown time zone "
+        '"Asia/Shangai" (e.g. "Asia/Shanghai")',
+        f"park.toml:{line_of(text, '2026-13-01')}: calendar.holidays[0]: expected a date "
+        '"YYYY-MM-DD", got "2026-13-01"',
+        f"park.toml:{line_of(text, 'weekend =')}: calendar.weekend[0]: "
+        "expected a day name mon..sun, "
+        'got "sta" (did you mean "sat"?)',
+    ]
+
+
+# --- meter defaults and policy sharing ----------------------------------------------------
+
+
+def test_meter_defaults_apply_and_meter_keys_override() -> None:
+    text = BASE.replace("[[meters]]", "[[meters]]", 1)
+    text = replace(
+        text,
+        "\n[[meters]]",
+        (
+            '\n[meter_defaults]\nprofile = "sdm120"\noverload_w = 7000\n'
+            'emergency_credit = "10.00"\n'
+            "offline_opens_relay = true\n"
+            'friendly = [{ start = "22:00", end = "06:00" }]\n\n[[meters]]'
+        ),
+    )
+    text += '\n[[meters]]\nid = "M-3"\ntenant = "c"\ngateway = "gw2"\nunit = 1\ntariff = "flat"\n'
+    config = load(text)
+    m1, _, m3 = config.meters
+    assert m1.profile == "sdm630" and m1.overload_w == 30000  # its own keys win
+    assert m3.profile == "sdm120" and m3.overload_w == 7000
+    assert m3.emergency_credit == 1000 and m3.offline_opens_relay
+    assert m3.friendly == (FriendlyPeriod(1320, 360),)
+    assert m3.alarm_levels == () and m3.opening_balance == 0
+
+
+def test_bad_default_is_reported_once_at_its_own_line() -> None:
+    meters = "".join(
+        f'\n[[meters]]\nid = "D-{n}"\ntenant = "t"\ngateway = "gw2"\nunit = {n + 1}\n'
+        for n in range(5)
+    )
+    text = (
+        BASE
+        + (
+            '\n[meter_defaults]\nprofile = "sdm120"\ntariff = "flat"\noverload_delay = "2 s"\n'
+            'tarif = "flat"\nid = "X"\n'
+        )
+        + meters
+    )
+    assert problems(text) == [
+        f"park.toml:{line_of(text, '2 s')}: meter_defaults.overload_delay: expected a duration "
+        'like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), got "2 s"',
+        f"park.toml:{line_of(text, 'tarif =')}: meter_defaults.tarif: unknown key "
+        '(did you mean "tariff"?)',
+        f"park.toml:{line_of(text, 'id = ' + chr(34) + 'X')}: meter_defaults.id: "
+        "every meter needs its own id; it cannot have a default",
+    ]
+
+
+def test_identical_meters_share_one_policy() -> None:
+    config = load(BASE)
+    assert config.meter_policy("M-1") is not config.meter_policy("M-2")  # tariffs differ
+    same = replace(BASE, 'tariff = "tou"', 'tariff = "flat"')
+    config = load(same)
+    assert config.meter_policy("M-1") is config.meter_policy("M-2")
+    different = replace(same, "overload_w = 30000", "overload_w = 30001", 2)
+    config = load(different)
+    assert config.meter_policy("M-1") is not config.meter_policy("M-2")
+    assert config.meter_policy("M-1").tariff is config.meter_policy("M-2").tariff
+
+
+def test_gateway_defaults_match_the_bus() -> None:
+    bus = pytest.importorskip("protocols.modbus.bus")
+    BusGateway = bus.BusGateway
+
+    ours = load(BASE).gateways[0]
+    theirs = BusGateway("gw1", "127.0.0.1", 5020)
+    for field in attrs.fields(BusGateway):
+        if hasattr(ours, field.name):
+            assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
+
+
+# --- the locator --------------------------------------------------------------------------
+
+
+def test_locator_understands_toml_shapes() -> None:
+    text = (
+        "a.b = 1\n"  # 1
+        '"quoted.key" = 2\n'  # 2
+        's = """\n[not_a_table]\nx = 1\n"""\n'  # 3-6
+        "[t]\n"  # 7
+        "arr = [\n"  # 8
+        "  { k = 1 },\n"  # 9
+        "  [1, 2],\n"  # 10
+        "]\n"  # 11
+        "[[p]]\n"  # 12
+        "[[p]]\n"  # 13
+        "[p.q]\n"  # 14
+        "r = 'x' # comment [[p]]\n"  # 15
+        "[[p.s]]\n"  # 16
+    )
+    lines = _locate_keys(text)
+    assert lines[("a", "b")] == 1
+    assert lines[("quoted.key",)] == 2
+    assert ("not_a_table",) not in lines
+    assert lines[("t", "arr", 0, "k")] == 9
+    assert lines[("t", "arr", 1, 1)] == 10
+    assert lines[("p", 0)] == 12
+    assert lines[("p", 1)] == 13
+    assert lines[("p", 1, "q", "r")] == 15
+    assert lines[("p", 1, "s", 0)] == 16
+
+
+@given(st.text(alphabet="[]{}\"'=,.#\n abc123", max_size=200))
+def test_locator_never_raises_or_hangs(text: str) -> None:
+    _locate_keys(text)
+
+
+# --- scale --------------------------------------------------------------------------------
+
+
+def generated_park(meters: int, gateways: int = 50) -> str:
+    head = BASE.split("[[gateways]]")[0]
+    parts = [
+        head,
+        '[meter_defaults]\nprofile = "sdm120"\ntariff = "tou"\n'
+        'alarm_levels = ["50.00", "20.00"]\nopening_balance = "100.00"\n',
+    ]
+    parts += [
+        f'\n[[gateways]]\nid = "gw{g}"\nhost = "10.0.{g // 250}.{g % 250 + 1}"\nport = 502\n'
+        for g in range(gateways)
+    ]
+    per_gateway = meters // gateways
+    parts += [
+        f'\n[[meters]]\nid = "M-{n:06d}"\ntenant = "tenant-{n % 997}"\n'
+        f'gateway = "gw{n // per_gateway}"\n'
+        f"unit = {n % per_gateway + 1}\noverload_w = {7000 if n % 2 else 9000}\n"
+        for n in range(meters)
+    ]
+    return "".join(parts)
+
+
+def test_ten_thousand_meters_load_quickly_and_share_policies() -> None:
+    text = generated_park(10_000)
+    started = time.perf_counter()
+    config = load(text)
+    elapsed = time.perf_counter() - started
+    print(f"10,000 meters loaded in {elapsed:.2f} s")
+    assert len(config.meters) == 10_000
+    assert len({id(p) for p in config.policies.values()}) == 2
+    assert elapsed < 5.0
+
+
+def test_errors_in_a_big_park_are_still_located() -> None:
+    text = replace(generated_park(2_000), 'gateway = "gw3"', 'gateway = "gw999"', 27)
+    found = problems(text)
+    assert len(found) == 1
+    assert found[0].startswith(f"park.toml:{line_of(text, 'gw999')}: meters[146].gateway: ")
+
+
+# --- documentation ------------------------------------------------------------------------
+
+
+def test_every_key_the_reader_accepts_is_documented() -> None:
+    source = (REPO / "server" / "config.py").read_text()
+    accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
+    accessors += r"table|tables|raw|has|read_month_day\(t,|read_kwh_as_wh\(tier,)"
+    keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_]+)\"", source))
+    assert {"overload_delay", "poll_interval", "up_to_kwh", "from", "weekend"} <= keys
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    # Documented = named in code spans: `key`, `[key]`, `[[key]]`, `hub.listen`, `a`, `b`.
+    prose = re.sub(r"```.*?```", "", docs, flags=re.DOTALL)  # code blocks pair backticks oddly
+    spans = " ".join(re.findall(r"`([^`]+)`", prose))
+    undocumented = sorted(key for key in keys if not re.search(rf"(?<![\w-]){key}(?![\w-])", spans))
+    assert not undocumented
