@@ -193,7 +193,7 @@ def decode_state(data: bytes) -> MeterState:
         )
     except CodecError:
         raise
-    except (ValueError, TypeError, IndexError, msgpack.ExtraData) as error:
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as error:
         raise CodecError(f"not a meter state snapshot: {error}") from error
 
 
@@ -226,7 +226,7 @@ def decode_entry(data: bytes) -> JournalEntry:
         return JournalEntry(kind, meter_id, amount, reference, ts_ms, detail)
     except CodecError:
         raise
-    except (ValueError, TypeError, IndexError, msgpack.ExtraData) as error:
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as error:
         raise CodecError(f"not a journal entry: {error}") from error
 
 

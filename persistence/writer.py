@@ -289,8 +289,9 @@ class Writer:
         started = time.perf_counter()
         txn = store.begin_write()
         try:
-            committed, settled = self._put_records(txn, batch.records)
+            # Outcomes first: a repeat of the same reference in this batch must see them.
             outcomes = _put_outcomes(txn, store.refs, batch.outcomes)
+            committed, settled = self._put_records(txn, batch.records)
             if batch.snapshots:
                 txn.cursor(db=store.snapshots).putmulti(batch.snapshots)
             if batch.history:

@@ -1,0 +1,185 @@
+"""``wattkeeper sim``: the Modbus gateway simulator on its own, and the park the demo simulates.
+
+Theory of operation
+-------------------
+The command turns its options into a :class:`~simulators.park.ParkPlan` (``--config``: exactly
+the gateways and meters of a park config, at the addresses the config gives; ``--meters N
+--gateways G --port P --host H``: gateways ``gw1``.. on ports P, P+1, ... with units 1..N/G;
+neither: the park a ``--scenario`` file asks for), checks every ``--fault`` spec and the
+scenario file *before* anything listens, runs the park in ``trio.run`` and prints where each
+gateway listens. It then runs until Ctrl-C or ``--seconds`` (printing a summary when it stops),
+or, with ``--scenario``, for the scenario's duration, printing one PASS/FAIL line per
+expectation and exiting 1 if any failed.
+
+Everything a user can get wrong (a bad fault spec, an unknown profile, a port in use, a
+scenario file with an error) becomes :class:`server.cli.UserError` with the reason in words.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from protocols.modbus.profiles import ProfileError, load_profile
+from server.cli import UserError
+from server.config import ConfigError, ParkConfig, load_config
+from simulators.faults import Fault, FaultSpecError, parse_fault
+from simulators.gateway import PortInUse
+from simulators.park import ParkPlan, SimPark, open_sim_park, run_sim_park
+from simulators.scenario import Scenario, ScenarioError, load_scenario, run_scenario
+
+__all__ = ["open_simulated_park", "plan_from_args", "run_simulator_command"]
+
+MAX_LISTED_GATEWAYS = 20
+
+
+@asynccontextmanager
+async def open_simulated_park(
+    config: ParkConfig, *, seed: int = 1, speed: float = 1.0
+) -> AsyncIterator[SimPark]:
+    """Simulate exactly the meters of ``config``, each gateway at its configured address."""
+    async with open_sim_park(ParkPlan.from_config(config, seed=seed), speed=speed) as park:
+        yield park
+
+
+def plan_from_args(args: argparse.Namespace, scenario: Scenario | None) -> ParkPlan:
+    """The park the command line asks for (module docstring); UserError if it makes no sense."""
+    try:
+        if args.config is not None:
+            if args.meters is not None:
+                raise UserError("give either --config or --meters, not both")
+            config = load_config(Path(args.config))
+            return ParkPlan.from_config(config, seed=args.seed)
+        if args.meters is not None:
+            meters, gateways, profile = args.meters, args.gateways, args.profile
+        elif scenario is not None:
+            meters, gateways = scenario.park.meters, scenario.park.gateways
+            profile = scenario.park.profile
+        else:
+            raise UserError(
+                "nothing to simulate: give --meters N (with --gateways G, --port P) "
+                "or --config PARK.toml"
+            )
+        if not 0 <= args.port <= 65_535:
+            raise UserError(f"--port {args.port} is not a TCP port")
+        return ParkPlan.uniform(
+            meters=meters,
+            gateways=gateways,
+            port=args.port,
+            host=args.host,
+            seed=args.seed,
+            profile=profile,
+        )
+    except ConfigError:
+        raise  # the CLI prints it as it is (it names the key and the line)
+    except ProfileError as error:
+        raise UserError(f"--profile: {error}") from None
+    except ValueError as error:  # counts that cannot be a park (ParkPlan.uniform says why)
+        raise UserError(str(error)) from None
+
+
+def _faults(specs: Sequence[str]) -> list[Fault]:
+    try:
+        return [parse_fault(spec) for spec in specs]
+    except FaultSpecError as error:
+        raise UserError(str(error)) from None
+
+
+def _listing(park: SimPark) -> str:
+    lines = [f"wattkeeper sim: {park.describe()}"]
+    for number, (gateway_id, gateway) in enumerate(park.gateways.items()):
+        if number == MAX_LISTED_GATEWAYS:
+            lines.append(f"  ... and {len(park.gateways) - number} more gateways")
+            break
+        units = sorted(gateway.meters)
+        span = f"units {units[0]}-{units[-1]}" if len(units) > 1 else f"unit {units[0]}"
+        if units != list(range(units[0], units[-1] + 1)):
+            span = "units " + ",".join(str(unit) for unit in units)
+        lines.append(f"  {gateway_id:<10} {gateway.host}:{gateway.port:<6} {span}")
+    return "\n".join(lines)
+
+
+def _summary(park: SimPark) -> str:
+    stats = park.statistics().values()
+    requests = sum(s.requests for s in stats)
+    connections = sum(s.connections for s in stats)
+    errors = sum(s.frame_errors for s in stats)
+    return (
+        f"wattkeeper sim: stopped; {requests:,} requests answered over {connections} "
+        f"connections, {park.coil_log.total} coil writes, {errors} clients dropped for garbage"
+    )
+
+
+async def _run(
+    park: SimPark, faults: Sequence[Fault], scenario: Scenario | None, seconds: float | None
+) -> int:
+    async with run_sim_park(park):
+        print(_listing(park), flush=True)
+        for fault in faults:
+            park.inject(fault)
+            print(f"  fault {fault.spec()}", flush=True)
+        if scenario is not None:
+            try:
+                outcomes = await run_scenario(
+                    park, scenario, report=lambda line: print(line, flush=True)
+                )
+            except (ScenarioError, FaultSpecError) as error:
+                raise UserError(str(error)) from None
+            return 0 if all(outcome.passed for outcome in outcomes) else 1
+        print("Press Ctrl-C to stop." if seconds is None else f"Running for {seconds:g}s.",
+              flush=True)
+        await trio.sleep(seconds if seconds is not None else float("inf"))
+        return 0
+
+
+def _only_leaf(error: BaseException) -> BaseException:
+    """The single exception inside nested nursery groups (or the error itself)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def run_simulator_command(args: argparse.Namespace) -> int:
+    """``wattkeeper sim`` (see the module docstring); returns the exit status."""
+    scenario = None
+    if args.scenario is not None:
+        try:
+            scenario = load_scenario(args.scenario)
+        except ScenarioError as error:
+            raise UserError(str(error)) from None
+    faults = _faults(args.fault)
+    try:
+        load_profile(args.profile)
+    except ProfileError as error:
+        raise UserError(f"--profile: {error}") from None
+    if args.seconds is not None and not args.seconds > 0:
+        raise UserError(f"--seconds must be > 0, got {args.seconds:g}")
+    park = SimPark(plan_from_args(args, scenario))
+    try:
+        for fault in faults:
+            park.check_target(fault)
+    except FaultSpecError as error:
+        raise UserError(str(error)) from None
+    try:
+        status: int = trio.run(_run, park, faults, scenario, args.seconds)
+    except KeyboardInterrupt:
+        status = 0
+    except BaseExceptionGroup as group:
+        leaf = _only_leaf(group)
+        if isinstance(leaf, KeyboardInterrupt):
+            status = 0
+        elif isinstance(leaf, PortInUse):
+            raise UserError(f"{leaf} (choose another --port, or stop what is using it)") from None
+        elif isinstance(leaf, UserError):
+            raise leaf from None
+        else:
+            raise
+    except PortInUse as error:
+        raise UserError(f"{error} (choose another --port, or stop what is using it)") from None
+    if scenario is None:
+        print(_summary(park), flush=True)
+    return status
