@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_message(error: Exception) -> str | None:
     """The words for errors a user can act on; None means a bug (traceback wanted)."""
-    from persistence.store import DataDirInUse, StorageFull
+    from persistence.store import StoreError
     from server.config import ConfigError
 
     if isinstance(error, BaseExceptionGroup):
@@ -135,7 +135,7 @@ def _user_message(error: Exception) -> str | None:
         leaves = [leaf for leaf in _leaves(error) if isinstance(leaf, Exception)]
         messages = [m for m in (_user_message(leaf) for leaf in leaves) if m is not None]
         return "; ".join(messages) if messages and len(messages) == len(leaves) else None
-    if isinstance(error, ConfigError | DataDirInUse | StorageFull | UserError):
+    if isinstance(error, ConfigError | StoreError | UserError):
         return str(error)
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.strerror}: {error.filename}"

@@ -38,7 +38,7 @@ def demo_park_toml(meters: int, gateways: int, port: int, data_dir: Path) -> str
 [server]
 data_dir = "{data_dir}"
 currency = "CNY"
-snapshot_interval_s = 5
+snapshot_interval = "5s"
 
 [calendar]
 timezone = "Asia/Shanghai"
