@@ -314,14 +314,16 @@ async def phase_baseline(bench: Bench, opening: dict[str, int]) -> float:
                 send.send_nowait(bench.reading(key, round_))
         while processed < bench.meters:
             await trio.sleep(0.001)
+        # Rounds 2..3 were queued before timing started; time only what is processed after
+        # this point (some of round 2 may already be done: count from here, not from round 2).
         started = time.perf_counter()
-        target = processed + (rounds - 1) * bench.meters
+        counted_from = processed
+        target = rounds * bench.meters
         while processed < target:
             await trio.sleep(0.001)
-        # Rounds 2..3 were queued before timing started; time only their processing.
         elapsed = time.perf_counter() - started
         nursery.cancel_scope.cancel()
-    return (rounds - 1) * bench.meters / elapsed
+    return (target - counted_from) / elapsed
 
 
 async def phase_recovery(bench: Bench, opening: dict[str, int]) -> float:

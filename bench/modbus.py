@@ -1,34 +1,66 @@
-"""``wattkeeper bench modbus``: our polling path against plain pymodbus, in one run on loopback.
+"""``wattkeeper bench modbus``: the server's polling path against plain pymodbus, on loopback.
 
 Theory of operation
 -------------------
-The simulator runs in a *subprocess* (one core of its own; its CPU is not ours to count) and is
-driven over its stdin/stdout with one-line commands: ``overload G U WATTS`` (start reporting
-overload power, remembering when), ``log`` (print one JSON line with every coil write and
-overload start, stamped with ``time.monotonic_ns()`` — the same clock in every process on
-Linux, so latencies are measured across the process boundary). Then, in order:
+The simulator is the real one (``simulators.park``, ``ParkPlan.uniform``: gateways ``gw1``..,
+units 1..N each) in a *subprocess* (``bench/sim_worker.py``), pinned to a core of its own when
+the machine has two or more (this process gets the others), so its CPU is never counted as
+ours. It is driven over stdin/stdout lines: inject an overload, dump the coil log. Every
+latency is a difference of ``time.monotonic_ns()`` stamps, one clock for every process on
+Linux. Then, in order:
 
-1. ``sim_polls_per_s`` — what the simulator alone answers: a raw-socket load generator keeps
-   ``window`` requests in flight per gateway with precomputed request bytes and only counts
-   reply frames, so the simulator, not the client, is the limit.
-2. Our path — one :class:`~protocols.modbus.bus.GatewayBus` per gateway (pipelined, window
-   ``--window``, ``poll_interval_ms = 0``: every cycle starts as soon as the last one ended)
-   feeding a listener that counts readings. ``cpu_us_per_poll`` is ``time.process_time()``
-   over the phase / completed polls (a poll = every block of the profile's read plan, decoded
-   into a ``Reading``). While it polls at full rate:
+1. ``sim_polls_per_s`` — what the simulator alone answers: ``simulators.loadgen`` (precomputed
+   request frames, a window of 64 in flight per gateway, replies only framed and counted) runs
+   in this process, against the simulator subprocess, before anything else of ours starts.
+2. Our path — a real park: ``ParkConfig.from_toml_text`` (one ``[[gateways]]`` per simulated
+   gateway, one ``[[meters]]`` per unit) and ``server.app.open_park(config, with_field=True)``:
+   one ``GatewayBus`` per gateway -> ``MeterBusListener`` -> meter actors (dispatcher,
+   policies, effect router) with the journal writer, the snapshotter and the history flusher
+   running, and relay commands actor -> router -> bus -> coil write. "Full rate": the config
+   accepts no poll interval below 10 ms, so every gateway polls every 10 ms; a cycle of 100
+   units takes far longer, and a bus starts the next cycle as soon as the last one ends
+   (``protocols/modbus/bus.py``), so polling is back to back. The achieved rate and the
+   measured cycle time are reported, not assumed.
 
-   * relay commands are emitted at a steady rate to random meters; ``p99_command_ms`` is
-     command emitted -> coil written at the simulator;
-   * overloads are injected on a few meters; the listener applies the simplest correct trip
-     rule (power above ``OVERLOAD_W`` for ``OVERLOAD_DELAY_MS`` of reading time -> open the
-     relay; the real meter actor replaces it when wired). ``p99_trip_ms`` is overload
-     appearing at the simulator -> coil written, minus the overload delay and the poll
-     interval (here the measured cycle time of the gateway: the time it can take to see it).
-3. Baseline — one pymodbus ``AsyncModbusTcpClient`` per gateway reading its units one after
-   another (the same read plan, no decoding: the baseline is flattered, not handicapped), under
-   ``asyncio.run`` in its own phase.
+   * ``polls_per_s`` = completed polls over the phase, where a poll is complete when its
+     meter actor has applied the reading: polls the buses completed (``BusStatistics.polls``:
+     the whole read plan answered and decoded into a ``Reading``), minus readings dropped at
+     the run queue's limit (``ParkRegistry.dropped_readings``), minus the growth of the run
+     queue over the phase. At full rate the buses can outrun the actors; then the queue fills
+     up and readings are dropped, and counting bus polls would credit work never done.
+     ``bus_polls_per_s`` and ``cpu_us_per_bus_poll`` report the bus-side count too.
+     ``cpu_us_per_poll`` = ``time.process_time()`` over the phase / those polls.
+     ``process_time`` counts *every* thread of this process: the trio thread (buses, actors,
+     policies, snapshots) and the journal writer thread (history, snapshots to LMDB).
+   * ``p99_command_ms`` — while polling runs, operator commands (``SetManualRelay`` "open",
+     then "auto" later, to random meters, through ``registry.ask``) make the meter actors
+     emit ``RelayCommand`` effects. The router's relay sink is wrapped to stamp the moment an
+     actor emits one; the latency is that stamp -> the matching coil write in the simulator's
+     coil log (same unit, same position, the first one after the stamp). Commands the
+     registry refuses (``Overloaded``: run queue at its limit) emit nothing and are counted
+     apart (``commands_refused``).
+   * ``p99_trip_ms`` — overloads (``gwX/U:overload:power=45000``, above the meters'
+     ``overload_w`` of 30 kW) are injected on distinct meters while polling runs. Raw trip
+     latency = overload injected at the simulator (stamped just before the fault is injected,
+     so never late) -> the "open" coil write for that unit; reported: raw minus
+     ``overload_delay`` minus the *poll interval*, which here is the measured cycle period of
+     that meter's gateway over the phase (polling at full rate: the longest a new power figure
+     can wait to be read). Part of what remains is the policy seeing the delay only at
+     readings: the delay runs from the first reading that showed the overload and ends at the
+     first reading at least ``overload_delay`` later, which can be almost one more cycle. After
+     the phase (its counters already read) polling goes on until every overloaded meter has
+     tripped, at most ``--drain-seconds``; a trip still missing then counts as infinitely late
+     (``p99_trip_ms`` null if that reaches the 99th percentile). The breakdown (injection ->
+     actor decided; actor -> coil) is printed to stderr.
+3. Baseline — one pymodbus ``AsyncModbusTcpClient`` per gateway, each reading its units one
+   after another with the same read plan (no decoding: the baseline is flattered, not
+   handicapped), under ``asyncio.run`` in its own phase; CPU per poll measured the same way
+   (``process_time`` over the phase / completed polls). With the two processes pinned to
+   their cores the baseline's *rate* varies from run to run (2.4k-6k polls/s seen on the 2-core
+   target with neither process saturated: 20 clients each waiting for every reply are bound by
+   wake-up latency, not CPU); its CPU per poll is steadier (140-165 µs).
 
-With ``--json`` the last line printed is one JSON object.
+With ``--json`` the last line printed is one JSON object; progress and breakdowns go to stderr.
 """
 
 from __future__ import annotations
@@ -37,33 +69,36 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
-import selectors
-import socket
-import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import psutil
 import trio
 
-from policies.records import Reading
-from protocols.modbus.bus import BusGateway, GatewayBus, UnitBinding
-from protocols.modbus.codec import encode_read
-from protocols.modbus.profiles import Profile, load_profile
+from actors.meter import MeterActor
+from actors.registry import Overloaded
+from policies.records import RelayCommand, SetManualRelay
+from protocols.modbus.profiles import load_profile
+from server.app import Park, open_park
+from server.config import ParkConfig
+from simulators.loadgen import measure_polls
 
 HOST: Final = "127.0.0.1"
-PROFILE_NAME: Final = "sdm120"
-NORMAL_W: Final = 1_000.0
-OVERLOAD_W: Final = 30_000.0
-OVERLOAD_INJECTED_W: Final = 45_000.0
-OVERLOAD_DELAY_MS: Final = 500
-COMMANDS_PER_S: Final = 40
-OVERLOADS: Final = 40
-WARMUP_S: Final = 1.0
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+OVERLOAD_W: Final = 30_000
+OVERLOAD_INJECTED_W: Final = 45_000
+MIN_POLL_INTERVAL: Final = "10ms"
+"""The smallest ``poll_interval`` the config accepts (server/config.py)."""
+WARMUP_S: Final = 2.0
+"""Connect, write every meter's commanded coil once (start_field), settle the cycles."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -75,23 +110,28 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 # --- the simulator subprocess -------------------------------------------------------------------
 
-SIM_SCRIPT: Final = "from bench.modbus import simulator_main; simulator_main()"
-
 
 class SimulatorProcess:
-    """The simulator in a subprocess, driven by lines on its stdin (see module docstring)."""
+    """``bench/sim_worker.py`` in a subprocess, on its own core when there are two or more."""
 
-    def __init__(self, meters: int, gateways: int, base_port: int) -> None:
-        self.base_port = base_port
+    def __init__(
+        self, meters: int, gateways: int, profile: str, seed: int, cpu: int | None
+    ) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-c", SIM_SCRIPT, str(meters), str(gateways), str(base_port)],
+            [sys.executable, "-m", "bench.sim_worker", str(meters), str(gateways), profile,
+             str(seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            cwd=PROJECT_ROOT,
         )
-        ready = self._read_line()
-        if ready != "ready":
-            raise RuntimeError(f"simulator did not start: {ready!r}")
+        if cpu is not None:
+            os.sched_setaffinity(self._process.pid, {cpu})
+        words = self._read_line().split(" ", 1)
+        if words[0] != "ready":
+            self.close()
+            raise RuntimeError(f"simulator did not start: {' '.join(words)!r}")
+        self.ports: dict[str, int] = json.loads(words[1])
 
     def _read_line(self) -> str:
         assert self._process.stdout is not None
@@ -107,11 +147,11 @@ class SimulatorProcess:
         times = psutil.Process(self._process.pid).cpu_times()
         return float(times.user + times.system)
 
-    def overload(self, gateway: int, unit: int, watts: float) -> None:
-        self._send(f"overload {gateway} {unit} {watts}")
+    def overload(self, gateway: str, unit: int, watts: float) -> None:
+        self._send(f"overload {gateway} {unit} {watts:g}")
 
-    def log(self) -> dict[str, Any]:
-        self._send("log")
+    def log(self, since_ns: int) -> dict[str, Any]:
+        self._send(f"log {since_ns}")
         log: dict[str, Any] = json.loads(self._read_line())
         return log
 
@@ -120,358 +160,338 @@ class SimulatorProcess:
         self._process.wait()
 
 
-def free_base_port(count: int) -> int:
-    """A base port with ``count`` free consecutive ports after it (checked, then released)."""
-    for _ in range(50):
-        base = random.randrange(20_000, 60_000 - count)
-        probes: list[socket.socket] = []
-        try:
-            for offset in range(count):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind((HOST, base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError("no free range of ports found")
+def pin_cpus() -> tuple[int | None, set[int] | None]:
+    """(the simulator's core, ours) if there are two or more cores to split; else no pinning."""
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(available) < 2:
+        return None, None
+    return available[-1], set(available[:-1])
 
 
-def simulator_main() -> None:
-    """Entry point of the simulator subprocess: ``METERS GATEWAYS BASE_PORT`` on argv."""
-    meters, gateways, base_port = (int(arg) for arg in sys.argv[1:4])
-    trio.run(_run_simulator, meters, gateways, base_port)
+# --- phase 2: our path, a real park -------------------------------------------------------------
 
 
-class _SimGateway:
-    """A fast Modbus TCP gateway: replies cached per request, tid patched in."""
+def park_toml(data_dir: Path, ports: dict[str, int], per_gateway: int, profile: str,
+              window: int, poll_interval: str, overload_delay_ms: int) -> str:
+    """The bench park: every simulated gateway and unit, polled at the smallest interval."""
+    parts = [
+        f"""
+[server]
+data_dir = "{data_dir}"
+currency = "CNY"
 
-    def __init__(self, index: int, units: int) -> None:
-        self.index = index
-        self.registers: dict[int, dict[int, int]] = {}
-        for unit in range(1, units + 1):
-            registers: dict[int, int] = {}
-            for address, value in ((0x00, 230.0), (0x06, 4.35), (0x0C, NORMAL_W), (0x46, 50.0)):
-                _put_float(registers, address, value)
-            _put_float(registers, 0x48, 1234.5)
-            _put_float(registers, 0x34, NORMAL_W)
-            self.registers[unit] = registers
-        self.coils: dict[tuple[int, int], bool] = {}
-        self.cache: dict[bytes, bytes] = {}
-        self.coil_writes: list[tuple[int, int, int, bool, int]] = []
+[tariffs.flat]
+kind = "flat"
+price = "1.00"
 
-    def answer(self, frame: bytes) -> bytes:
-        key = frame[6:12]
-        cached = self.cache.get(key)
-        if cached is not None:
-            return frame[:2] + cached
-        unit, function, address, value = struct.unpack(">BBHH", key)
-        registers = self.registers.get(unit)
-        if registers is None:
-            return frame[:2] + struct.pack(">HHBBB", 0, 3, unit, function | 0x80, 0x0B)
-        if function in (3, 4):
-            words = [registers.get(address + i, 0) for i in range(value)]
-            pdu = struct.pack(f">BB{value}H", function, 2 * value, *words)
-        elif function == 1:
-            bits = sum(1 << i for i in range(value) if self.coils.get((unit, address + i), True))
-            nbytes = (value + 7) // 8
-            pdu = bytes([1, nbytes]) + bits.to_bytes(nbytes, "little")
-        elif function == 5:
-            on = value == 0xFF00
-            self.coils[(unit, address)] = on
-            self.coil_writes.append((self.index, unit, address, on, time.monotonic_ns()))
-            self._forget(unit)
-            return frame[:2] + struct.pack(">HHB", 0, 6, unit) + frame[7:12]
-        else:
-            pdu = bytes([function | 0x80, 0x01])
-        body = struct.pack(">HHB", 0, len(pdu) + 1, unit) + pdu
-        self.cache[key] = body
-        return frame[:2] + body
-
-    def _forget(self, unit: int) -> None:
-        for key in [key for key in self.cache if key[0] == unit]:
-            del self.cache[key]
-
-    def set_power(self, unit: int, watts: float) -> None:
-        _put_float(self.registers[unit], 0x0C, watts)
-        _put_float(self.registers[unit], 0x34, watts)
-        self._forget(unit)
-
-    async def serve(self, stream: trio.SocketStream) -> None:
-        buffer = b""
-        async with stream:
-            try:
-                while True:
-                    data = await stream.receive_some(65_536)
-                    if not data:
-                        return
-                    buffer = buffer + data if buffer else data
-                    replies = []
-                    position = 0
-                    while len(buffer) - position >= 12:
-                        end = position + 6 + int.from_bytes(buffer[position + 4 : position + 6])
-                        if end > len(buffer):
-                            break
-                        replies.append(self.answer(buffer[position:end]))
-                        position = end
-                    buffer = buffer[position:]
-                    await stream.send_all(b"".join(replies))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-
-
-def _put_float(registers: dict[int, int], address: int, value: float) -> None:
-    high, low = struct.unpack(">HH", struct.pack(">f", value))
-    registers[address] = high
-    registers[address + 1] = low
-
-
-async def _run_simulator(meters: int, gateways: int, base_port: int) -> None:
-    per_gateway = meters // gateways
-    sims = [_SimGateway(index, per_gateway) for index in range(gateways)]
-    overloads: list[tuple[int, int, int]] = []
-    async with trio.open_nursery() as nursery:
-        for index, sim in enumerate(sims):
-            await nursery.start(trio.serve_tcp, sim.serve, base_port + index)
-        print("ready", flush=True)
-        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
-        pending = b""
-        while True:
-            data = await stdin.receive_some(4096)
-            if not data:
-                nursery.cancel_scope.cancel()
-                return
-            pending += data
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                words = line.decode().split()
-                if words[0] == "overload":
-                    gateway, unit = int(words[1]), int(words[2])
-                    sims[gateway].set_power(unit, float(words[3]))
-                    overloads.append((gateway, unit, time.monotonic_ns()))
-                elif words[0] == "log":
-                    writes = [write for sim in sims for write in sim.coil_writes]
-                    print(json.dumps({"coil_writes": writes, "overloads": overloads}), flush=True)
-
-
-# --- phase 1: what the simulator alone answers ---------------------------------------------------
-
-
-def measure_simulator(
-    base_port: int, gateways: int, per_gateway: int, profile: Profile, seconds: float
-) -> float:
-    """Polls/s the simulator answers to a raw-socket pipelining client (window 64/gateway)."""
-    window = 64
-    plan = [(block.function, block.address, block.count) for block in profile.read_plan]
-    requests_per_poll = len(plan)
-    selector = selectors.DefaultSelector()
-    request_bytes: dict[socket.socket, bytes] = {}
-    buffers: dict[socket.socket, bytes] = {}
-    for index in range(gateways):
-        sock = socket.create_connection((HOST, base_port + index))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        frames = [
-            encode_read(n & 0xFFFF, 1 + (n // len(plan)) % per_gateway, *plan[n % len(plan)])
-            for n in range(window * 4)
-        ]
-        request_bytes[sock] = b"".join(frames)
-        frame_size = len(frames[0])
-        sock.sendall(request_bytes[sock][: window * frame_size])
-        buffers[sock] = b""
-        selector.register(sock, selectors.EVENT_READ)
-    replies = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while time.perf_counter() < deadline:
-        for key, _ in selector.select(0.1):
-            sock = key.fileobj  # type: ignore[assignment]  # we registered only sockets
-            data = buffers[sock] + sock.recv(262_144)
-            position, completed = 0, 0
-            while len(data) - position >= 8:
-                end = position + 6 + int.from_bytes(data[position + 4 : position + 6])
-                if end > len(data):
-                    break
-                position = end
-                completed += 1
-            buffers[sock] = data[position:]
-            replies += completed
-            sock.sendall(request_bytes[sock][: completed * frame_size])
-    elapsed = time.perf_counter() - started
-    for key in list(selector.get_map().values()):
-        selector.unregister(key.fileobj)
-        key.fileobj.close()  # type: ignore[union-attr]  # always a socket here
-    return replies / requests_per_poll / elapsed
-
-
-# --- phase 2: our polling path ------------------------------------------------------------------
-
-
-class TripListener:
-    """Counts readings; trips a meter whose power stays above the limit for the delay.
-
-    The simplest correct overload rule, standing in for the meter actor in this bench.
-    """
-
-    def __init__(self) -> None:
-        self.readings = 0
-        self.buses: dict[int, GatewayBus] = {}
-        self.over_since: dict[int, int] = {}
-        self.tripped: set[int] = set()
-
-    def reading(self, meter_key: int, reading: Reading) -> None:
-        self.readings += 1
-        if reading.power_w <= OVERLOAD_W:
-            return
-        since = self.over_since.setdefault(meter_key, reading.ts_ms)
-        if reading.ts_ms - since >= OVERLOAD_DELAY_MS and meter_key not in self.tripped:
-            self.tripped.add(meter_key)
-            self.buses[meter_key].command_relay_nowait(meter_key, False)
-
-    def connectivity(self, meter_key: int, online: bool, ts_ms: int, detail: str) -> None:
-        pass
-
-    def relay_feedback(self, meter_key: int, closed: bool, ts_ms: int) -> None:
-        pass
-
-    def poll_failed(self, meter_key: int, kind: str, detail: str, ts_ms: int) -> None:
-        pass
-
-
-def meter_key(gateway: int, unit: int) -> int:
-    return gateway * 10_000 + unit
-
-
-async def measure_bus(
-    sim: SimulatorProcess,
-    gateways: int,
-    per_gateway: int,
-    profile: Profile,
-    seconds: float,
-    window: int,
-) -> dict[str, Any]:
-    listener = TripListener()
-    buses: list[GatewayBus] = []
-    overload_units = {(g % gateways, 1 + (g * 7) % per_gateway) for g in range(OVERLOADS)}
-    commands: list[tuple[int, int, bool, int]] = []
-    async with trio.open_nursery() as nursery:
-        for index in range(gateways):
-            gateway = BusGateway(
-                gateway_id=f"gw{index}",
-                host=HOST,
-                port=sim.base_port + index,
-                poll_interval_ms=0,
-                timeout_ms=2_000,
-                window=window,
-                retries=1,
-                offline_after=3,
-                command_slots=1,
-            )
-            units = [
-                UnitBinding(meter_key(index, unit), unit, profile, relay_coil=0)
-                for unit in range(1, per_gateway + 1)
-            ]
-            bus = GatewayBus(gateway, units, listener)
-            buses.append(bus)
-            listener.buses.update({unit.meter_key: bus for unit in units})
-            await nursery.start(bus.run)
-        await trio.sleep(WARMUP_S)
-        cpu_start, polls_start, started = (
-            time.process_time(),
-            listener.readings,
-            time.perf_counter(),
+[meter_defaults]
+profile = "{profile}"
+relay_coil = 0
+tariff = "flat"
+opening_balance = "1000000.00"
+overload_w = {OVERLOAD_W}
+overload_delay = "{overload_delay_ms}ms"
+"""
+    ]
+    for gateway, port in ports.items():
+        parts.append(
+            f"""
+[[gateways]]
+id = "{gateway}"
+host = "{HOST}"
+port = {port}
+poll_interval = "{poll_interval}"
+timeout = "1s"
+window = {window}
+"""
         )
-        sim_cpu_start = sim.cpu_s()
-        deadline = trio.current_time() + seconds
-        overloads = sorted(overload_units)
-        overload_every = seconds * 0.6 / max(1, len(overloads))
-        next_overload = trio.current_time() + 0.1
-        next_command = trio.current_time()
-        rng = random.Random(7)
+    number = 0
+    for gateway in ports:
+        for unit in range(1, per_gateway + 1):
+            number += 1
+            parts.append(
+                f"""
+[[meters]]
+id = "M-{number:04d}"
+tenant = "t{number}"
+gateway = "{gateway}"
+unit = {unit}
+"""
+            )
+    return "".join(parts)
+
+
+@attrs.define
+class Emitted:
+    """Relay commands as meter actors emitted them: (meter key, closed, monotonic_ns)."""
+
+    commands: list[tuple[int, bool, int]] = attrs.Factory(list)
+
+
+def stamp_relay_commands(park: Park) -> Emitted:
+    """Wrap the router's relay sink: stamp each command the moment an actor emits it."""
+    emitted = Emitted()
+    forward = park.router.relay_sink
+    record = emitted.commands.append
+
+    def stamped(actor: MeterActor, command: RelayCommand) -> None:
+        record((actor.key, command.closed, time.monotonic_ns()))
+        forward(actor, command)
+
+    park.router.relay_sink = stamped
+    return emitted
+
+
+@attrs.frozen
+class Counters:
+    """What the phase figures are differences of, read at its start and at its deadline."""
+
+    perf_s: float
+    cpu_s: float
+    sim_cpu_s: float
+    bus_polls: int
+    queue_depth: int
+    dropped: int
+    cycles: tuple[int, ...]
+
+    @classmethod
+    def read(cls, park: Park, sim: SimulatorProcess) -> Counters:
+        assert park.field is not None
+        statistics = [bus.statistics() for bus in park.field.buses]
+        return cls(
+            perf_s=time.perf_counter(),
+            cpu_s=time.process_time(),
+            sim_cpu_s=sim.cpu_s(),
+            bus_polls=sum(s.polls for s in statistics),
+            queue_depth=park.dispatcher.queue_depth,
+            dropped=park.registry.dropped_readings,
+            cycles=tuple(s.cycles for s in statistics),
+        )
+
+
+async def measure_park(
+    sim: SimulatorProcess,
+    per_gateway: int,
+    profile: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="wattkeeper-bench-") as data_dir:
+        toml = park_toml(Path(data_dir), sim.ports, per_gateway, profile, args.window,
+                         args.poll_interval, args.overload_delay_ms)
+        config = ParkConfig.from_toml_text(toml, "bench-modbus.toml")
+        # meter key -> (gateway, unit), filled once the registry has assigned the keys
+        location: dict[int, tuple[str, int]] = {}
+        async with open_park(config, with_field=True) as park:
+            assert park.field is not None
+            for meter in config.meters:
+                location[park.registry.get(meter.id).key] = (meter.gateway, meter.unit)
+            emitted = stamp_relay_commands(park)
+            await trio.sleep(WARMUP_S)
+            result = await _run_phase(park, sim, location, emitted, args)
+            statistics = [bus.statistics() for bus in park.field.buses]
+        result["failures"] = sum(
+            s.failed_timeout + s.failed_exception + s.failed_garbage for s in statistics
+        )
+        result["emitted"] = emitted.commands
+        result["location"] = location
+        return result
+
+
+async def _run_phase(
+    park: Park,
+    sim: SimulatorProcess,
+    location: dict[int, tuple[str, int]],
+    emitted: Emitted,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    assert park.field is not None
+    buses = park.field.buses
+    rng = random.Random(7)
+    keys = sorted(location)
+    overload_keys = rng.sample(keys, min(args.overloads, len(keys) // 2))
+    command_keys = sorted(set(keys) - set(overload_keys))
+    manual_open: set[int] = set()
+    rejected = overloaded = 0
+
+    async def command(actor: MeterActor, action: str) -> None:
+        nonlocal rejected, overloaded
+        try:
+            outcome: Any = await park.registry.ask(
+                actor, SetManualRelay(action, "bench", park.clock_ms())
+            )
+        except Overloaded:
+            overloaded += 1  # the run queue is at its limit: the server refuses commands
+            return
+        if outcome.rejection is not None:
+            rejected += 1
+
+    phase_start_ns = time.monotonic_ns()
+    first = Counters.read(park, sim)
+    now = trio.current_time()
+    deadline = now + args.seconds
+    # Overloads over the first 70 % of the phase, so the last trip completes inside it.
+    overload_every = args.seconds * 0.7 / max(1, len(overload_keys))
+    next_overload, next_command = now + 0.1, now
+    pending_overloads = list(overload_keys)
+    injected_ns: dict[int, int] = {}
+    sent_commands = 0
+    async with trio.open_nursery() as nursery:
         while trio.current_time() < deadline:
             now = trio.current_time()
-            if overloads and now >= next_overload:
-                sim.overload(*overloads.pop(), OVERLOAD_INJECTED_W)
+            if pending_overloads and now >= next_overload:
+                key = pending_overloads.pop()
+                injected_ns[key] = time.monotonic_ns()
+                sim.overload(*location[key], OVERLOAD_INJECTED_W)
                 next_overload += overload_every
             if now >= next_command:
-                while True:
-                    gateway_index, unit = rng.randrange(gateways), rng.randrange(per_gateway) + 1
-                    if (gateway_index, unit) not in overload_units:
-                        break
-                closed = rng.random() < 0.5
-                commands.append((gateway_index, unit, closed, time.monotonic_ns()))
-                buses[gateway_index].command_relay_nowait(meter_key(gateway_index, unit), closed)
-                next_command += 1 / COMMANDS_PER_S
-            await trio.sleep_until(min(next_command, next_overload, deadline))
-        cpu = time.process_time() - cpu_start
-        polls = listener.readings - polls_start
-        elapsed = time.perf_counter() - started
-        sim_busy = (sim.cpu_s() - sim_cpu_start) / elapsed
-        statistics = [bus.statistics() for bus in buses]
-        nursery.cancel_scope.cancel()
-    failures = sum(s.failed_timeout + s.failed_exception + s.failed_garbage for s in statistics)
-    polls_per_s = polls / elapsed
+                key = rng.choice(command_keys)
+                action = "auto" if key in manual_open else "open"
+                manual_open.symmetric_difference_update({key})
+                nursery.start_soon(command, park.registry.by_key(key), action)
+                sent_commands += 1
+                next_command += 1 / args.commands_per_s
+            wake = min(next_command, deadline)
+            if pending_overloads:
+                wake = min(wake, next_overload)
+            await trio.sleep_until(wake)
+        last = Counters.read(park, sim)
+        unanswered = len(nursery.child_tasks)
+        nursery.cancel_scope.cancel()  # commands still queued behind readings: not waited for
+    drained = await _drain_trips(emitted, injected_ns, args.drain_seconds)
+    elapsed = last.perf_s - first.perf_s
+    bus_polls = last.bus_polls - first.bus_polls
+    # Readings a meter actor applied during the phase: polled, minus dropped at the run queue's
+    # limit, minus what is still queued at the end beyond what was queued at the start.
+    applied = bus_polls - (last.dropped - first.dropped) - (last.queue_depth - first.queue_depth)
+    cycle_ms = {
+        bus.gateway.gateway_id: elapsed * 1000 / max(1, end - start)
+        for bus, start, end in zip(buses, first.cycles, last.cycles, strict=True)
+    }
+    cpu = last.cpu_s - first.cpu_s
     return {
-        "polls_per_s": polls_per_s,
-        "cpu_us_per_poll": cpu / max(1, polls) * 1e6,
-        "cycle_ms": per_gateway / (polls_per_s / gateways) * 1000,
-        "failures": failures,
-        "commands": commands,
-        "tripped": len(listener.tripped),
+        "phase_start_ns": phase_start_ns,
+        "polls_per_s": applied / elapsed,
+        "bus_polls_per_s": bus_polls / elapsed,
+        "cpu_us_per_poll": cpu / max(1, applied) * 1e6,
+        "cpu_us_per_bus_poll": cpu / max(1, bus_polls) * 1e6,
+        "cycle_ms": cycle_ms,
         "busy": cpu / elapsed,
-        "sim_busy": sim_busy,
+        "sim_busy": (last.sim_cpu_s - first.sim_cpu_s) / elapsed,
+        "queue_depth": (first.queue_depth, last.queue_depth),
+        "dropped_readings": last.dropped - first.dropped,
+        "overload_keys": set(overload_keys),
+        "commands_sent": sent_commands,
+        "commands_rejected": rejected,
+        "commands_overloaded": overloaded,
+        "commands_unanswered": unanswered,
+        "drain_s": drained,
     }
 
 
-def command_latencies(
-    commands: list[tuple[int, int, bool, int]], writes: list[list[Any]]
-) -> list[float]:
-    """Command emitted -> the first matching coil write at the simulator after it, in ms."""
-    by_unit: dict[tuple[int, int], list[tuple[int, bool]]] = {}
-    for gateway, unit, _coil, on, written_ns in writes:
+async def _drain_trips(emitted: Emitted, injected_ns: dict[int, int], limit_s: float) -> float:
+    """Keep polling after the phase until every overloaded meter has tripped (or ``limit_s``).
+
+    The phase counters are already read; this only lets late trips finish so that they are
+    measured rather than left out. Returns the seconds it took.
+    """
+    started = trio.current_time()
+    waiting = dict(injected_ns)
+    seen = 0
+    while waiting and trio.current_time() < started + limit_s:
+        commands = emitted.commands
+        for key, closed, emitted_ns in commands[seen:]:
+            if not closed and emitted_ns >= waiting.get(key, emitted_ns + 1):
+                del waiting[key]
+        seen = len(commands)
+        await trio.sleep(0.05)
+    await trio.sleep(0.2)  # the last coil writes land at the simulator
+    return trio.current_time() - started
+
+
+def _writes_by_unit(writes: list[list[Any]]) -> dict[tuple[str, int], list[tuple[int, bool]]]:
+    by_unit: dict[tuple[str, int], list[tuple[int, bool]]] = {}
+    for written_ns, gateway, unit, on, *_sim_s in writes:
         by_unit.setdefault((gateway, unit), []).append((written_ns, on))
+    return by_unit
+
+
+def _first_write(
+    by_unit: dict[tuple[str, int], list[tuple[int, bool]]],
+    target: tuple[str, int],
+    after_ns: int,
+    on: bool,
+) -> int | None:
+    for written_ns, written_on in by_unit.get(target, ()):
+        if written_ns >= after_ns and written_on == on:
+            return written_ns
+    return None
+
+
+def command_latencies(ours: dict[str, Any], writes: list[list[Any]]) -> list[float]:
+    """Actor emitted a relay command -> the first matching coil write after it, in ms."""
+    by_unit = _writes_by_unit(writes)
     latencies = []
-    for gateway, unit, closed, emitted_ns in commands:
-        for written_ns, on in by_unit.get((gateway, unit), ()):
-            if written_ns >= emitted_ns and on == closed:
-                latencies.append((written_ns - emitted_ns) / 1e6)
-                break
+    for key, closed, emitted_ns in ours["emitted"]:
+        if key in ours["overload_keys"] or emitted_ns < ours["phase_start_ns"]:
+            continue
+        written_ns = _first_write(by_unit, ours["location"][key], emitted_ns, closed)
+        if written_ns is not None:
+            latencies.append((written_ns - emitted_ns) / 1e6)
     return latencies
 
 
-def trip_latencies(
-    overloads: list[list[int]], writes: list[list[Any]], cycle_ms: float
-) -> list[float]:
-    """Overload start -> coil opened at the simulator, minus overload delay and poll interval."""
-    latencies = []
-    for gateway, unit, started_ns in overloads:
-        for write_gateway, write_unit, _coil, on, written_ns in writes:
-            if (
-                (write_gateway, write_unit) == (gateway, unit)
-                and not on
-                and written_ns > started_ns
-            ):
-                raw_ms = (written_ns - started_ns) / 1e6
-                latencies.append(raw_ms - OVERLOAD_DELAY_MS - cycle_ms)
-                break
-    return latencies
+@attrs.frozen
+class Trip:
+    raw_ms: float
+    """Overload injected -> relay coil opened at the simulator."""
+    decided_ms: float
+    """Overload injected -> the meter actor emitted the open command."""
+    control_ms: float
+    """Actor emitted -> coil opened."""
+    cycle_ms: float
+    reported_ms: float
+    """raw - overload delay - cycle (the p99_trip_ms figure)."""
+
+
+def trips(ours: dict[str, Any], log: dict[str, Any], overload_delay_ms: int) -> list[Trip]:
+    by_unit = _writes_by_unit(log["coil_writes"])
+    key_of = {target: key for key, target in ours["location"].items()}
+    emitted: dict[int, list[int]] = {}
+    for key, closed, emitted_ns in ours["emitted"]:
+        if not closed:
+            emitted.setdefault(key, []).append(emitted_ns)
+    found = []
+    for gateway, unit, injected_ns, *_applied in log["overloads"]:
+        written_ns = _first_write(by_unit, (gateway, unit), injected_ns, False)
+        decided = [ns for ns in emitted.get(key_of[(gateway, unit)], ()) if ns >= injected_ns]
+        if written_ns is None or not decided:
+            found.append(Trip(math.inf, math.inf, math.inf, ours["cycle_ms"][gateway], math.inf))
+            continue
+        raw_ms = (written_ns - injected_ns) / 1e6
+        cycle_ms = ours["cycle_ms"][gateway]
+        found.append(
+            Trip(
+                raw_ms=raw_ms,
+                decided_ms=(decided[0] - injected_ns) / 1e6,
+                control_ms=(written_ns - decided[0]) / 1e6,
+                cycle_ms=cycle_ms,
+                reported_ms=raw_ms - overload_delay_ms - cycle_ms,
+            )
+        )
+    return found
 
 
 # --- phase 3: the pymodbus baseline --------------------------------------------------------------
 
 
 async def measure_pymodbus(
-    base_port: int, gateways: int, per_gateway: int, profile: Profile, seconds: float
+    ports: Sequence[int], per_gateway: int, profile: str, seconds: float
 ) -> dict[str, float]:
     from pymodbus.client import AsyncModbusTcpClient  # only the baseline needs it
 
-    plan = [(block.function, block.address, block.count) for block in profile.read_plan]
-    clients = [
-        AsyncModbusTcpClient(HOST, port=base_port + index, timeout=3, retries=0)
-        for index in range(gateways)
-    ]
+    read_plan = load_profile(profile).read_plan
+    plan = [(block.function, block.address, block.count) for block in read_plan]
+    clients = [AsyncModbusTcpClient(HOST, port=port, timeout=3, retries=0) for port in ports]
     for client in clients:
         await client.connect()
     polls = 0
@@ -492,7 +512,7 @@ async def measure_pymodbus(
                 polls += 1
 
     tasks = [asyncio.create_task(poll_gateway(client)) for client in clients]
-    await asyncio.sleep(WARMUP_S)
+    await asyncio.sleep(WARMUP_S / 2)
     cpu_start, polls_start, started = time.process_time(), polls, time.perf_counter()
     await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu_start
@@ -508,40 +528,106 @@ async def measure_pymodbus(
 # --- the run -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="wattkeeper bench modbus", description=__doc__)
+def _finite(value: float) -> float | None:
+    """Rounded, or None (JSON null) when there is no figure: no samples, or unmatched ones."""
+    return round(value, 3) if math.isfinite(value) else None
+
+
+def target_report(result: dict[str, Any]) -> list[str]:
+    """One line per target of the issue: the figure, the target, met or missed."""
+    baseline_cpu = result["baseline_cpu_us_per_poll"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    command, trip = result["p99_command_ms"], result["p99_trip_ms"]
+    return [
+        f"target cpu_us_per_poll <= baseline/5 ({baseline_cpu / 5:.1f}): "
+        f"{result['cpu_us_per_poll']} -> {verdict(result['cpu_us_per_poll'] <= baseline_cpu / 5)}",
+        f"target polls_per_s >= baseline ({result['baseline_polls_per_s']}): "
+        f"{result['polls_per_s']} -> "
+        f"{verdict(result['polls_per_s'] >= result['baseline_polls_per_s'])}",
+        f"target p99_command_ms <= 10: {command} -> "
+        f"{verdict(command is not None and command <= 10)}",
+        f"target p99_trip_ms <= 20: {trip} -> {verdict(trip is not None and trip <= 20)}",
+        f"target sim_polls_per_s >= 20000: {result['sim_polls_per_s']} -> "
+        f"{verdict(result['sim_polls_per_s'] >= 20_000)}",
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wattkeeper bench modbus",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--meters", type=int, default=2_000)
     parser.add_argument("--gateways", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    parser.add_argument("--window", type=int, default=32, help="requests in flight per gateway")
+    parser.add_argument("--profile", default="sdm630")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="length of our phase and of the baseline phase")
+    parser.add_argument("--sim-seconds", type=float, default=3.0,
+                        help="length of the simulator-alone phase")
+    parser.add_argument("--poll-interval", default=MIN_POLL_INTERVAL,
+                        help="gateways' poll_interval (default: the smallest the config "
+                        "accepts, i.e. full rate)")
+    parser.add_argument("--window", type=int, default=32,
+                        help="requests in flight per gateway (config `window`, 1..64)")
+    parser.add_argument("--commands-per-s", type=float, default=50.0,
+                        help="operator relay commands a second during our phase")
+    parser.add_argument("--overloads", type=int, default=100,
+                        help="overloads injected (one per meter) during our phase")
+    parser.add_argument("--overload-delay-ms", type=int, default=500,
+                        help="the meters' overload_delay")
+    parser.add_argument("--drain-seconds", type=float, default=20.0,
+                        help="after our phase, wait at most this long for late trips")
+    parser.add_argument("--seed", type=int, default=1, help="simulator seed")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the simulator and this process to separate cores")
     parser.add_argument("--json", action="store_true", help="end with one JSON object line")
-    args = parser.parse_args(argv)
-    if args.meters < args.gateways or args.gateways < 1:
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    # `wattkeeper bench modbus -- --seconds 5` forwards the "--" too.
+    args = parser.parse_args([arg for arg in argv if arg != "--"])
+    if args.gateways < 1 or args.meters < args.gateways:
         parser.error("need at least one gateway and one meter per gateway")
+    if args.seconds <= 0 or args.commands_per_s <= 0:
+        parser.error("--seconds and --commands-per-s must be > 0")
     per_gateway = args.meters // args.gateways
     meters = per_gateway * args.gateways
-    profile = load_profile(PROFILE_NAME)
+    load_profile(args.profile)  # an unknown profile fails here, with the profile's message
 
-    sim = SimulatorProcess(meters, args.gateways, free_base_port(args.gateways))
+    sim_cpu, our_cpus = (None, None) if args.no_pin else pin_cpus()
+    if our_cpus is not None:
+        os.sched_setaffinity(0, our_cpus)
+    sim = SimulatorProcess(meters, args.gateways, args.profile, args.seed, sim_cpu)
+    ports = list(sim.ports.values())
     try:
-        sim_rate = measure_simulator(
-            sim.base_port, args.gateways, per_gateway, profile, min(3.0, args.seconds)
+        sim_result = measure_polls(
+            HOST, ports, units_per_port=per_gateway, profile=args.profile,
+            seconds=args.sim_seconds, window=64,
         )
-        print(f"simulator alone: {sim_rate:,.0f} polls/s", file=sys.stderr)
-        ours = trio.run(
-            measure_bus, sim, args.gateways, per_gateway, profile, args.seconds, args.window
-        )
+        print(f"simulator alone: {sim_result.polls_per_s:,.0f} polls/s "
+              f"({sim_result.exceptions} exception replies)", file=sys.stderr)
+        ours = trio.run(measure_park, sim, per_gateway, args.profile, args)
+        cycles = list(ours["cycle_ms"].values())
         print(
-            f"GatewayBus: {ours['polls_per_s']:,.0f} polls/s, "
-            f"{ours['cpu_us_per_poll']:.1f} µs CPU/poll, cycle {ours['cycle_ms']:.0f} ms, "
-            f"{ours['failures']} failed polls, {ours['tripped']} trips; CPU busy: "
-            f"{ours['busy']:.0%} ours, {ours['sim_busy']:.0%} simulator",
+            f"our park: {ours['polls_per_s']:,.0f} polls/s applied by meter actors "
+            f"({ours['bus_polls_per_s']:,.0f} polls/s completed by the buses, "
+            f"{ours['dropped_readings']:,} readings dropped at the run queue's limit, queue "
+            f"{ours['queue_depth'][0]:,} -> {ours['queue_depth'][1]:,}), "
+            f"{ours['cpu_us_per_poll']:.1f} µs CPU/applied poll "
+            f"({ours['cpu_us_per_bus_poll']:.1f} per bus poll), cycle "
+            f"{min(cycles):.0f}-{max(cycles):.0f} ms (poll_interval {args.poll_interval}), "
+            f"{ours['failures']} failed polls; CPU busy: {ours['busy']:.0%} ours, "
+            f"{ours['sim_busy']:.0%} simulator",
             file=sys.stderr,
         )
-        log = sim.log()
-        baseline = asyncio.run(
-            measure_pymodbus(sim.base_port, args.gateways, per_gateway, profile, args.seconds)
-        )
+        log = sim.log(ours["phase_start_ns"])
+        baseline = asyncio.run(measure_pymodbus(ports, per_gateway, args.profile, args.seconds))
         print(
             f"pymodbus: {baseline['polls_per_s']:,.0f} polls/s, "
             f"{baseline['cpu_us_per_poll']:.1f} µs CPU/poll",
@@ -550,8 +636,32 @@ def main(argv: list[str]) -> int:
     finally:
         sim.close()
 
-    commands = command_latencies(ours["commands"], log["coil_writes"])
-    trips = trip_latencies(log["overloads"], log["coil_writes"], ours["cycle_ms"])
+    commands = command_latencies(ours, log["coil_writes"])
+    found = trips(ours, log, args.overload_delay_ms)
+    gaps = [(applied - injected) / 1e6 for _g, _u, injected, applied in log["overloads"]]
+    print(
+        f"commands: {ours['commands_sent']} sent, {ours['commands_rejected']} rejected, "
+        f"{ours['commands_overloaded']} refused (overloaded), "
+        f"{ours['commands_unanswered']} unanswered at the end, "
+        f"{len(commands)} relay commands matched to coil writes; p50/p99/max "
+        f"{percentile(commands, 0.5):.2f}/{percentile(commands, 0.99):.2f}/"
+        f"{max(commands, default=math.nan):.2f} ms",
+        file=sys.stderr,
+    )
+    matched = [trip for trip in found if math.isfinite(trip.raw_ms)]
+    print(
+        f"trips: {len(matched)}/{len(found)} matched (after {ours['drain_s']:.1f} s of "
+        f"draining); p50/p99 raw {percentile([t.raw_ms for t in found], 0.5):.0f}/"
+        f"{percentile([t.raw_ms for t in found], 0.99):.0f} ms = injection -> actor decided "
+        f"{percentile([t.decided_ms for t in found], 0.5):.0f}/"
+        f"{percentile([t.decided_ms for t in found], 0.99):.0f} ms + actor -> coil "
+        f"{percentile([t.control_ms for t in found], 0.5):.2f}/"
+        f"{percentile([t.control_ms for t in found], 0.99):.2f} ms; overload delay "
+        f"{args.overload_delay_ms} ms, mean cycle {sum(cycles) / len(cycles):.0f} ms; "
+        f"injection stamp -> fault applied in the simulator at most "
+        f"{max(gaps, default=0):.2f} ms",
+        file=sys.stderr,
+    )
     result = {
         "meters": meters,
         "gateways": args.gateways,
@@ -559,15 +669,22 @@ def main(argv: list[str]) -> int:
         "baseline_polls_per_s": round(baseline["polls_per_s"]),
         "cpu_us_per_poll": round(ours["cpu_us_per_poll"], 2),
         "baseline_cpu_us_per_poll": round(baseline["cpu_us_per_poll"], 2),
-        "p99_command_ms": round(percentile(commands, 0.99), 3),
-        "p99_trip_ms": round(percentile(trips, 0.99), 3),
-        "sim_polls_per_s": round(sim_rate),
+        "p99_command_ms": _finite(percentile(commands, 0.99)),
+        "p99_trip_ms": _finite(percentile([t.reported_ms for t in found], 0.99)),
+        "sim_polls_per_s": round(sim_result.polls_per_s),
+        "bus_polls_per_s": round(ours["bus_polls_per_s"]),
+        "cpu_us_per_bus_poll": round(ours["cpu_us_per_bus_poll"], 2),
+        "dropped_readings": ours["dropped_readings"],
+        "commands_refused": ours["commands_overloaded"],
+        "trips_matched": len(matched),
+        "trips_injected": len(found),
+        "cycle_ms": round(sum(cycles) / len(cycles), 1),
+        "poll_interval": args.poll_interval,
+        "window": args.window,
+        "profile": args.profile,
     }
-    print(
-        f"commands matched {len(commands)}/{len(ours['commands'])}, "
-        f"trips matched {len(trips)}/{len(log['overloads'])}",
-        file=sys.stderr,
-    )
+    for line in target_report(result):
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:

@@ -267,9 +267,13 @@ def _compile_decoder(profile: Profile, plan: tuple[ReadBlock, ...]) -> tuple[Dec
         )
         fmt = [">"]
         cursor = block.address
+        previous = ""
         for spec in specs:
-            if spec.address < cursor:  # overlapping values: read this one separately
-                raise ProfileError(f"{profile.name}: {spec.quantity} overlaps another value")
+            if spec.address < cursor:  # two values claim the same register: a typo in the map
+                raise ProfileError(
+                    f"{profile.name}: values.{spec.quantity} (address {spec.address}) "
+                    f"overlaps values.{previous}"
+                )
             if spec.address > cursor:
                 fmt.append(f"{2 * (spec.address - cursor)}x")
             code = DATA_TYPES[spec.data_type]
@@ -282,6 +286,7 @@ def _compile_decoder(profile: Profile, plan: tuple[ReadBlock, ...]) -> tuple[Dec
                 fmt.append(code)
             expressions[spec.quantity] = _scaled(spec, term)
             cursor = spec.end
+            previous = spec.quantity
             flat_index += 1
         namespace[f"unpack{block_number}"] = struct.Struct("".join(fmt)).unpack_from
         unpack_terms.append(f"unpack{block_number}(blocks[{block_number}])")
@@ -382,30 +387,42 @@ def _typed(
 ) -> Any:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, kind):
+        path = f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
         raise ProfileError(
-            f"{where}.{key}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}"
+            f"{path}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}"
         )
     return value
 
 
+def _no_unknown_keys(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    # A misspelt key (``max_gaps``) silently falling back to its default is worse than an error.
+    unknown = set(table) - known
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
 _VALUE_KEYS: Final = frozenset({"function", "address", "type", "word_order", "scale", "unit"})
+_TOP_KEYS: Final = frozenset({"name", "kind", "description", "read_plan", "relay", "values"})
+_PLAN_KEYS: Final = frozenset({"max_gap", "max_registers"})
+_RELAY_KEYS: Final = frozenset({"function_read", "function_write"})
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Profile:
     """A :class:`Profile` from a parsed TOML document; errors name ``source`` and the key."""
     try:
-        name = _typed(data, "name", str, source, None)
-        kind = _typed(data, "kind", str, source, None)
+        _no_unknown_keys(data, _TOP_KEYS, source)
+        name = _typed(data, "name", str, f"{source}:", None)
+        kind = _typed(data, "kind", str, f"{source}:", None)
         plan = _table(data, "read_plan", source)
+        _no_unknown_keys(plan, _PLAN_KEYS, f"{source}: read_plan")
         relay = _table(data, "relay", source)
+        _no_unknown_keys(relay, _RELAY_KEYS, f"{source}: relay")
         values: list[ValueSpec] = []
         for quantity, table in _table(data, "values", source).items():
             where = f"{source}: values.{quantity}"
             if not isinstance(table, Mapping):
                 raise ProfileError(f"{where} must be a table")
-            unknown = set(table) - _VALUE_KEYS
-            if unknown:
-                raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            _no_unknown_keys(table, _VALUE_KEYS, where)
             values.append(
                 ValueSpec(
                     quantity=quantity,
@@ -425,7 +442,7 @@ def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Prof
                 function_read=_typed(relay, "function_read", int, f"{source}: relay", 1),
                 function_write=_typed(relay, "function_write", int, f"{source}: relay", 5),
             ),
-            description=_typed(data, "description", str, source, ""),
+            description=_typed(data, "description", str, f"{source}:", ""),
             max_gap=_typed(plan, "max_gap", int, f"{source}: read_plan", DEFAULT_MAX_GAP),
             max_registers=_typed(
                 plan, "max_registers", int, f"{source}: read_plan", MAX_READ_REGISTERS
@@ -460,11 +477,21 @@ def _builtin_profiles() -> dict[str, Profile]:
     # Compiled once per process: profiles are immutable values.
     folder = resources.files(PROFILES_PACKAGE).joinpath(PROFILES_DIR)
     found: dict[str, Profile] = {}
+    files: dict[str, str] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text(encoding="utf-8"))
-            profile = parse_profile(data, source=f"{PROFILES_DIR}/{entry.name}")
+            source = f"{PROFILES_DIR}/{entry.name}"
+            try:
+                data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as error:
+                raise ProfileError(f"{source}: not valid TOML: {error}") from None
+            profile = parse_profile(data, source=source)
+            if profile.name in found:  # one file silently shadowing another is a wrong meter map
+                raise ProfileError(
+                    f"{source}: name {profile.name!r} is already used by {files[profile.name]}"
+                )
             found[profile.name] = profile
+            files[profile.name] = source
     return found
 
 

@@ -1,0 +1,101 @@
+"""The simulator process of ``wattkeeper bench modbus``: the real ``simulators.park``, on stdin.
+
+Theory of operation
+-------------------
+``python -m bench.sim_worker METERS GATEWAYS PROFILE SEED`` opens
+``open_sim_park(ParkPlan.uniform(...))`` with ephemeral ports (gateways ``gw1``..``gwG``,
+units 1..METERS/GATEWAYS each) and prints one line ``ready {"gw1": PORT, ...}``. It then
+reads one command a line from stdin and answers on stdout:
+
+``overload GATEWAY UNIT WATTS``
+    inject ``GATEWAY/UNIT:overload:power=WATTS`` (no answer). Two ``time.monotonic_ns()``
+    stamps are kept: just before :meth:`SimPark.inject` (the bench's conservative "overload
+    appeared" time: it cannot be later than the fault) and once the fault task has applied it
+    (seen at this task's next checkpoint; the gap says how far apart the two can be).
+``log SINCE_NS``
+    one JSON line: ``coil_writes`` (``[monotonic_ns, gateway, unit, on, sim_s]`` from the
+    park's coil log, written at or after ``SINCE_NS``), ``overloads`` (``[gateway, unit,
+    before_ns, applied_ns]``), ``requests`` (requests answered by every gateway so far).
+
+End of stdin ends the process. The clock is ``time.monotonic_ns()``, which is the same clock
+in every process of a Linux host, so the bench can subtract its own stamps from these.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import trio
+
+from simulators.faults import parse_fault
+from simulators.park import ActiveFault, ParkPlan, SimPark, open_sim_park
+
+__all__ = ["main"]
+
+
+class _Overloads:
+    """Overloads injected so far, with the stamps described in the module docstring."""
+
+    def __init__(self) -> None:
+        self.entries: list[list[object]] = []
+
+    async def stamp_applied(self, entry: list[object], active: ActiveFault) -> None:
+        while not active.applied:
+            await trio.sleep(0)
+        entry.append(time.monotonic_ns())
+
+
+def _log(park: SimPark, overloads: _Overloads, since_ns: int) -> str:
+    writes = [
+        [write.monotonic_ns, write.gateway, write.unit, write.on, write.sim_s]
+        for write in park.coil_log.since(since_ns)
+    ]
+    requests = sum(stats.requests for stats in park.statistics().values())
+    return json.dumps(
+        {"coil_writes": writes, "overloads": overloads.entries, "requests": requests}
+    )
+
+
+async def _serve(meters: int, gateways: int, profile: str, seed: int) -> None:
+    plan = ParkPlan.uniform(meters=meters, gateways=gateways, port=0, seed=seed, profile=profile)
+    overloads = _Overloads()
+    async with open_sim_park(plan) as park, trio.open_nursery() as nursery:
+        print("ready " + json.dumps(park.ports), flush=True)
+        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
+        pending = b""
+        while True:
+            data = await stdin.receive_some(65_536)
+            if not data:
+                nursery.cancel_scope.cancel()
+                return
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                words = line.decode().split()
+                if not words:
+                    continue
+                if words[0] == "overload":
+                    gateway, unit, watts = words[1], int(words[2]), words[3]
+                    fault = parse_fault(f"{gateway}/{unit}:overload:power={watts}")
+                    entry: list[object] = [gateway, unit, time.monotonic_ns()]
+                    active = park.inject(fault)
+                    overloads.entries.append(entry)
+                    nursery.start_soon(overloads.stamp_applied, entry, active)
+                elif words[0] == "log":
+                    since_ns = int(words[1]) if len(words) > 1 else 0
+                    print(_log(park, overloads, since_ns), flush=True)
+                else:
+                    print(json.dumps({"error": f"unknown command {words[0]!r}"}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``METERS GATEWAYS PROFILE SEED`` (module docstring)."""
+    args = sys.argv[1:] if argv is None else argv
+    meters, gateways, profile, seed = int(args[0]), int(args[1]), args[2], int(args[3])
+    trio.run(_serve, meters, gateways, profile, seed)
+
+
+if __name__ == "__main__":
+    main()
