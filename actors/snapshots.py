@@ -6,11 +6,11 @@ Snapshotting 100,000 meters in one go takes ~0.3 s of CPU (msgpack + LMDB puts, 
 done in one piece on the trio thread that is a 300 ms stall of every relay decision. So the
 snapshotter works in slices: it swaps out the router's ``dirty`` set (meters touched since the
 last round), encodes states until ``budget_s`` of CPU has passed, hands that chunk to the
-journal writer thread (which owns LMDB writes and commits them in its own transactions), and
+journal writer process (which owns LMDB writes and commits them in its own transactions), and
 yields to trio before the next slice. States are values that are replaced, never mutated, so a
 state taken for encoding cannot change under the encoder.
 
-Ordering with money events is safe: the writer thread applies snapshot chunks and journal
+Ordering with money events is safe: the writer applies snapshot chunks and journal
 records in the order they were queued, and every state we encode already includes the journal
 entries that were delivered to it (they are committed before delivery).
 """

@@ -252,8 +252,7 @@ async def measure_snapshot_stall(
     async def heartbeat() -> None:
         # A loop-lag monitor: ask to wake 1 ms from now; lateness is how long the loop could not
         # run anything. (A task spinning on checkpoints would measure the same but would keep
-        # the trio thread 100% busy, starving the writer thread of the GIL and distorting
-        # what is measured.)
+        # the trio thread 100% busy, which is not what the server's loop does.)
         nonlocal longest
         clock = time.perf_counter
         while not done:

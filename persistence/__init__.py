@@ -8,7 +8,9 @@ Modules, one job each:
 * ``codec``     — msgpack encodings of meter states and journal entries (versioned arrays);
 * ``entries``   — the journal's records (``JournalEntry``, ``Recorded``) and their meaning for a
   meter (``to_message``);
-* ``writer``    — the single LMDB writer thread: batches, transactions, map growth;
+* ``writer``    — the LMDB write transactions: batches, group commit, map growth;
+* ``writer_process`` — the process those run in (no GIL shared with the control loop);
+* ``writer_link`` — the trio side of that process: spawn, stream work, read results;
 * ``journal``   — the trio side: idempotent ``record``, ordered delivery, ``*_nowait`` writes;
 * ``recovery``  — snapshots + newer journal entries back into meter states;
 * ``history``   — interval history read back for reports.

@@ -49,7 +49,7 @@ class CodecError(ValueError):
 
 
 # A reused Packer is 2-3x faster than packb for small records, but it keeps an internal buffer:
-# one per thread (the trio thread encodes states, the writer thread encodes refs).
+# one per thread (the trio thread encodes states; report threads may encode too).
 _local = threading.local()
 
 

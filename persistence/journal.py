@@ -3,17 +3,17 @@
 Theory of operation
 -------------------
 ``record(entry)`` returns only once the entry is in a committed, fsynced LMDB transaction. The
-transactions are made by one writer thread (``persistence.writer``) that commits everything
+transactions are made by one writer *process* (``persistence.writer_process``, reached through
+``persistence.writer_link``; why a process: ``persistence.writer``) that commits everything
 queued since its last commit together (group commit), so thousands of concurrent callers share
 one flush instead of paying one each.
 
-After each commit the writer hands the batch back to the trio thread
-(``TrioToken.run_sync_soon``, which runs callbacks in the order they were posted). There the
-journal first calls ``on_committed(entries)`` with the new ``(seq, entry)`` pairs in sequence
-order, and only then wakes the callers. The ledger uses the callback to deliver money events to
-meter actors in exact journal order, which is what makes "snapshot + newer entries" recovery
-exact; waking callers afterwards means a caller's event is already on its way to the meter when
-``record`` returns.
+After each commit the writer sends the batch's result back down its pipe, in commit order.
+There the journal first calls ``on_committed(entries)`` with the new ``(seq, entry)`` pairs in
+sequence order, and only then wakes the callers. The ledger uses the callback to deliver money
+events to meter actors in exact journal order, which is what makes "snapshot + newer entries"
+recovery exact; waking callers afterwards means a caller's event is already on its way to the
+meter when ``record`` returns.
 
 Idempotency: the reference is the key. While a reference is in flight, a second ``record`` of
 it waits for the first and returns that recording (``duplicate=True``); once committed, the
@@ -26,19 +26,23 @@ after a restart; until that write commits, the journal answers repeats from memo
 Snapshots and history are ``*_nowait``: they are queued to the same writer, which writes them in
 small chunks between money records (see ``persistence.writer``). ``flush()`` waits until
 everything queued before it is committed.
+
+If the writer process dies (killed, a disk error), every waiting caller gets
+:class:`JournalBroken` and so does every later call: nothing is acknowledged that was not
+committed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import trio
 
-from persistence.codec import encode_entry
+from persistence.codec import decode_entry, encode_entry
 from persistence.entries import (
     KINDS,
     JournalEntry,
@@ -49,14 +53,8 @@ from persistence.entries import (
 )
 from persistence.keys import check_meter_id, check_reference
 from persistence.store import StorageFull, Store
-from persistence.writer import (
-    Background,
-    BatchResult,
-    FlushMarker,
-    JournalBroken,
-    RecordRequest,
-    Writer,
-)
+from persistence.writer import JournalBroken, WriterCounters
+from persistence.writer_link import WriterLink
 
 __all__ = [
     "Journal",
@@ -102,12 +100,13 @@ class JournalStatistics:
 
 
 @attrs.define(eq=False)
-class _Waiting(RecordRequest):
-    done: trio.Event = attrs.Factory(trio.Event)
+class _Waiting:
+    """One ``record`` call waiting for the writer; it fills ``seq``, ``first`` or ``error``."""
 
-
-@attrs.define(eq=False)
-class _FlushWaiter(FlushMarker):
+    entry: JournalEntry
+    seq: int = 0
+    first: Recorded | None = None
+    error: Exception | None = None
     done: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -117,20 +116,25 @@ class Journal:
     def __init__(
         self,
         store: Store,
-        token: trio.lowlevel.TrioToken,
         *,
         on_committed: OnCommitted | None = None,
         chunk_puts: int = 1000,
         max_records: int = 2000,
     ) -> None:
         self._store = store
-        self._token = token
-        self._writer = Writer(store, self._post, chunk_puts=chunk_puts, max_records=max_records)
+        self._link = WriterLink(store, self._complete, self._broken,
+                                chunk_puts=chunk_puts, max_records=max_records)
         self._on_committed = on_committed
-        self._in_flight: dict[str, _Waiting] = {}
+        self._counters = WriterCounters(map_size=store.map_size)
+        self._last_seq = 0
+        self._tokens = 0
+        self._waiting: dict[int, _Waiting] = {}  # by token
+        self._in_flight: dict[str, _Waiting] = {}  # by reference
+        self._markers: dict[int, trio.Event] = {}
         self._outcomes: dict[str, int] = {}  # queued outcomes not yet committed
         self._unreported_lost = 0
         self._callback_errors = 0
+        self._failure: JournalBroken | None = None
         self._closed = False
 
     def set_on_committed(self, on_committed: OnCommitted | None) -> None:
@@ -142,7 +146,11 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        return self._writer.last_seq
+        return self._last_seq
+
+    @property
+    def writer_pid(self) -> int:
+        return self._link.pid
 
     # -- money -----------------------------------------------------------------------------
 
@@ -154,23 +162,24 @@ class Journal:
             raise ValueError(f"amount must be an int of minor units, got {entry.amount!r}")
         check_meter_id(entry.meter_id)
         key = check_reference(entry.reference)
-        if self._closed:
-            raise JournalBroken("the journal is closed")
+        self._check_usable()
         first = self._in_flight.get(entry.reference)
         if first is not None:
             if first.entry.conflicts_with(entry):
                 raise ReferenceConflict(conflict_message(first.entry, entry))
             await first.done.wait()
             return self._repeat(first, entry)
-        request = _Waiting(entry, key, encode_entry(entry))
-        self._writer.submit_record(request)
+        request = _Waiting(entry)
+        token = self._next_token()
+        self._link.send_record(token, entry.meter_id, key, encode_entry(entry))
+        self._waiting[token] = request
         self._in_flight[entry.reference] = request
         await request.done.wait()
         if request.error is None and request.first is None:
             return Recorded(request.seq, entry)
         return self._repeat(request, entry)
 
-    def _repeat(self, request: RecordRequest, entry: JournalEntry) -> Recorded:
+    def _repeat(self, request: _Waiting, entry: JournalEntry) -> Recorded:
         if request.error is not None:
             raise request.error
         if request.first is not None:
@@ -185,20 +194,23 @@ class Journal:
     def record_outcome_nowait(self, reference: str, balance_after: int) -> None:
         """Store the answer given for ``reference`` so a repeat gets the same one."""
         check_reference(reference)
+        self._check_usable()
         self._outcomes[reference] = balance_after
-        self._writer.submit_outcome(reference, balance_after)
+        self._link.send_outcome(reference, balance_after)
 
     # -- snapshots and history ---------------------------------------------------------------
 
     def put_snapshots_nowait(self, items: list[tuple[str, bytes]]) -> None:
         """Queue ``(meter_id, encoded state)`` pairs; the list is taken over, do not reuse it."""
         if items:
-            self._writer.submit_background(Background("snapshots", items))
+            self._check_usable()
+            self._link.send_background("snapshots", items)
 
     def put_history_nowait(self, items: list[tuple[str, int, int, int]]) -> None:
         """Queue ``(meter_id, start_ms, wh, minor)`` intervals; the list is taken over."""
         if items:
-            self._writer.submit_background(Background("history", items))
+            self._check_usable()
+            self._link.send_background("history", items)
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed.
@@ -206,15 +218,17 @@ class Journal:
         Raises StorageFull if snapshot or history writes were dropped (data directory full)
         since the last flush, and JournalBroken if the writer stopped.
         """
-        waiting = list(self._in_flight.values())
-        marker = _FlushWaiter()
-        self._writer.submit_background(marker)
-        await marker.done.wait()
+        self._check_usable(closing_ok=True)
+        waiting = list(self._waiting.values())
+        marker = trio.Event()
+        token = self._next_token()
+        self._markers[token] = marker
+        self._link.send_marker(token)
+        await marker.wait()
         for request in waiting:  # a record may be in a later transaction (max_records)
             await request.done.wait()
-        if self._writer.failure is not None:
-            failure = self._writer.failure
-            raise JournalBroken(f"the journal writer stopped after an error: {failure}")
+        if self._failure is not None:
+            raise self._failure
         if self._unreported_lost:
             lost, self._unreported_lost = self._unreported_lost, 0
             raise StorageFull(
@@ -226,8 +240,7 @@ class Journal:
     # -- introspection -----------------------------------------------------------------------
 
     def statistics(self) -> JournalStatistics:
-        counters = self._writer.counters
-        pending_records, pending_background = self._writer.pending()
+        counters = self._counters
         return JournalStatistics(
             commits=counters.commits,
             entries=counters.entries,
@@ -237,15 +250,15 @@ class Journal:
             else 0.0,
             largest_batch=counters.largest_batch,
             in_flight=len(self._in_flight),
-            pending_records=pending_records,
-            pending_background_puts=pending_background,
-            last_seq=self._writer.last_seq,
+            pending_records=counters.pending_records + self._link.unsent,
+            pending_background_puts=counters.pending_background_puts,
+            last_seq=self._last_seq,
             snapshots_written=counters.snapshots_written,
             history_written=counters.history_written,
             outcomes_written=counters.outcomes_written,
             dropped_puts=counters.dropped_puts,
-            map_size=self._store.map_size,
-            map_grows=self._store.map_grows,
+            map_size=counters.map_size,
+            map_grows=counters.map_grows,
             average_commit_ms=counters.commit_seconds * 1000 / counters.commits
             if counters.commits
             else 0.0,
@@ -253,57 +266,95 @@ class Journal:
             callback_errors=self._callback_errors,
         )
 
-    # -- writer thread -> trio thread --------------------------------------------------------
+    # -- results from the writer process (trio thread, in commit order) ----------------------
 
-    def _post(self, result: BatchResult) -> None:
-        """Called on the writer thread after each transaction."""
-        # RunFinishedError: nobody is left to wake; the data is committed all the same.
-        with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._complete, result)
+    def _started(self) -> None:
+        ready = self._link.ready
+        self._last_seq = ready[1]
+        self._counters = WriterCounters(*ready[2])
 
-    def _complete(self, result: BatchResult) -> None:
-        """On the trio thread, in commit order: deliver, then wake the callers."""
-        if result.committed and self._on_committed is not None:
-            try:
-                self._on_committed([(request.seq, request.entry) for request in result.committed])
-            except Exception:
-                # Raising here would crash trio itself (TrioInternalError); the entries are
-                # durable and recovery will apply them, so log loudly and keep answering.
-                self._callback_errors += 1
-                log.exception("on_committed failed for seq %d..%d",
-                              result.committed[0].seq, result.committed[-1].seq)
+    def _complete(self, result: list[Any]) -> None:
+        """One transaction's result: deliver committed entries, then wake the callers."""
+        _, committed, duplicates, failed, outcomes, markers, dropped, counters = result
+        self._counters = WriterCounters(*counters)
+        waiting = self._waiting
+        done: list[_Waiting] = []
+        if committed:
+            entries = []
+            for token, seq in committed:
+                request = waiting.pop(token)
+                request.seq = seq
+                entries.append((seq, request.entry))
+                done.append(request)
+            self._last_seq = committed[-1][1]
+            self._deliver(entries)
+        for token, first_seq, raw, outcome in duplicates:
+            request = waiting.pop(token)
+            request.first = Recorded(first_seq, decode_entry(raw), outcome, duplicate=True)
+            done.append(request)
+        for token, message in failed:
+            request = waiting.pop(token)
+            request.error = StorageFull(message)
+            done.append(request)
         in_flight = self._in_flight
-        for group in (result.committed, result.settled):
-            for request in group:
-                if in_flight.get(request.entry.reference) is request:
-                    del in_flight[request.entry.reference]
-                assert isinstance(request, _Waiting)
-                request.done.set()
-        outcomes = self._outcomes
-        for reference, outcome in result.outcomes:
-            if outcomes.get(reference) == outcome:
-                del outcomes[reference]
-        self._unreported_lost += result.dropped
-        for marker in result.markers:
-            assert isinstance(marker, _FlushWaiter)
-            marker.done.set()
+        for request in done:
+            if in_flight.get(request.entry.reference) is request:
+                del in_flight[request.entry.reference]
+            request.done.set()
+        pending_outcomes = self._outcomes
+        for reference, outcome in outcomes:
+            if pending_outcomes.get(reference) == outcome:
+                del pending_outcomes[reference]
+        self._unreported_lost += dropped
+        for token in markers:
+            self._markers.pop(token).set()
+
+    def _deliver(self, entries: list[tuple[int, JournalEntry]]) -> None:
+        if self._on_committed is None:
+            return
+        try:
+            self._on_committed(entries)
+        except Exception:
+            # The entries are durable and recovery will apply them; a bug in a consumer must
+            # not stop the journal answering, so log loudly and go on.
+            self._callback_errors += 1
+            log.exception("on_committed failed for seq %d..%d", entries[0][0], entries[-1][0])
+
+    def _broken(self, detail: str) -> None:
+        """The writer process is gone: answer everyone, refuse everything from now on."""
+        log.error("journal writer stopped: %s", detail)
+        self._failure = JournalBroken(f"the journal writer stopped after an error: {detail}")
+        for request in self._waiting.values():
+            request.error = self._failure
+            request.done.set()
+        self._waiting.clear()
+        self._in_flight.clear()
+        for marker in self._markers.values():
+            marker.set()
+        self._markers.clear()
+
+    def _check_usable(self, *, closing_ok: bool = False) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed and not closing_ok:
+            raise JournalBroken("the journal is closed")
+
+    def _next_token(self) -> int:
+        self._tokens += 1
+        return self._tokens
 
     # -- lifetime ----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Refuse new records, write everything queued, stop the writer thread."""
+        """Refuse new records, write everything queued, stop the writer process."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self._writer.failure is None:
+            if self._failure is None:
                 await self.flush()
         finally:
-            self._writer.close()
-            await trio.to_thread.run_sync(self._writer.join)
-            # The writer's last results were posted before it exited; let them run.
-            for request in list(self._in_flight.values()):
-                await request.done.wait()
+            self._link.close()
 
 
 @asynccontextmanager
@@ -314,17 +365,14 @@ async def open_journal(
     chunk_puts: int = 1000,
     max_records: int = 2000,
 ) -> AsyncIterator[Journal]:
-    """Start the writer thread; on exit, write everything queued and stop it."""
-    journal = Journal(
-        store,
-        trio.lowlevel.current_trio_token(),
-        on_committed=on_committed,
-        chunk_puts=chunk_puts,
-        max_records=max_records,
-    )
-    journal._writer.start()
-    try:
-        yield journal
-    finally:
-        with trio.CancelScope(shield=True):
-            await journal.aclose()
+    """Start the writer process; on exit, write everything queued and stop it."""
+    journal = Journal(store, on_committed=on_committed, chunk_puts=chunk_puts,
+                      max_records=max_records)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal._link.run)
+        journal._started()
+        try:
+            yield journal
+        finally:
+            with trio.CancelScope(shield=True):
+                await journal.aclose()

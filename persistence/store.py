@@ -35,6 +35,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,7 @@ SCHEMA_VERSION: Final = 1
 LOCK_FILE: Final = "wattkeeper.lock"
 DB_NAMES: Final = ("meta", "journal", "refs", "meter_journal", "snapshots", "history")
 _SCHEMA_KEY: Final = b"schema"
+ORPHAN_GRACE_S: Final = 2.0
 
 
 class StoreError(Exception):
@@ -146,12 +148,24 @@ class Store:
         """A read-only transaction. Keep it short and never hold it across an ``await``:
         while it is open the map cannot grow, so the writer would wait for it."""
         self._check_open()
-        with self._gate.shared():
-            txn = self._env.begin(buffers=False)
-            try:
-                yield txn
-            finally:
-                txn.abort()
+        while True:
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(buffers=False)
+                except lmdb.MapResizedError:
+                    pass  # the writer process grew the map: adopt its size, then retry
+                else:
+                    try:
+                        yield txn
+                    finally:
+                        txn.abort()
+                    return
+            self.adopt_map_size()
+
+    def adopt_map_size(self) -> None:
+        """Take over the map size another process (the journal writer) grew the map to."""
+        with self._gate.exclusive():
+            self._env.set_mapsize(0)
 
     def get_snapshot(self, meter_id: str) -> bytes | None:
         """The stored snapshot bytes of one meter (decode with ``codec.decode_state``)."""
@@ -167,10 +181,10 @@ class Store:
     def map_size(self) -> int:
         return int(self._env.info()["map_size"])
 
-    # -- writing (the journal's writer thread only) ------------------------------------------
+    # -- writing (the journal's writer process only) -----------------------------------------
 
     def begin_write(self) -> Txn:
-        """A write transaction; LMDB allows one at a time, so only the writer thread calls this."""
+        """A write transaction; LMDB allows one at a time, so only the journal writer calls this."""
         self._check_open()
         return self._env.begin(write=True)
 
@@ -194,6 +208,11 @@ class Store:
 
     # -- lifetime ------------------------------------------------------------------------------
 
+    @property
+    def lock_fd(self) -> int:
+        """The descriptor holding the data directory's flock (-1 when not the owner)."""
+        return self._lock_fd
+
     def close(self) -> None:
         if self._closed:
             return
@@ -201,7 +220,8 @@ class Store:
         try:
             self._env.close()
         finally:
-            os.close(self._lock_fd)  # releases the flock
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock (once no child holds it either)
 
     def __enter__(self) -> Store:
         return self
@@ -224,8 +244,11 @@ def open_store(
     *,
     map_size: int = 256 * MiB,
     max_map_size: int = 64 * GiB,
+    lock: bool = True,
 ) -> Store:
-    """Open (creating if needed) the data directory; the result is also a context manager."""
+    """Open (creating if needed) the data directory; the result is also a context manager.
+
+    ``lock=False`` is for the journal writer process only: its parent holds the lock."""
     if map_size <= 0 or max_map_size < map_size:
         raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
     path = Path(data_dir)
@@ -233,7 +256,7 @@ def open_store(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise StoreError(f"cannot create the data directory {path}: {error.strerror}") from error
-    lock_fd = _lock(path)
+    lock_fd = _lock(path) if lock else -1
     try:
         env = cast(
             Env,
@@ -254,19 +277,24 @@ def open_store(
             env.close()
             raise
     except lmdb.Error as error:
-        os.close(lock_fd)
+        _unlock(lock_fd)
         raise StoreError(f"cannot open the LMDB environment in {path}: {error}") from error
     except BaseException:
-        os.close(lock_fd)
+        _unlock(lock_fd)
         raise
     return Store(path, env, dbs, lock_fd, max_map_size)
+
+
+def _unlock(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _lock(path: Path) -> int:
     lock_path = path / LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_or_wait_for_orphan(fd)
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
@@ -285,6 +313,34 @@ def _lock(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _flock_or_wait_for_orphan(fd: int) -> None:
+    """Take the lock; if its owner is dead, wait briefly for its writer process to die too.
+
+    The journal writer process shares the lock and is killed with its server
+    (``persistence.writer_process``); that takes a moment after the server's own death, and
+    a supervisor restarting the server at once should not be refused for it."""
+    deadline = time.monotonic() + ORPHAN_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            if not holder.isdigit() or _alive(int(holder)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _open_databases(env: Env, path: Path) -> dict[str, Db]:

@@ -1,25 +1,30 @@
-"""The one LMDB writer thread: group commit, chunked background writes, map growth.
+"""The LMDB write transactions: group commit, chunked background writes, map growth.
 
 Theory of operation
 -------------------
 LMDB allows one write transaction at a time and a synced commit costs a disk flush (~0.2 ms
-here; ~4.8k commits/s). So there is exactly one writer, on its own thread, and each of its
-transactions carries *everything* that queued up while the previous one was being flushed:
-that is group commit. Under load batches grow by themselves, and the flush cost is shared.
+here; ~4.8k commits/s). So there is exactly one writer, and each of its transactions carries
+*everything* that queued up while the previous one was being flushed: that is group commit.
+Under load batches grow by themselves, and the flush cost is shared.
+
+The writer runs in a process of its own (``persistence.writer_process``), not a thread: py-lmdb
+releases the GIL around every put, get and commit, so a writer thread and the trio thread take
+the GIL from each other thousands of times a second, and each hand-back can wait a switch
+interval. Measured at 100 concurrent top-up callers: commits took 7-9 ms instead of ~1 ms, the
+control loop stalled up to 20 ms while snapshots were written, and top-ups topped out near
+6k/s. This module is only the transaction logic: queues in, :class:`BatchResult` out, no
+threads, no I/O other than LMDB, so it is tested synchronously.
 
 Each transaction is built from three queues, in this order:
 
 1. background work (snapshots, history), FIFO, at most ``chunk_puts`` puts. A 100k-meter
    snapshot is thus split over many small transactions, so a money record queued behind it
-   waits for one chunk, not for the whole snapshot. The chunk size also bounds how long this
-   thread runs Python code without releasing the GIL (the commit's fsync releases it), which is
-   what keeps the trio loop responsive while a snapshot is written. Flush markers travel in this
-   queue and complete when the transaction containing everything before them is committed;
+   waits for one chunk, not for the whole snapshot. Flush markers travel in this queue and
+   complete when the transaction containing everything before them is committed;
 2. stored outcomes of earlier records (``refs`` updates), all of them;
 3. journal records, at most ``max_records``. The reference is looked up in ``refs`` inside the
-   write transaction: that lookup is authoritative (this is the only writer) and costs nothing
-   extra on the trio thread. A known reference is answered with its first recording and writes
-   nothing.
+   write transaction: that lookup is authoritative (this is the only writer). A known
+   reference is answered with its first recording and writes nothing.
 
 Taking background work *before* records matters for ``flush``: a record queued before a marker
 is always in the same transaction as that marker or an earlier one.
@@ -29,25 +34,19 @@ written nothing of it), the map is doubled and the same batch is retried. At ``m
 the background chunk is dropped first (snapshots are an optimisation; history is reported as
 lost) and the money records retried alone; if even they do not fit they fail with
 :class:`StorageFull`. Either way nothing is half-written.
-
-Results go back to the trio thread through ``post`` (``TrioToken.run_sync_soon``), one
-:class:`BatchResult` per transaction, in commit order. This module knows nothing of trio.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 import attrs
 import lmdb
 
-from persistence.codec import decode_entry, decode_ref, encode_interval, encode_ref
-from persistence.entries import JournalEntry, Recorded
+from persistence.codec import decode_ref, encode_interval, encode_ref
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64
 from persistence.lmdb_types import Db, Txn
 from persistence.store import StorageFull, Store, StoreError
@@ -56,24 +55,24 @@ log = logging.getLogger(__name__)
 
 
 class JournalBroken(StoreError):
-    """The writer thread failed (a disk error, say); nothing more can be recorded."""
+    """The writer failed (a disk error, say); nothing more can be recorded."""
 
 
 @attrs.define(eq=False)
 class RecordRequest:
-    """One ``record`` call in flight. The writer fills ``seq`` or ``first`` or ``error``."""
+    """One journal record to write. The writer fills ``seq``, or ``first``, or ``error``.
 
-    entry: JournalEntry
+    ``token`` is the caller's handle for the answer; ``key`` the reference (UTF-8) and
+    ``encoded`` the entry as ``codec.encode_entry`` made it."""
+
+    token: int
+    meter_id: str
     key: bytes
     encoded: bytes
     seq: int = 0
-    first: Recorded | None = None
-    error: BaseException | None = None
-
-
-@attrs.define(eq=False)
-class FlushMarker:
-    """Reported back in the result of the transaction that committed everything before it."""
+    first: tuple[int, bytes, int | None] | None = None
+    """For a reference seen in an earlier transaction: (seq, stored entry, outcome)."""
+    error: StorageFull | None = None
 
 
 @attrs.define(eq=False)
@@ -87,12 +86,12 @@ class Background:
 
 @attrs.define(eq=False)
 class BatchResult:
-    """What one transaction did, handed to the trio thread in commit order."""
+    """What one transaction did, in commit order. ``markers`` are flush-marker tokens."""
 
     committed: list[RecordRequest] = attrs.Factory(list)  # seq order
     settled: list[RecordRequest] = attrs.Factory(list)  # duplicates and failures
     outcomes: list[tuple[str, int]] = attrs.Factory(list)
-    markers: list[FlushMarker] = attrs.Factory(list)
+    markers: list[int] = attrs.Factory(list)
     dropped: int = 0
 
 
@@ -102,7 +101,7 @@ class _Batch:
     history: list[tuple[bytes, bytes]]
     outcomes: list[tuple[str, int]]
     records: list[RecordRequest]
-    markers: list[FlushMarker]
+    markers: list[int]
 
     @property
     def background_puts(self) -> int:
@@ -111,7 +110,7 @@ class _Batch:
 
 @attrs.define
 class WriterCounters:
-    """Plain ints updated by the writer thread, read (approximately) by ``statistics()``."""
+    """What the writer did so far; sent to the trio side with every result."""
 
     commits: int = 0
     record_commits: int = 0
@@ -124,118 +123,56 @@ class WriterCounters:
     dropped_puts: int = 0
     commit_seconds: float = 0.0
     longest_commit_s: float = 0.0
+    map_size: int = 0
+    map_grows: int = 0
+    pending_records: int = 0
+    pending_background_puts: int = 0
 
 
 class Writer:
-    """Owns the queues and the thread. Submit methods are called from the trio thread."""
+    """The queues and the transactions. Submit work, then ``write(take())`` while ``busy``."""
 
-    def __init__(
-        self,
-        store: Store,
-        post: Callable[[BatchResult], None],
-        *,
-        chunk_puts: int = 1000,
-        max_records: int = 2000,
-    ) -> None:
+    def __init__(self, store: Store, *, chunk_puts: int = 1000, max_records: int = 2000) -> None:
         self.store = store
-        self.counters = WriterCounters()
+        self.counters = WriterCounters(map_size=store.map_size)
         self.last_seq = store.last_seq()
-        self.failure: BaseException | None = None
-        self._post = post
         self._chunk_puts = chunk_puts
         self._max_records = max_records
         self._records: deque[RecordRequest] = deque()
         self._outcomes: deque[tuple[str, int]] = deque()
-        self._background: deque[Background | FlushMarker] = deque()
-        # Guards "failed or closing" against a concurrent submit, so nothing is queued after
-        # the writer's last sweep (it would never be answered).
-        self._lock = threading.Lock()
-        self._closing = False
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wattkeeper-journal", daemon=True)
-
-    # -- trio thread ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
+        self._background: deque[Background | int] = deque()
 
     def submit_record(self, request: RecordRequest) -> None:
-        with self._lock:
-            self._check_usable()
-            self._records.append(request)
-        self._wake.set()
+        self._records.append(request)
 
     def submit_outcome(self, reference: str, outcome: int) -> None:
-        with self._lock:
-            self._check_usable()
-            self._outcomes.append((reference, outcome))
-        self._wake.set()
+        self._outcomes.append((reference, outcome))
 
-    def submit_background(self, work: Background | FlushMarker) -> None:
-        with self._lock:
-            self._check_usable()
-            self._background.append(work)
-        self._wake.set()
+    def submit_background(self, work: Background) -> None:
+        self._background.append(work)
 
-    def close(self) -> None:
-        """Finish everything queued, then stop; join with :meth:`join`."""
-        with self._lock:
-            self._closing = True
-        self._wake.set()
+    def submit_marker(self, token: int) -> None:
+        self._background.append(token)
 
-    def join(self) -> None:
-        self._thread.join()
+    @property
+    def busy(self) -> bool:
+        return bool(self._records or self._outcomes or self._background)
 
     def pending(self) -> tuple[int, int]:
-        """(records, background puts) still queued, approximately."""
+        """(records, background puts) still queued."""
         background = sum(
-            len(work.items) - work.offset for work in list(self._background)
+            len(work.items) - work.offset for work in self._background
             if isinstance(work, Background)
         )
         return len(self._records), background
 
-    def _check_usable(self) -> None:
-        if self.failure is not None:
-            raise JournalBroken(f"the journal writer stopped after an error: {self.failure}")
-        if self._closing:
-            raise JournalBroken("the journal is closed")
-
-    # -- writer thread -------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                closing = self._closing  # read before draining: work queued before it is done
-                while self._records or self._outcomes or self._background:
-                    self._post(self._write(self._take()))
-                if closing:
-                    return
-        except BaseException as error:  # a disk error, a bug: answer everyone, then stop
-            log.exception("journal writer failed")
-            with self._lock:
-                self.failure = error
-                broken = JournalBroken(f"the journal writer stopped after an error: {error}")
-                result = BatchResult()
-                while self._records:
-                    request = self._records.popleft()
-                    request.error = broken
-                    result.settled.append(request)
-                while self._background:
-                    work = self._background.popleft()
-                    if isinstance(work, FlushMarker):
-                        result.markers.append(work)
-                self._outcomes.clear()
-            self._post(result)
-
-    def _take(self) -> _Batch:
+    def take(self) -> _Batch:
         batch = _Batch([], [], [], [], [])
         budget = self._chunk_puts
         queue = self._background
-        while queue and (budget > 0 or isinstance(queue[0], FlushMarker)):
+        while queue and (budget > 0 or isinstance(queue[0], int)):
             head = queue[0]
-            if isinstance(head, FlushMarker):
+            if isinstance(head, int):
                 queue.popleft()
                 batch.markers.append(head)
                 continue
@@ -257,12 +194,12 @@ class Writer:
             batch.records.append(records.popleft())
         return batch
 
-    def _write(self, batch: _Batch) -> BatchResult:
+    def write(self, batch: _Batch) -> BatchResult:
         result = BatchResult(markers=batch.markers)
         while True:
             try:
                 self._transact(batch, result)
-                return result
+                break
             except lmdb.MapFullError:
                 pass
             try:
@@ -282,7 +219,12 @@ class Writer:
                 result.committed.clear()
                 result.settled = list(batch.records)
                 result.outcomes.clear()
-                return result
+                break
+        counters = self.counters
+        counters.map_size = self.store.map_size
+        counters.map_grows = self.store.map_grows
+        counters.pending_records, counters.pending_background_puts = self.pending()
+        return result
 
     def _transact(self, batch: _Batch, result: BatchResult) -> None:
         store = self.store
@@ -292,10 +234,6 @@ class Writer:
             # Outcomes first: a repeat of the same reference in this batch must see them.
             outcomes = _put_outcomes(txn, store.refs, batch.outcomes)
             committed, settled = self._put_records(txn, batch.records)
-            # Plain puts, not Cursor.putmulti: measured here, putmulti gives up the GIL per item,
-            # and while the trio thread is busy each hand-back waits up to a switch interval
-            # (5 ms); a 100k-meter snapshot then took minutes. put() keeps the GIL and the trio
-            # thread still gets it every switch interval.
             put = txn.put
             for key, value in batch.snapshots:
                 put(key, value, db=store.snapshots)
@@ -339,13 +277,13 @@ class Writer:
                 first_seq, outcome = decode_ref(known)
                 raw = txn.get(pack_u64(first_seq), db=journal)
                 assert raw is not None, f"refs points at missing journal entry {first_seq}"
-                request.first = Recorded(first_seq, decode_entry(raw), outcome, duplicate=True)
+                request.first = (first_seq, raw, outcome)
                 settled.append(request)
                 continue
             seq += 1
             txn.put(request.key, encode_ref(seq, None), db=refs)
             txn.put(pack_u64(seq), request.encoded, append=True, db=journal)
-            txn.put(meter_key(request.entry.meter_id, seq), b"", db=index)
+            txn.put(meter_key(request.meter_id, seq), b"", db=index)
             committed.append((seq, request))
         return committed, settled
 

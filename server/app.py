@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``open_park`` starts the pieces in dependency order and stops them in reverse (OTP style):
 
-1. the LMDB store (exclusive lock on the data directory) and the journal writer thread;
+1. the LMDB store (exclusive lock on the data directory) and the journal writer process;
 2. recovery: every configured meter's state = its snapshot + newer journal entries (or its
    opening balance when it has neither);
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart

@@ -19,7 +19,6 @@ tool hand them back to a full collection in a quiet moment.
 from __future__ import annotations
 
 import gc
-import sys
 
 import trio
 
@@ -39,17 +38,11 @@ def release_frozen() -> int:
 # what would reach generation 2 is frozen by the hygiene task first.
 THRESHOLDS = (700, 10, 1_000)
 
-# The journal writer thread runs Python (LMDB puts) while the trio thread decides relays. When
-# both want the GIL, the waiting one gets it only after the holder's switch interval: CPython's
-# 5 ms default is then a 5 ms stall of every relay decision. 1 ms bounds that wait.
-SWITCH_INTERVAL_S = 0.001
-
 
 async def run_collector_hygiene(
     interval_s: float = 1.0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     gc.set_threshold(*THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     freeze_survivors()
     task_status.started()
     while True:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from persistence.codec import decode_state, encode_entry, encode_state
+from persistence.codec import decode_entry, decode_state, encode_entry, encode_state
 from persistence.journal import (
     JournalBroken,
     JournalEntry,
@@ -390,18 +390,23 @@ async def test_snapshots_that_do_not_fit_are_dropped_before_money(tmp_path: Path
 def test_a_repeat_in_the_same_transaction_as_the_outcome_sees_the_outcome(store: Store) -> None:
     """Regression: refs updates are written before the batch's records are looked up."""
     results: list[BatchResult] = []
-    writer = Writer(store, results.append)  # thread not started: transactions run here
+    writer = Writer(store)  # the transaction logic alone, run here
+
+    def request(token: int) -> RecordRequest:
+        return RecordRequest(token, "M-1", b"r-1", encode_entry(topup("r-1")))
 
     def transact() -> None:
-        results.append(writer._write(writer._take()))
+        results.append(writer.write(writer.take()))
 
-    writer.submit_record(RecordRequest(topup("r-1"), b"r-1", encode_entry(topup("r-1"))))
+    writer.submit_record(request(1))
     transact()
     assert [request.seq for request in results[0].committed] == [1]
-    repeat = RecordRequest(topup("r-1"), b"r-1", encode_entry(topup("r-1")))
+    repeat = request(2)
     writer.submit_outcome("r-1", 18_765)
     writer.submit_record(repeat)
     transact()  # one transaction with both
     assert results[1].outcomes == [("r-1", 18_765)]
     assert results[1].settled == [repeat]
-    assert repeat.first == Recorded(1, topup("r-1"), 18_765, duplicate=True)
+    assert repeat.first is not None
+    first_seq, raw, outcome = repeat.first
+    assert (first_seq, decode_entry(raw), outcome) == (1, topup("r-1"), 18_765)

@@ -31,15 +31,16 @@ from tests.policies.builders import policy
 def write(store: Store, entries: list[JournalEntry],
           snapshots: dict[str, MeterState] | None = None) -> None:
     """Journal ``entries`` (and put ``snapshots``) through the real writer, synchronously."""
-    writer = Writer(store, lambda _: None)
-    for entry in entries:
-        request = RecordRequest(entry, entry.reference.encode(), encode_entry(entry))
+    writer = Writer(store)
+    for token, entry in enumerate(entries):
+        request = RecordRequest(token, entry.meter_id, entry.reference.encode(),
+                                encode_entry(entry))
         writer.submit_record(request)
     if snapshots:
         items = [(meter, encode_state(state)) for meter, state in snapshots.items()]
         writer.submit_background(Background("snapshots", items))
-    while writer.pending() != (0, 0):
-        writer._write(writer._take())
+    while writer.busy:
+        writer.write(writer.take())
 
 
 def add(state: MeterState, message: object) -> MeterState:

@@ -1,0 +1,182 @@
+"""The trio side of the journal writer process: start it, stream work to it, read results.
+
+Theory of operation
+-------------------
+``run`` starts ``python -m persistence.writer_process`` on the open store's directory (passing
+the descriptor that holds the directory's lock, see ``persistence.store``), waits for its READY
+frame, then runs two tasks until the process exits:
+
+* the sender waits until something is queued, then writes *everything* queued as one frame:
+  one pipe write per scheduler round, however many top-ups arrived in it;
+* the receiver reads result frames and hands each to ``on_result`` on the trio thread, in
+  commit order (the pipe is ordered).
+
+The ``send_*`` methods never block and never wait: they append to the outbox. ``close`` lets
+the sender write what is queued, then closes the pipe; the process writes that too and exits.
+If the process exits any other way (killed, disk error), ``on_broken`` gets one message and
+``run`` returns normally, so the journal can answer its waiting callers with
+``JournalBroken`` rather than the error tearing down the server's task tree.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from persistence.store import Store, StoreError
+from persistence.writer_process import (
+    BACKGROUND,
+    BROKEN,
+    MARKER,
+    OUTCOME,
+    READY,
+    RECORD,
+    RESULT,
+    FrameReader,
+    frame,
+)
+
+OnResult = Callable[[list[Any]], None]
+OnBroken = Callable[[str], None]
+
+
+class WriterLink:
+    def __init__(
+        self,
+        store: Store,
+        on_result: OnResult,
+        on_broken: OnBroken,
+        *,
+        chunk_puts: int = 1000,
+        max_records: int = 2000,
+    ) -> None:
+        self._store = store
+        self._on_result = on_result
+        self._on_broken = on_broken
+        self._command = [
+            sys.executable, "-m", "persistence.writer_process", str(store.path.resolve()),
+            "--map-size", str(store.map_size), "--max-map-size", str(store.max_map_size),
+            "--chunk-puts", str(chunk_puts), "--max-records", str(max_records),
+        ]
+        self._outbox: list[list[Any]] = []
+        self._wake = trio.Event()
+        self._closing = False
+        self.ready: list[Any] = []
+        """The READY frame: ``[READY, last_seq, counters]``."""
+        self.pid = 0
+        """The writer process's pid once started (for operators and tests)."""
+
+    # -- called from the journal (trio thread, never blocks) ---------------------------------
+
+    def send_record(self, token: int, meter_id: str, key: bytes, encoded: bytes) -> None:
+        self._queue([RECORD, token, meter_id, key, encoded])
+
+    def send_outcome(self, reference: str, outcome: int) -> None:
+        self._queue([OUTCOME, reference, outcome])
+
+    def send_background(self, kind: str, items: list[Any]) -> None:
+        self._queue([BACKGROUND, kind, items])
+
+    def send_marker(self, token: int) -> None:
+        self._queue([MARKER, token])
+
+    @property
+    def unsent(self) -> int:
+        return len(self._outbox)
+
+    def close(self) -> None:
+        """Write what is queued, then let the process finish and exit."""
+        self._closing = True
+        self._wake.set()
+
+    def _queue(self, message: list[Any]) -> None:
+        self._outbox.append(message)
+        self._wake.set()
+
+    # -- the process -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        command = [*self._command, "--parent-pid", str(os.getpid())]
+        lock_fd = self._store.lock_fd
+        # Popen on this thread, not trio.lowlevel.open_process: that forks from a worker
+        # thread, and the child's PR_SET_PDEATHSIG fires when the *thread* that forked it
+        # exits (trio retires idle workers after seconds), killing a healthy writer.
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(lock_fd,) if lock_fd >= 0 else (),
+            cwd=_PROJECT_ROOT,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        self.pid = process.pid
+        stdin = trio.lowlevel.FdStream(os.dup(process.stdin.fileno()))
+        stdout = trio.lowlevel.FdStream(os.dup(process.stdout.fileno()))
+        process.stdin.close()
+        process.stdout.close()
+        reader = FrameReader()
+        try:
+            self.ready = await self._first_frame(stdout, reader)
+            if self.ready[0] != READY:
+                raise StoreError(f"the journal writer process could not start: {self.ready[1]}")
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send, stdin)
+                detail = await self._receive(stdout, reader)
+                nursery.cancel_scope.cancel()
+            # Its stdout is closed: the process is exiting (or gone).
+            code = await trio.to_thread.run_sync(process.wait)
+            if detail or code != 0 or not self._closing:
+                self._on_broken(detail or f"the journal writer process exited with code {code}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stdin.aclose()
+                await stdout.aclose()
+                if process.poll() is None:
+                    process.kill()
+                    await trio.to_thread.run_sync(process.wait)
+
+    async def _first_frame(self, stdout: trio.abc.ReceiveStream, reader: FrameReader) -> list[Any]:
+        while True:
+            data = await stdout.receive_some(65_536)
+            if not data:
+                raise StoreError("the journal writer process exited at start-up (see its log)")
+            for message in reader.feed(data):
+                return list(message)  # nothing else is sent before READY is answered
+
+    async def _send(self, stdin: trio.abc.SendStream) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if self._outbox:
+                outbox, self._outbox = self._outbox, []
+                try:
+                    await stdin.send_all(frame(outbox))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the process is gone; the receiver reports why
+            if self._closing and not self._outbox:
+                await stdin.aclose()
+                return
+
+    async def _receive(self, stdout: trio.abc.ReceiveStream, reader: FrameReader) -> str:
+        """Deliver results until end-of-file; the process's error message, if it sent one."""
+        on_result = self._on_result
+        while True:
+            data = await stdout.receive_some(1 << 20)
+            if not data:
+                return ""
+            for message in reader.feed(data):
+                if message[0] == RESULT:
+                    on_result(message)
+                elif message[0] == BROKEN:
+                    return str(message[1])
+
+
+# The package root: ``python -m persistence.writer_process`` must import from any cwd.
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)

@@ -1,0 +1,81 @@
+"""The journal writer runs in a process of its own: what happens when either side dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from persistence.journal import JournalBroken, JournalEntry, open_journal
+from persistence.recovery import entries_after
+from persistence.store import open_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def topup(reference: str, amount: int = 10_000) -> JournalEntry:
+    return JournalEntry("topup", "M-1", amount, reference, 1_000)
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+async def test_a_killed_writer_breaks_the_journal_cleanly_and_keeps_what_was_committed(
+    tmp_path: Path,
+) -> None:
+    with open_store(tmp_path) as store:
+        async with open_journal(store) as journal:
+            first = await journal.record(topup("before"))
+            os.kill(journal.writer_pid, signal.SIGKILL)
+            with trio.fail_after(10):
+                with pytest.raises(JournalBroken, match="exited with code -9"):
+                    await journal.record(topup("lost"))
+            with pytest.raises(JournalBroken):
+                journal.put_snapshots_nowait([("M-1", b"state")])
+        assert [(seq, entry.reference) for seq, entry in entries_after(store, 0)][:1] == [
+            (first.seq, "before")
+        ]
+
+
+def test_the_writer_dies_with_its_server_and_the_directory_reopens(tmp_path: Path) -> None:
+    code = """
+        import sys, trio
+        from persistence.journal import JournalEntry, open_journal
+        from persistence.store import open_store
+
+        async def main():
+            store = open_store(sys.argv[1])
+            async with open_journal(store) as journal:
+                await journal.record(JournalEntry("topup", "M-1", 5, "ref-1", 1))
+                print(journal.writer_pid, flush=True)
+                await trio.sleep_forever()
+
+        trio.run(main)
+    """
+    server = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), str(tmp_path)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
+        stdout=subprocess.PIPE,
+    )
+    assert server.stdout is not None
+    writer_pid = int(server.stdout.readline())
+    server.kill()
+    server.communicate(timeout=30)
+    assert wait_gone(writer_pid), "the writer process outlived its server"
+    with open_store(tmp_path) as store:
+        assert [entry.reference for _, entry in entries_after(store, 0)] == ["ref-1"]
