@@ -31,7 +31,8 @@ Linux. Then, in order:
      ``bus_polls_per_s`` and ``cpu_us_per_bus_poll`` report the bus-side count too.
      ``cpu_us_per_poll`` = ``time.process_time()`` over the phase / those polls.
      ``process_time`` counts *every* thread of this process: the trio thread (buses, actors,
-     policies, snapshots) and the journal writer thread (history, snapshots to LMDB).
+     policies, snapshots). The journal writer is a process of its own (history, snapshots to
+     LMDB) and is not counted.
    * ``p99_command_ms`` — while polling runs, operator commands (``SetManualRelay`` "open",
      then "auto" later, to random meters, through ``registry.ask``) make the meter actors
      emit ``RelayCommand`` effects. The router's relay sink is wrapped to stamp the moment an

@@ -23,10 +23,12 @@ class UserError(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from protocols.modbus.profiles import builtin_profiles
     from server.app import serve_forever
     from server.config import load_config
 
-    config = load_config(Path(args.config))
+    # Known profile names make an unknown one a config error naming the meter, not a KeyError.
+    config = load_config(Path(args.config), known_profiles=frozenset(builtin_profiles()))
     serve_forever(config)
     return 0
 
@@ -128,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_message(error: Exception) -> str | None:
     """The words for errors a user can act on; None means a bug (traceback wanted)."""
     from persistence.store import StoreError
+    from protocols.modbus.profiles import ProfileError
     from server.config import ConfigError
 
     if isinstance(error, BaseExceptionGroup):
@@ -135,7 +138,8 @@ def _user_message(error: Exception) -> str | None:
         leaves = [leaf for leaf in _leaves(error) if isinstance(leaf, Exception)]
         messages = [m for m in (_user_message(leaf) for leaf in leaves) if m is not None]
         return "; ".join(messages) if messages and len(messages) == len(leaves) else None
-    if isinstance(error, ConfigError | StoreError | UserError):
+    # A profile error names the profile and what is wrong with it (or which ones exist).
+    if isinstance(error, ConfigError | StoreError | UserError | ProfileError):
         return str(error)
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.strerror}: {error.filename}"

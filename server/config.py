@@ -56,6 +56,7 @@ ROLES: Final = ("viewer", "operator", "admin")
 METER_KINDS: Final = ("electricity", "water", "gas")
 OPCUA_SECURITY: Final = ("none", "sign-encrypt")
 GATEWAY_TRANSPORTS: Final = ("tcp",)
+MAX_COMMAND_SLOTS: Final = 16
 """Modbus TCP only: the bus speaks no RTU framing yet, and accepting a value nothing can run
 would only move the error from start-up to the field."""
 
@@ -168,6 +169,9 @@ class GatewaySection:
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 10_000
     spread: bool = False
+    command_slots: int = 0
+    """In-flight slots only relay commands may use (``BusGateway.command_slots``); the config
+    default is 1 when ``window`` > 1 (a pipelining gateway), else 0."""
 
 
 @attrs.frozen
@@ -1019,6 +1023,7 @@ class _ParkReader:
                 t.fail("host", f'expected a host name or address, got "{host}"')
             port = t.integer("port", low=1, high=65535)
             poll_ms = t.duration_ms("poll_interval", "1s", low_ms=10)
+            window = t.integer("window", 1, low=1, high=64)
             gateway = GatewaySection(
                 id=gateway_id,
                 host=host,
@@ -1029,13 +1034,18 @@ class _ParkReader:
                     Literal["tcp"],
                     t.string("transport", "tcp", choices=GATEWAY_TRANSPORTS) or "tcp",
                 ),
-                window=t.integer("window", 1, low=1, high=64),
+                window=window,
                 retries=t.integer("retries", 1, low=0, high=10),
                 offline_after=t.integer("offline_after", 3, low=1, high=1000),
                 retry_backoff_ms=t.duration_ms("retry_backoff", "50ms", low_ms=1),
                 reconnect_min_ms=t.duration_ms("reconnect_min", "100ms", low_ms=1),
                 reconnect_max_ms=t.duration_ms("reconnect_max", "10s", low_ms=1),
                 spread=t.boolean("spread", False),
+                # A relay write must not wait a round trip behind a full window of polls; a
+                # gateway that serializes (window 1) gains nothing from an extra slot.
+                command_slots=t.integer(
+                    "command_slots", 1 if window > 1 else 0, low=0, high=MAX_COMMAND_SLOTS
+                ),
             )
             if gateway.reconnect_min_ms > gateway.reconnect_max_ms:
                 t.fail("reconnect_min", "must not exceed reconnect_max")
@@ -1138,9 +1148,13 @@ class _ParkReader:
             and self.known_profiles is not None
             and profile not in self.known_profiles
         ):
+            # Named by id when the key is the meter's own; a bad meter_defaults value is one
+            # mistake shared by every meter, reported once at its own line.
+            own = "id" not in t.failed and "profile" not in t.origins
+            whose = f'meter "{meter_id}": ' if own else ""
             t.fail(
                 "profile",
-                f'unknown profile "{profile}"'
+                f'{whose}unknown profile "{profile}"'
                 f"{_suggest(profile, self.known_profiles)} {_known(self.known_profiles)}",
             )
         relay_coil = t.integer("relay_coil", 0, low=0, high=MODBUS_ADDRESS_MAX)

@@ -12,7 +12,9 @@ one: :meth:`ParkPlan.uniform` (``wattkeeper sim --meters N --gateways G --port P
 :func:`open_sim_park` builds a :class:`SimPark` from a plan and runs it in a nursery: every
 gateway is listening when the block is entered (``ports`` holds the ports actually bound, so
 port 0 gives ephemeral ports for tests). Meter ``index`` (the seed of its load curve) is its
-position in the plan, so the same plan and seed give the same park in any process.
+position in the plan, so the same plan and seed give the same park in any process; it also
+sets the meter's refresh phase (``meter_model.stagger_phase_s``), so the meters' once-a-second
+refreshes are spread over the second instead of landing on the simulator in one burst.
 
 Faults (``simulators.faults``) are injected with :meth:`SimPark.inject`: each one is a small
 task in the park's nursery that sleeps ``at_s``, applies the fault, sleeps ``for_s`` (or
@@ -44,7 +46,7 @@ from protocols.modbus.profiles import Profile, load_profile
 from simulators.clock import SimClock
 from simulators.faults import REPLY_FAULTS, Fault, FaultSpecError
 from simulators.gateway import CoilLog, GatewayStatistics, ReplyFault, SimGateway
-from simulators.meter_model import SimMeter, default_rated_w
+from simulators.meter_model import SimMeter, default_rated_w, stagger_phase_s
 
 if TYPE_CHECKING:
     from server.config import ParkConfig
@@ -225,6 +227,7 @@ class SimPark:
                     meter_id=meter_plan.meter_id,
                     utc_offset_s=plan.utc_offset_s,
                     start_s=start_s,
+                    phase_s=stagger_phase_s(index),
                 )
                 meters[meter_plan.unit] = meter
                 if meter_plan.meter_id:

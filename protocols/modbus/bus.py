@@ -22,6 +22,27 @@ arrive, which batches best (measured in bench/modbus.py). ``spread=True`` instea
 ``i`` at ``i / n`` of the interval, which keeps a serializing gateway's queue short and reading
 timestamps evenly spaced.
 
+Back-pressure. Polling must never outrun what the meter actors can apply: a reading the bus
+completes but the actors cannot take is CPU spent for nothing, and every request in flight or
+reading queued is work that a trip or relay command has to wait behind (Little's law: at a
+given rate, latency grows with the work outstanding). So before releasing *new* polls the bus
+asks :meth:`BusListener.poll_allowance` how many request slots it may fill (at most its free
+window). Zero means held: the bus releases no new poll and does not wake up for the cycle's
+schedule, but keeps serving what it already started — replies in flight, the rest of a read
+plan, retries, early polls, relay commands and their read-backs — so nothing is abandoned and
+control never waits. When the park has caught up the listener's owner calls
+:meth:`GatewayBus.resume_nowait`, and polling continues where it stopped. Polling thus
+self-limits to the rate the actors apply readings, the work outstanding stays bounded, and no
+reading is dropped; a cycle simply takes longer (``last_cycle_ms``) when the server is the
+bottleneck. (``server.field.RunQueueGate`` is the park-wide policy.)
+
+Early polls. :meth:`GatewayBus.poll_at_nowait` asks for one unit's reading no earlier than a
+given time, ahead of the cycle: the field uses it to re-read a meter exactly when its overload
+delay runs out, so a trip does not wait for the cycle to come round again (up to a whole
+cycle late otherwise). If the unit has a request in flight or a retry pending at that time,
+its reply is late enough already and nothing extra is sent; if the unit is still due in the
+current cycle, it is simply polled first; otherwise one extra poll, outside the cycle, goes.
+
 Relay commands. :meth:`GatewayBus.command_relay_nowait` queues a coil write (function 5) and
 interrupts the task's wait, so the write is sent before any further poll request: at once if
 a slot is free (``command_slots`` reserves some for commands), else as soon as the next reply
@@ -126,7 +147,14 @@ class BusListener(Protocol):
 
     Called synchronously from the bus task; implementations must not block. ``kind`` of
     ``poll_failed`` is "timeout", "exception" or "garbage".
+
+    ``poll_allowance`` is asked before each batch of new polls with the bus's free window
+    (request slots); it returns how many of them the bus may fill now. 0 holds new polls back
+    until :meth:`GatewayBus.resume_nowait` is called (see "Back-pressure" in the module
+    docstring). A listener with no limit returns ``wanted``.
     """
+
+    def poll_allowance(self, bus: GatewayBus, wanted: int) -> int: ...
 
     def reading(self, meter_key: int, reading: Reading) -> None: ...
 
@@ -156,6 +184,10 @@ class BusStatistics:
     commands_pending: int
     p99_command_ms: float
     """Command issued -> write acknowledged by the gateway, over the last 4096 commands."""
+    held: bool
+    """New polls are held back: the listener allowed none (back-pressure)."""
+    holds: int
+    """How many times polling was held back since the bus started."""
 
 
 # --- per-unit and per-command state (private, mutable, slotted: touched on every reply) ----------
@@ -167,6 +199,7 @@ class _Unit:
         "blocks",
         "coil",
         "decode",
+        "extra",
         "failures",
         "meter_key",
         "next_block",
@@ -196,6 +229,7 @@ class _Unit:
         self.sent = False
         self.failures = 0
         self.online = True
+        self.extra = False  # the poll in progress is an early one, not the cycle's
 
 
 class _Command:
@@ -270,9 +304,12 @@ class GatewayBus:
         self._cycle_started = 0.0
         self._cycle_released = 0
         self._next_cycle_at = -math.inf
+        self._held = False
+        self._holds = 0
         self._busy_units = 0
         self._retries: list[tuple[float, int, _Token]] = []
         self._retry_seq = 0
+        self._early: list[tuple[float, int, _Unit]] = []
         self._commands: deque[_Command] = deque()
         self._unsent_commands: dict[int, _Command] = {}
 
@@ -309,6 +346,39 @@ class GatewayBus:
         else:
             connection.interrupt()
 
+    def poll_at_nowait(self, meter_key: int, at: float) -> None:
+        """Read ``meter_key`` no earlier than ``at`` (trio time), ahead of the cycle (see
+        "Early polls" in the module docstring)."""
+        target = self._by_key.get(meter_key)
+        if target is None:
+            raise KeyError(f"meter {meter_key} is not on gateway {self.gateway.gateway_id}")
+        self._retry_seq += 1
+        heapq.heappush(self._early, (at, self._retry_seq, target))
+        self._connection.interrupt()  # re-read the next wake-up time
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (or timed out)."""
+        return self._connection.pipeline.in_flight
+
+    @property
+    def connected(self) -> bool:
+        return self._connection.connected
+
+    @property
+    def room(self) -> int:
+        """Request slots free in the window right now."""
+        return self._connection.pipeline.room
+
+    def resume_nowait(self) -> None:
+        """The listener's backlog has cleared: release new polls again (no-op if not held)."""
+        if self._held:
+            self._held = False
+            if not self._connection.pipeline.in_flight:
+                # Interrupting costs a trio cancellation; a bus with requests in flight wakes
+                # for their replies anyway and fills its window then.
+                self._connection.interrupt()
+
     def statistics(self) -> BusStatistics:
         latencies = sorted(self._command_ms)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
@@ -328,6 +398,8 @@ class GatewayBus:
             commands=self._commands_issued,
             commands_pending=len(self._commands),
             p99_command_ms=p99,
+            held=self._held,
+            holds=self._holds,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -414,13 +486,37 @@ class GatewayBus:
             else:
                 self._send_command(token, now)
                 room -= 1
+        early = self._early
+        while early and room > 0 and early[0][0] <= now:
+            room -= self._send_early(heapq.heappop(early)[2], now, room)
         due = self._due
+        if not due or room <= 0 or self._held:
+            return
+        room = self._listener.poll_allowance(self, room)
+        if room <= 0:
+            self._held = True
+            self._holds += 1
+            return
         spread = self.gateway.spread
         while due and room > 0:
             if spread and self._release_at(self._cycle_released) > now:
                 break
             self._cycle_released += 1
-            room -= self._send_poll(due.popleft(), now, room)
+            unit = due.popleft()
+            if unit.extra:  # its early poll is still under way: that one is this cycle's
+                unit.extra = False
+                continue
+            room -= self._send_poll(unit, now, room)
+
+    def _send_early(self, unit: _Unit, now: float, room: int) -> int:
+        if unit.sent or unit.attempt or unit.next_block:
+            return 0  # in flight or retrying: its reply comes after the time asked for anyway
+        if unit in self._due:
+            self._due.remove(unit)  # polled first, as this cycle's poll
+            self._cycle_released += 1
+        else:
+            unit.extra = True
+        return self._send_poll(unit, now, room)
 
     def _fill_commands(self, now: float) -> int:
         """Send queued commands while the window (plus command slots) allows; how many went."""
@@ -478,7 +574,9 @@ class GatewayBus:
         if self._connection.pipeline.room > 0:
             if self._retries:
                 wake_at = min(wake_at, self._retries[0][0])
-            if self._due and self.gateway.spread:
+            if self._early:
+                wake_at = min(wake_at, self._early[0][0])
+            if self._due and self.gateway.spread and not self._held:
                 wake_at = min(wake_at, self._release_at(self._cycle_released))
         return wake_at
 
@@ -514,6 +612,9 @@ class GatewayBus:
             if not unit.online:
                 unit.online = True
                 self._listener.connectivity(unit.meter_key, True, ts_ms, "")
+            if unit.extra:
+                unit.extra = False
+                continue
             self._busy_units -= 1
             if not self._busy_units and not self._due:
                 self._end_cycle(trio.current_time())
@@ -559,6 +660,9 @@ class GatewayBus:
         if unit.online and unit.failures >= self.gateway.offline_after:
             unit.online = False
             listener.connectivity(unit.meter_key, False, ts_ms, detail)
+        if unit.extra:
+            unit.extra = False
+            return
         self._busy_units -= 1
         if not self._busy_units and not self._due and self._cycle_active:
             self._end_cycle(trio.current_time())
@@ -626,6 +730,12 @@ class GatewayBus:
         commands: list[_Command] = []
         for token in [*in_flight, *self._continuing, *waiting]:
             if isinstance(token, _Unit):
+                if token.extra:  # an early poll is not owed to the cycle: drop it
+                    token.extra = False
+                    token.sent = False
+                    token.attempt = 0
+                    token.next_block = 0
+                    continue
                 units[token] = None
             elif token not in commands:
                 commands.append(token)
@@ -676,6 +786,7 @@ class GatewayBus:
             unit.sent = False
             unit.attempt = 0
             unit.next_block = 0
+            unit.extra = False
         self._due.clear()
         self._continuing.clear()
         self._busy_units = 0

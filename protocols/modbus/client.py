@@ -10,7 +10,7 @@ unit of work from "a request" into "a batch":
 * :class:`Pipeline` is the sans-I/O core. It allocates transaction ids, encodes requests with
   our codec into one outgoing buffer, keeps the in-flight table (tid -> token, deadline) and
   turns received bytes into ``(token, Response)`` completions. Many requests go out in one
-  ``send_all`` and one ``receive_some`` may complete many of them. Tokens are opaque to the
+  ``send_all`` and one read may complete many of them. Tokens are opaque to the
   pipeline; the caller (the bus actor) hands in whatever object it needs back, so completing a
   request is a dict pop and a callback-free return value, not a task wake-up.
 * Deadlines: every request of one pipeline has the same timeout, so the in-flight dict (which
@@ -24,8 +24,10 @@ unit of work from "a request" into "a batch":
   and offers :meth:`GatewayConnection.exchange` — send everything submitted since the last
   call in one ``send_all``, then wait for the next batch of replies *or* a deadline *or* an
   :meth:`~GatewayConnection.interrupt` from another task (a relay command that must not wait
-  for the next poll reply). Waiting is a cancellable ``receive_some``: trio only cancels it
-  while it waits for readability, so no bytes are ever lost to an interrupt.
+  for the next poll reply). It passes one checkpoint (fairness), then reads whatever has
+  arrived without waiting; only when nothing has, it waits for readability in a cancel scope
+  with the deadline. Reads are synchronous and only the wait is cancellable, so no bytes are
+  ever lost to an interrupt.
 * :class:`Backoff` is exponential, capped and jittered by an injected random source, so tests
   are deterministic.
 * :class:`ModbusTcpClient` (``open_modbus_tcp``) is the convenience face for tools and tests:
@@ -60,7 +62,7 @@ from protocols.modbus.codec import (
 T = TypeVar("T")
 
 RECEIVE_BYTES: Final = 65_536
-"""One ``receive_some`` reads up to this much: a few hundred replies at once."""
+"""One read takes up to this much: a few hundred replies at once."""
 
 LATE_TIDS_KEPT: Final = 1_024
 """How many timed-out tids are remembered so their late replies are not taken for garbage."""
@@ -447,20 +449,33 @@ class GatewayConnection(Generic[T]):
                     self._sending = True
                     await stream.send_all(memoryview(out)[written:])
                     self._sending = False
+            # Let the other tasks have their turn first (fairness), then read whatever has
+            # arrived meanwhile: under load that is a batch, and then this is all the
+            # scheduling it costs. Only when nothing has arrived, wait for readability (a
+            # cancel scope and an epoll registration: the expensive way, for idle moments).
+            await trio.lowlevel.checkpoint()
             if self._interrupted:
                 self._interrupted = False
                 return []
-            with trio.CancelScope(deadline=wake_at) as scope:
-                self._wait_scope = scope
-                data = await stream.receive_some(RECEIVE_BYTES)
-            self._wait_scope = None
+            fd = stream.socket.fileno()
+            try:
+                data = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                with trio.CancelScope(deadline=wake_at) as scope:
+                    self._wait_scope = scope
+                    await trio.lowlevel.wait_readable(stream.socket)
+                self._wait_scope = None
+                if scope.cancelled_caught:
+                    self._interrupted = False
+                    return []
+                try:
+                    data = os.read(fd, RECEIVE_BYTES)
+                except BlockingIOError:  # readable, yet nothing to read: nothing happened
+                    return []
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self._wait_scope = None
             self._sending = False
             raise ConnectionLost(f"connection to {self.host}:{self.port} broke: {error}") from error
-        if scope.cancelled_caught:
-            self._interrupted = False
-            return []
         if not data:
             raise ConnectionLost(f"{self.host}:{self.port} closed the connection")
         return self.pipeline.feed(data)

@@ -31,7 +31,9 @@ SIM_START_S = 1_795_000_000
 SIM_SPEED = 60.0
 
 
-def park_config(data_dir: Path, port: int, openings: dict[int, str]) -> ParkConfig:
+def park_config(
+    data_dir: Path, port: int, openings: dict[int, str], poll_interval: str = "50ms"
+) -> ParkConfig:
     meters = "\n".join(
         f"""
 [[meters]]
@@ -61,7 +63,7 @@ price = "1.00"
 id = "gw1"
 host = "127.0.0.1"
 port = {port}
-poll_interval = "50ms"
+poll_interval = "{poll_interval}"
 timeout = "150ms"
 retries = 0
 offline_after = 2
@@ -91,11 +93,11 @@ class Loop:
 
 @asynccontextmanager
 async def running_loop(
-    tmp_path: Path, openings: dict[int, str] | None = None
+    tmp_path: Path, openings: dict[int, str] | None = None, poll_interval: str = "50ms"
 ) -> AsyncIterator[Loop]:
     plan = ParkPlan.uniform(meters=METERS, gateways=1, port=0, seed=7)
     async with open_sim_park(plan, speed=SIM_SPEED, start_s=SIM_START_S) as sim:
-        config = park_config(tmp_path / "data", sim.ports["gw1"], openings or {})
+        config = park_config(tmp_path / "data", sim.ports["gw1"], openings or {}, poll_interval)
         alarms: list[AlarmEvent] = []
         async with open_park(config) as park:
             park.router.alarm_sinks.append(alarms.append)
@@ -120,6 +122,17 @@ async def test_a_simulated_overload_opens_the_coil(tmp_path: Path) -> None:
         assert "overload" in loop.alarm_kinds(2)
         # Nobody else was touched.
         assert all(loop.coil_closed(unit) for unit in (1, 3, 4))
+
+
+async def test_an_overload_trips_when_its_delay_ends_not_a_cycle_later(tmp_path: Path) -> None:
+    # Cycles 1 s apart, overload_delay 200 ms: the confirming reading is an early poll.
+    async with running_loop(tmp_path, poll_interval="1s") as loop:
+        loop.sim.inject(parse_fault("gw1/2:overload:power=45000"))
+        await eventually(lambda: loop.actor_state(2).protection.over_since_ms >= 0)
+        seen_at = trio.current_time()
+        await eventually(lambda: not loop.coil_closed(2))
+        assert trio.current_time() - seen_at < 0.6  # the next cycle would be ~1 s away
+        assert loop.actor_state(2).relay.reason == "overload"
 
 
 async def test_zero_balance_opens_the_coil_and_a_top_up_closes_it(tmp_path: Path) -> None:

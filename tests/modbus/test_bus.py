@@ -31,6 +31,12 @@ class RecordingListener:
         self.online: list[tuple[int, bool, str]] = []
         self.feedback: list[tuple[int, bool]] = []
         self.failures: list[tuple[int, str, str]] = []
+        self.backlog = False
+        self.asked_backlog = 0
+
+    def poll_allowance(self, bus: GatewayBus, wanted: int) -> int:
+        self.asked_backlog += 1
+        return 0 if self.backlog else wanted
 
     def reading(self, meter_key: int, reading: Reading) -> None:
         self.readings.setdefault(meter_key, []).append(reading)
@@ -242,6 +248,56 @@ async def test_relay_command_jumps_ahead_of_polls_and_is_read_back() -> None:
     assert listener.feedback == [(1030, False)]
     assert fake.unit(30).coils[0] is False
     assert statistics.commands == 1 and statistics.p99_command_ms > 0
+
+
+async def test_a_backlogged_listener_holds_new_polls_but_not_relay_commands() -> None:
+    fake = FakeGateway()
+    for unit in (1, 2, 3):
+        fill_unit(fake, unit)
+    listener = RecordingListener()
+    listener.backlog = True
+    async with trio.open_nursery() as nursery:
+        port = await fake.start(nursery)
+        async with running(bus_gateway(port, poll_interval_ms=10), bindings(range(1, 4)),
+                           listener) as bus:
+            await until(lambda: bus.statistics().held)
+            await trio.sleep(0.1)  # ten poll intervals: nothing new may go out meanwhile
+            assert [r for r in fake.requests if r[1] == 4] == []
+            assert listener.asked_backlog == 1  # held: not asked again until resumed
+            bus.command_relay_nowait(1002, closed=False)  # control never waits for the backlog
+            await until(lambda: listener.feedback == [(1002, False)])
+            assert [r for r in fake.requests if r[1] == 4] == []
+            listener.backlog = False
+            bus.resume_nowait()
+            await until(lambda: all(listener.count(key) >= 2 for key in (1001, 1002, 1003)))
+            statistics = bus.statistics()
+        nursery.cancel_scope.cancel()
+    assert not statistics.held and statistics.holds == 1
+    assert listener.failures == []
+
+
+async def test_an_early_poll_reads_a_unit_between_cycles() -> None:
+    fake = FakeGateway()
+    for unit in (1, 2, 3):
+        fill_unit(fake, unit)
+    listener = RecordingListener()
+    async with trio.open_nursery() as nursery:
+        port = await fake.start(nursery)
+        # Cycles a second apart: without the early poll unit 2 would be read once here.
+        gateway = bus_gateway(port, poll_interval_ms=1_000, timeout_ms=500)
+        async with running(gateway, bindings(range(1, 4)), listener) as bus:
+            await until(lambda: all(listener.count(key) == 1 for key in (1001, 1002, 1003)))
+            asked_at = trio.current_time()
+            bus.poll_at_nowait(1002, asked_at + 0.05)
+            await until(lambda: listener.count(1002) == 2, limit_s=0.5)
+            answered_at = trio.current_time()
+            statistics = bus.statistics()
+        nursery.cancel_scope.cancel()
+    assert 0.05 <= answered_at - asked_at < 0.4
+    assert listener.count(1001) == listener.count(1003) == 1  # the others wait for the cycle
+    assert statistics.cycles == 1  # the early poll was not counted as (or ending) a cycle
+    with pytest.raises(KeyError):
+        bus.poll_at_nowait(4242, 0.0)
 
 
 async def test_a_silent_gateway_does_not_delay_another() -> None:

@@ -464,8 +464,50 @@ def test_unknown_profile_only_when_profiles_are_known() -> None:
     text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm12"')
     assert len(load(text).meters) == 2  # None: the Modbus layer decides later
     assert single_problem(text, known_profiles=PROFILES) == (
-        f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: unknown profile "
-        '"sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
+        f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: meter \"M-2\": unknown "
+        'profile "sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
+    )
+
+
+def test_unknown_default_profile_is_reported_once_at_its_line() -> None:
+    text = BASE.replace('profile = "sdm630"\n', "").replace('profile = "sdm120"\n', "")
+    text = text.replace("[[meters]]", '[meter_defaults]\nprofile = "sdm63"\n\n[[meters]]', 1)
+    assert single_problem(text, known_profiles=PROFILES) == (
+        f"park.toml:{line_of(text, 'sdm63')}: meter_defaults.profile: unknown profile "
+        '"sdm63" (did you mean "sdm630"?) (known: sdm120, sdm630, water)'
+    )
+
+
+def test_serve_refuses_an_unknown_profile_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import EXIT_FAILURE, main
+
+    path = tmp_path / "park.toml"
+    path.write_text(replace(BASE, 'profile = "sdm120"', 'profile = "sdm999"'))
+    assert main(["serve", "--config", str(path)]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert 'meters[1].profile: meter "M-2": unknown profile "sdm999"' in err
+    assert "(known: " in err and "sdm630" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "var").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("lines", "slots"),
+    [("", 0), ("window = 1", 0), ("window = 8", 1), ("window = 8\ncommand_slots = 0", 0),
+     ("window = 1\ncommand_slots = 2", 2)],
+)
+def test_command_slots_default_to_one_on_a_pipelining_gateway(lines: str, slots: int) -> None:
+    text = replace(BASE, "port = 5020", f"port = 5020\n{lines}")
+    assert load(text).gateways[0].command_slots == slots
+
+
+@pytest.mark.parametrize("value", ["-1", "17", '"1"'])
+def test_bad_command_slots_are_refused(value: str) -> None:
+    text = replace(BASE, "port = 5020", f"port = 5020\ncommand_slots = {value}")
+    assert single_problem(text).startswith(
+        f"park.toml:{line_of(text, 'command_slots')}: gateways[0].command_slots: "
     )
 
 
@@ -823,3 +865,14 @@ def test_every_key_the_reader_accepts_is_documented() -> None:
     spans = " ".join(re.findall(r"`([^`]+)`", prose))
     undocumented = sorted(key for key in keys if not re.search(rf"(?<![\w-]){key}(?![\w-])", spans))
     assert not undocumented
+
+
+def test_the_field_passes_every_gateway_key_to_the_bus() -> None:
+    from server.field import bus_gateway
+
+    text = replace(BASE, "port = 5020", "port = 5020\nwindow = 8\ncommand_slots = 3\nspread = true")
+    section = load(text).gateways[0]
+    bus = bus_gateway(section)
+    for field in attrs.fields(type(section)):
+        name = {"id": "gateway_id"}.get(field.name, field.name)
+        assert getattr(bus, name) == getattr(section, field.name), field.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import tracemalloc
@@ -205,3 +206,29 @@ def test_packing_goes_through_the_profiles_value_specs() -> None:
     block = read_block(meter, T0)
     assert block[0x48 * 2 : 0x4A * 2] == spec.pack(meter.register_wh(T0) / 1000)
     assert struct.unpack(">f", spec.pack(1.5)) == (1.5,)
+
+
+def test_a_phase_shifts_the_refresh_and_keeps_the_integration_exact() -> None:
+    meter = sdm630(phase_s=0.25)
+    plain = sdm630()
+    # Quantum boundaries sit at whole seconds minus the phase.
+    assert meter.values(T0 + 0.74) == meter.values(T0 - 0.2)
+    assert read_block(meter, T0 + 0.70) == read_block(meter, T0 + 0.74)
+    assert read_block(meter, T0 + 0.74) != read_block(meter, T0 + 0.76)
+    assert read_block(plain, T0 + 0.74) == read_block(plain, T0 + 0.76)
+    meter = sdm630(phase_s=0.25)
+    start = meter.register_wh(T0 - 0.25)
+    shown = [meter.power_w(T0 - 0.25 + k + 0.5) for k in range(20)]
+    assert meter.register_wh(T0 - 0.25 + 20) - start == pytest.approx(sum(shown) / 3600.0)
+    with pytest.raises(ValueError, match="phase_s"):
+        sdm630(phase_s=QUANTUM_S)
+
+
+def test_a_park_spreads_its_meters_refreshes_over_the_quantum() -> None:
+    from simulators.meter_model import stagger_phase_s
+
+    phases = sorted(stagger_phase_s(index) for index in range(2_000))
+    assert all(0.0 <= phase < QUANTUM_S for phase in phases)
+    gaps = [b - a for a, b in itertools.pairwise(phases)]
+    assert max(gaps) < 5 * QUANTUM_S / 2_000  # no burst: evenly spread
+    assert stagger_phase_s(7) == stagger_phase_s(7)  # deterministic

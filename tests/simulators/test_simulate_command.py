@@ -53,6 +53,21 @@ def test_sim_refuses_bad_input_in_words(
     assert err.startswith("wattkeeper sim: ") and message in err
 
 
+def test_sim_refuses_an_unknown_profile_in_a_config_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "park.toml"
+    config.write_text(
+        '[server]\ndata_dir = "var"\ncurrency = "CNY"\n\n[tariffs.flat]\nkind = "flat"\n'
+        'price = "1.00"\n\n[[gateways]]\nid = "gw1"\nhost = "127.0.0.1"\nport = 5020\n\n'
+        '[[meters]]\nid = "M-1"\ntenant = "t"\ngateway = "gw1"\nunit = 1\n'
+        'profile = "sdm999"\ntariff = "flat"\nopening_balance = "1.00"\n'
+    )
+    assert main(["sim", "--config", str(config), "--seconds", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wattkeeper sim: ") and "unknown profile 'sdm999'" in err
+
+
 def test_sim_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
