@@ -23,12 +23,12 @@ class UserError(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from protocols.modbus.profiles import builtin_profiles
     from server.app import serve_forever
     from server.config import load_config
 
-    # Known profile names make an unknown one a config error naming the meter, not a KeyError.
-    config = load_config(Path(args.config), known_profiles=frozenset(builtin_profiles()))
+    # The config resolves every meter's profile (shipped or from its profile_files), so an
+    # unknown or broken one is a config error with its line, before anything starts.
+    config = load_config(Path(args.config))
     serve_forever(config)
     return 0
 

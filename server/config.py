@@ -12,7 +12,11 @@ Loading is three passes over one file, and nothing is started unless all three s
    problem and returns a harmless placeholder instead of raising, so that *every* problem in the
    file is found in one run. A key nobody asked for is a typo and gets a "did you mean"
    suggestion. Cross-references (a meter's tariff and gateway, duplicate ids, duplicate Modbus
-   addresses) are checked once all sections are read.
+   addresses) are checked once all sections are read. The Modbus profiles are resolved here
+   too: the shipped ones plus the files named by ``profile_files`` (loaded with
+   ``protocols.modbus.profiles.load_profile_file``), so a meter's ``profile`` and ``kind`` are
+   checked against real register maps and the config hands the field and the simulator the
+   very ``Profile`` objects it checked against.
 3. **Locating.** Only if there were problems: ``tomllib`` reports no positions, so a small
    scanner (:func:`_locate_keys`) walks the (already valid) source text and maps every key path
    to the line where it is written: tables, arrays of tables counted by index, inline tables in
@@ -48,6 +52,7 @@ import attrs
 from policies.meter_policy import FriendlyPeriod, MeterPolicy
 from policies.money import MoneyError, format_amount, parse_amount, parse_price
 from policies.tariff_records import MINUTES_PER_DAY, Band, Calendar, Season, Tariff, Tier
+from protocols.modbus.profiles import Profile, ProfileError, builtin_profiles, load_profile_file
 
 KeyPath = tuple[str | int, ...]
 """A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
@@ -236,6 +241,12 @@ class ParkConfig:
     policies: dict[str, MeterPolicy] = attrs.field(repr=False)
     """Meter id -> its policy; equal policies are one shared object."""
     source: str = "<config>"
+    profiles: dict[str, Profile] = attrs.field(factory=builtin_profiles, repr=False)
+    """Profile name -> register map: the shipped profiles plus those of ``profile_files``.
+    Every meter's ``profile`` is a key here; the field and the simulator look profiles up here
+    and nowhere else."""
+    profile_files: tuple[Path, ...] = ()
+    """The ``profile_files`` of the config, resolved against its directory."""
 
     @classmethod
     def from_toml_text(
@@ -244,14 +255,13 @@ class ParkConfig:
         source_name: str = "<config>",
         *,
         base_dir: Path | None = None,
-        known_profiles: frozenset[str] | None = None,
     ) -> ParkConfig:
         """Parse and validate a park config; raise :class:`ConfigError` listing every problem.
 
-        Relative paths (``server.data_dir``, OPC UA key files) are taken relative to
-        ``base_dir`` (the config file's directory when loaded by :func:`load_config`; the
-        current directory when None). ``known_profiles`` are the Modbus register maps the
-        server ships; None skips that check.
+        Relative paths (``server.data_dir``, OPC UA key files, ``profile_files``) are taken
+        relative to ``base_dir`` (the config file's directory when loaded by
+        :func:`load_config`; the current directory when None). Every meter's ``profile`` must
+        name a shipped profile or one from ``profile_files``, and its ``kind`` must match it.
         """
         if text.startswith("\ufeff"):  # a BOM from Windows editors is not a TOML error
             text = text[1:]
@@ -259,7 +269,7 @@ class ParkConfig:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError([_syntax_problem(error, source_name)]) from None
-        reader = _ParkReader(document, base_dir or Path(), known_profiles)
+        reader = _ParkReader(document, base_dir or Path())
         config = reader.read(source_name)
         if reader.problems.items:
             raise ConfigError(reader.problems.located(text, source_name))
@@ -279,8 +289,12 @@ class ParkConfig:
     def user(self, name: str) -> User | None:
         return next((user for user in self.users if user.name == name), None)
 
+    def profile(self, name: str) -> Profile:
+        """The register map of that name (every meter's ``profile`` is one)."""
+        return self.profiles[name]
 
-def load_config(path: Path | str, *, known_profiles: frozenset[str] | None = None) -> ParkConfig:
+
+def load_config(path: Path | str) -> ParkConfig:
     """Read a park config file; every problem (including an unreadable file) is a ConfigError."""
     path = Path(path)
     try:
@@ -291,9 +305,7 @@ def load_config(path: Path | str, *, known_profiles: frozenset[str] | None = Non
     except UnicodeDecodeError as error:
         message = f"not UTF-8 text (byte {error.start})"
         raise ConfigError([Problem(str(path), None, "", message)]) from None
-    return ParkConfig.from_toml_text(
-        text, str(path), base_dir=path.absolute().parent, known_profiles=known_profiles
-    )
+    return ParkConfig.from_toml_text(text, str(path), base_dir=path.absolute().parent)
 
 
 # --- value syntax --------------------------------------------------------------------------
@@ -674,13 +686,15 @@ _POLICY_DEFAULTS: Final = {field.name: field.default for field in attrs.fields(M
 
 
 class _ParkReader:
-    def __init__(
-        self, document: dict[str, object], base_dir: Path, known_profiles: frozenset[str] | None
-    ) -> None:
+    def __init__(self, document: dict[str, object], base_dir: Path) -> None:
         self.problems = _Problems()
         self.root = _Table(self.problems, (), document)
         self.base_dir = base_dir
-        self.known_profiles = known_profiles
+        self.profiles: dict[str, Profile] = builtin_profiles()
+        self.profile_files: tuple[Path, ...] = ()
+        # Names of profile files that failed to load: meters naming them are not "unknown".
+        self.broken_profiles: set[str] = set()
+        self.unreadable_profile_file = False
         self.decimals = 2
         self.tariff_names: set[str] = set()
         self.interned: dict[tuple[object, ...], MeterPolicy] = {}
@@ -695,6 +709,7 @@ class _ParkReader:
         http = HttpSection(self.read_listen(root.table("http"), HttpSection().listen))
         opcua = self.read_opcua(root.table("opcua"))
         users = self.read_users(root.tables("users"))
+        self.read_profile_files(root)
         tariffs = self.read_tariffs(root.table("tariffs"), calendar)
         gateways = self.read_gateways(root.tables("gateways"))
         defaults = root.table("meter_defaults")
@@ -714,6 +729,8 @@ class _ParkReader:
             calendar=calendar,
             policies=policies,
             source=source,
+            profiles=self.profiles,
+            profile_files=self.profile_files,
         )
 
     # -- sections --
@@ -846,6 +863,59 @@ class _ParkReader:
                 User(name, password, cast(Literal["viewer", "operator", "admin"], role or "viewer"))
             )
         return tuple(users)
+
+    # -- meter profiles --
+
+    def read_profile_files(self, root: _Table) -> None:
+        """``profile_files = ["profiles/acme-pm100.toml", ...]``: register maps beyond the
+        shipped ones, each a file in the format of ``docs/profiles.md``. A file that cannot be
+        used, or whose ``name`` is already taken, is a problem at its array element."""
+        value = root.raw("profile_files", [])
+        if not isinstance(value, list):
+            root.fail(
+                "profile_files",
+                'expected an array of file paths like ["profiles/acme-pm100.toml"], '
+                f"got {_type_name(value)} {_show(value)}",
+            )
+            return
+        files: list[Path] = []
+        first_at: dict[str, tuple[KeyPath, str]] = {}  # name -> where it was defined
+        for index, item in enumerate(value):
+            at = (*root.at("profile_files"), index)
+            if not isinstance(item, str) or not item.strip():
+                self.problems.add(at, f"expected a file path, got {_type_name(item)} {_show(item)}")
+                continue
+            path = self.base_dir / item
+            files.append(path)
+            try:
+                profile = load_profile_file(path)
+            except ProfileError as error:
+                # The message names the file (as resolved) and the key inside it.
+                self.problems.add(at, str(error))
+                name = _profile_name_in(path)
+                if name is None:
+                    self.unreadable_profile_file = True
+                else:
+                    self.broken_profiles.add(name)
+                continue
+            name = profile.name
+            if name in first_at:
+                other_at, other = first_at[name]
+                self.problems.add(
+                    at,
+                    f'"{item}": profile name "{name}" is already used by "{other}"',
+                    related=other_at,
+                )
+            elif name in self.profiles:
+                self.problems.add(
+                    at,
+                    f'"{item}": profile name "{name}" is a shipped profile\'s; '
+                    "give the file's profile a name of its own",
+                )
+            else:
+                first_at[name] = (at, item)
+                self.profiles[name] = profile
+        self.profile_files = tuple(files)
 
     # -- tariffs --
 
@@ -1143,10 +1213,12 @@ class _ParkReader:
             )
         unit = t.integer("unit", low=MODBUS_UNIT_MIN, high=MODBUS_UNIT_MAX)
         profile = t.string("profile")
+        profile_record = self.profiles.get(profile)
         if (
             "profile" not in t.failed
-            and self.known_profiles is not None
-            and profile not in self.known_profiles
+            and profile_record is None
+            and profile not in self.broken_profiles  # already reported at its file
+            and not self.unreadable_profile_file  # it may be that file's name: fix it first
         ):
             # Named by id when the key is the meter's own; a bad meter_defaults value is one
             # mistake shared by every meter, reported once at its own line.
@@ -1155,7 +1227,7 @@ class _ParkReader:
             t.fail(
                 "profile",
                 f'{whose}unknown profile "{profile}"'
-                f"{_suggest(profile, self.known_profiles)} {_known(self.known_profiles)}",
+                f"{_suggest(profile, self.profiles)} {_known(self.profiles)}",
             )
         relay_coil = t.integer("relay_coil", 0, low=0, high=MODBUS_ADDRESS_MAX)
         tariff = t.string("tariff")
@@ -1165,7 +1237,18 @@ class _ParkReader:
                 f'unknown tariff "{tariff}"{_suggest(tariff, self.tariff_names)} '
                 f"{_known(self.tariff_names)}",
             )
-        kind = t.string("kind", "electricity", choices=METER_KINDS) or "electricity"
+        # Left out, the kind is the profile's; written, it must agree with it (a water tariff
+        # on an electricity register map is a wiring mistake, not a preference).
+        kind = t.string("kind", choices=METER_KINDS) if t.has("kind") else ""
+        if kind and profile_record is not None and kind != profile_record.kind:
+            own = "id" not in t.failed and not {"kind", "profile"} <= t.origins.keys()
+            whose = f'meter "{meter_id}": ' if own else ""
+            t.fail(
+                "kind",
+                f'{whose}kind "{kind}" does not match profile "{profile}", which is '
+                f'"{profile_record.kind}"',
+            )
+        kind = kind or (profile_record.kind if profile_record is not None else "electricity")
         opening_balance = t.amount("opening_balance", d, "0")
 
         alarm_levels = t.amounts("alarm_levels", d)
@@ -1277,6 +1360,15 @@ def _endpoint_problem(endpoint: str) -> str | None:
     if not parts.hostname:
         return f'no host in "{endpoint}" (like "opc.tcp://127.0.0.1:4840/wattkeeper/")'
     return None
+
+
+def _profile_name_in(path: Path) -> str | None:
+    """The ``name`` a profile file that failed to load declares, if it can be read at all."""
+    try:
+        name = tomllib.loads(path.read_text(encoding="utf-8")).get("name")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _syntax_problem(error: tomllib.TOMLDecodeError, source: str) -> Problem:

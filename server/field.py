@@ -60,7 +60,7 @@ from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from policies.records import ConnectivityChanged, Reading, RelayCommand, RelayFeedback
 from protocols.modbus.bus import BusGateway, GatewayBus, UnitBinding
-from protocols.modbus.profiles import Profile, builtin_profiles
+from protocols.modbus.profiles import Profile
 from server.config import GatewaySection, ParkConfig
 
 log = logging.getLogger(__name__)
@@ -275,8 +275,11 @@ def build_buses(
     listener: MeterBusListener,
     profiles: dict[str, Profile] | None = None,
 ) -> tuple[list[GatewayBus], list[GatewayBus | None]]:
-    """One bus per gateway, and for each registry key the bus its meter hangs on."""
-    known = profiles if profiles is not None else builtin_profiles()
+    """One bus per gateway, and for each registry key the bus its meter hangs on.
+
+    Register maps come from ``config.profiles`` (shipped ones and the config's
+    ``profile_files``) unless ``profiles`` replaces them."""
+    known = profiles if profiles is not None else config.profiles
     bindings: dict[str, list[UnitBinding]] = {gateway.id: [] for gateway in config.gateways}
     for meter in config.meters:
         actor = registry.get(meter.id)

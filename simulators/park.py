@@ -7,7 +7,10 @@ a port, each with meters (unit id, profile, relay coil, rating). Two named const
 one: :meth:`ParkPlan.uniform` (``wattkeeper sim --meters N --gateways G --port P``: gateways
 ``gw1``..``gwG`` on ports P, P+1, ..., units 1..N/G each, meter ids ``M-0001``...) and
 :meth:`ParkPlan.from_config` (exactly the gateways and meters of a park config, so
-``wattkeeper serve`` and ``wattkeeper demo`` find every meter where the config says).
+``wattkeeper serve`` and ``wattkeeper demo`` find every meter where the config says). A meter
+names its profile; the plan's ``profiles`` (from a config: the shipped profiles plus its
+``profile_files``) are looked up first, then the shipped ones, so a custom profile is simulated
+from the very file the server polls with.
 
 :func:`open_sim_park` builds a :class:`SimPark` from a plan and runs it in a nursery: every
 gateway is listening when the block is entered (``ports`` holds the ports actually bound, so
@@ -35,7 +38,7 @@ from __future__ import annotations
 import datetime
 import math
 import zoneinfo
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
@@ -98,10 +101,17 @@ class ParkPlan:
     seed: int = 1
     utc_offset_s: int = 0
     """Local time = UTC + this, for the time of day of the load curves."""
+    profiles: Mapping[str, Profile] = attrs.field(factory=dict, eq=False, repr=False)
+    """Profile name -> register map, looked up before the shipped profiles."""
 
     @property
     def meter_count(self) -> int:
         return sum(len(gateway.meters) for gateway in self.gateways)
+
+    def profile(self, name: str) -> Profile:
+        """The plan's own profile of that name, else the shipped one (ProfileError if none)."""
+        found = self.profiles.get(name)
+        return found if found is not None else load_profile(name)
 
     @classmethod
     def uniform(
@@ -159,7 +169,12 @@ class ParkPlan:
             GatewayPlan(gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]))
             for gateway in config.gateways
         )
-        return cls(gateways, seed=seed, utc_offset_s=utc_offset_of(config.server.timezone))
+        return cls(
+            gateways,
+            seed=seed,
+            utc_offset_s=utc_offset_of(config.server.timezone),
+            profiles=config.profiles,
+        )
 
 
 def utc_offset_of(timezone: str) -> int:
@@ -216,7 +231,7 @@ class SimPark:
             for meter_plan in gateway.meters:
                 if meter_plan.unit in meters:
                     raise ValueError(f"gateway {gateway.id}: unit {meter_plan.unit} appears twice")
-                profile: Profile = load_profile(meter_plan.profile)
+                profile = plan.profile(meter_plan.profile)
                 meter = SimMeter(
                     profile,
                     unit=meter_plan.unit,

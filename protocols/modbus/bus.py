@@ -46,10 +46,11 @@ current cycle, it is simply polled first; otherwise one extra poll, outside the 
 Relay commands. :meth:`GatewayBus.command_relay_nowait` queues a coil write (function 5) and
 interrupts the task's wait, so the write is sent before any further poll request: at once if
 a slot is free (``command_slots`` reserves some for commands), else as soon as the next reply
-frees one. After the write is answered the coil is read back
-(function 1) and :meth:`BusListener.relay_feedback` reports what was *observed*; deciding what
-a mismatch means is the meter's policy. A second command for the same meter that arrives
-before the first was sent replaces it (last command wins).
+frees one. After the write is answered the relay is read back at the same address with the
+profile's ``relay.function_read`` (1, read coils; or 2, read discrete inputs, for meters that
+report the relay's contact there) and :meth:`BusListener.relay_feedback` reports what was
+*observed*; deciding what a mismatch means is the meter's policy. A second command for the
+same meter that arrives before the first was sent replaces it (last command wins).
 
 Failures. A request with no reply within ``timeout_ms`` is retried ``retries`` times, after a
 backoff that doubles per attempt (an offline unit is not retried: it gets one attempt per
@@ -86,7 +87,7 @@ from protocols.modbus.client import (
     Pipeline,
     RequestPipeline,
 )
-from protocols.modbus.codec import READ_COILS, bit_at
+from protocols.modbus.codec import bit_at
 from protocols.modbus.rtu import RtuPipeline
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class _Unit:
         "attempt",
         "blocks",
         "coil",
+        "coil_read",
         "decode",
         "extra",
         "failures",
@@ -216,6 +218,7 @@ class _Unit:
         self.meter_key = binding.meter_key
         self.unit = binding.unit
         self.coil = binding.relay_coil
+        self.coil_read = binding.profile.relay.function_read  # 1 (coils) or 2 (discrete inputs)
         self.plan = tuple(
             (block.function, block.address, block.count) for block in binding.profile.read_plan
         )
@@ -558,7 +561,9 @@ class GatewayBus:
         pipeline = self._connection.pipeline
         target = command.target
         if command.reading_back:
-            command.tid = pipeline.send_read(command, target.unit, READ_COILS, target.coil, 1, now)
+            command.tid = pipeline.send_read(
+                command, target.unit, target.coil_read, target.coil, 1, now
+            )
         else:
             if self._unsent_commands.get(target.meter_key) is command:
                 del self._unsent_commands[target.meter_key]

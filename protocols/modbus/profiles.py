@@ -462,6 +462,8 @@ def load_profile_file(path: Path | str) -> Profile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ProfileError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
     return parse_profile(data, source=str(path))

@@ -40,6 +40,7 @@ class FakeUnit:
     def __init__(self) -> None:
         self.registers: dict[int, int] = {}
         self.coils: dict[int, bool] = {}
+        self.inputs: dict[int, bool] = {}  # discrete inputs (function 2), e.g. a relay contact
         self.silent = False
 
     def set_float(self, address: int, value: float) -> None:
@@ -131,10 +132,13 @@ class FakeGateway:
         if function in (3, 4):
             words = [unit.registers.get(address + i, 0) for i in range(value)]
             return self._frame(tid, unit_id, read_registers_pdu(function, words))
-        if function == 1:
-            bits = sum(1 << i for i in range(value) if unit.coils.get(address + i, False))
+        if function in (1, 2):
+            points = unit.coils if function == 1 else unit.inputs
+            bits = sum(1 << i for i in range(value) if points.get(address + i, False))
             nbytes = (value + 7) // 8
-            return self._frame(tid, unit_id, bytes([1, nbytes]) + bits.to_bytes(nbytes, "little"))
+            return self._frame(
+                tid, unit_id, bytes([function, nbytes]) + bits.to_bytes(nbytes, "little")
+            )
         if function == 5:
             unit.coils[address] = value == 0xFF00
             return self._frame(tid, unit_id, pdu[:5])

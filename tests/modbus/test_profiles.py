@@ -715,6 +715,10 @@ def test_profile_file_errors_name_the_path(tmp_path: Path) -> None:
     typo.write_text(CUSTOM.replace("scale = 0.5", "scael = 0.5"), encoding="utf-8")
     with pytest.raises(ProfileError, match=rf"^{re.escape(str(typo))}: values.power: unknown key"):
         load_profile_file(typo)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b'name = "\xff"\n')
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(binary))}: not UTF-8 text"):
+        load_profile_file(binary)
 
 
 def test_quantities_are_the_documented_ones() -> None:

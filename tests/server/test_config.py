@@ -26,7 +26,6 @@ from server.config import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-PROFILES = frozenset({"sdm630", "sdm120", "water"})
 
 # CONTRACT.md section 2, verbatim.
 CONTRACT_EXAMPLE = """\
@@ -138,13 +137,13 @@ opening_balance = "100.00"
 """
 
 
-def load(text: str, *, known_profiles: frozenset[str] | None = None) -> ParkConfig:
-    return ParkConfig.from_toml_text(text, "park.toml", known_profiles=known_profiles)
+def load(text: str, *, base_dir: Path | None = None) -> ParkConfig:
+    return ParkConfig.from_toml_text(text, "park.toml", base_dir=base_dir)
 
 
-def problems(text: str, *, known_profiles: frozenset[str] | None = None) -> list[str]:
+def problems(text: str, *, base_dir: Path | None = None) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load(text, known_profiles=known_profiles)
+        load(text, base_dir=base_dir)
     return str(caught.value).splitlines()
 
 
@@ -160,7 +159,7 @@ def replace(text: str, old: str, new: str, occurrence: int = 1) -> str:
     return old.join(parts[:occurrence]) + new + old.join(parts[occurrence:])
 
 
-def single_problem(text: str, **kwargs: frozenset[str] | None) -> str:
+def single_problem(text: str, **kwargs: Path | None) -> str:
     found = problems(text, **kwargs)
     assert len(found) == 1, found
     return found[0]
@@ -216,7 +215,7 @@ def test_from_text_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
 
 
 def test_example_park_loads() -> None:
-    config = load_config(REPO / "examples" / "park.toml", known_profiles=PROFILES)
+    config = load_config(REPO / "examples" / "park.toml")
     assert {g.id for g in config.gateways} == {"gw-workshops", "gw-dorms"}
     assert {m.kind for m in config.meters} == {"electricity", "water"}
     assert config.calendar.timezone == "Asia/Shanghai"
@@ -460,10 +459,9 @@ def test_alarm_levels_must_decrease() -> None:
     )
 
 
-def test_unknown_profile_only_when_profiles_are_known() -> None:
+def test_unknown_profile_is_refused_with_a_suggestion() -> None:
     text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm12"')
-    assert len(load(text).meters) == 2  # None: the Modbus layer decides later
-    assert single_problem(text, known_profiles=PROFILES) == (
+    assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: meter \"M-2\": unknown "
         'profile "sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
     )
@@ -472,7 +470,7 @@ def test_unknown_profile_only_when_profiles_are_known() -> None:
 def test_unknown_default_profile_is_reported_once_at_its_line() -> None:
     text = BASE.replace('profile = "sdm630"\n', "").replace('profile = "sdm120"\n', "")
     text = text.replace("[[meters]]", '[meter_defaults]\nprofile = "sdm63"\n\n[[meters]]', 1)
-    assert single_problem(text, known_profiles=PROFILES) == (
+    assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm63')}: meter_defaults.profile: unknown profile "
         '"sdm63" (did you mean "sdm630"?) (known: sdm120, sdm630, water)'
     )
@@ -848,6 +846,180 @@ def test_errors_in_a_big_park_are_still_located() -> None:
     found = problems(text)
     assert len(found) == 1
     assert found[0].startswith(f"park.toml:{line_of(text, 'gw999')}: meters[146].gateway: ")
+
+
+# --- profile files -------------------------------------------------------------------------
+
+ACME = """\
+name = "acme-pm100"
+kind = "electricity"
+
+[relay]
+function_read = 2
+
+[values.power]
+function = 3
+address = 0x0010
+type = "int32"
+word_order = "little"
+scale = 0.1
+unit = "W"
+
+[values.import_energy]
+function = 3
+address = 0x0100
+type = "uint32"
+word_order = "little"
+scale = 0.01
+unit = "kWh"
+"""
+
+GAS = """\
+name = "gas-g4"
+kind = "gas"
+
+[values.import_energy]
+address = 0
+unit = "m3"
+"""
+
+
+def with_profiles(tmp_path: Path, files: dict[str, str], listed: str) -> str:
+    """BASE with ``profile_files = listed`` on line 1; ``files`` written under ``tmp_path``."""
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    return f"profile_files = {listed}\n" + BASE
+
+
+def test_a_profile_file_adds_a_profile_meters_can_name(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {"profiles/acme.toml": ACME}, '["profiles/acme.toml"]')
+    text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
+    config = load(text, base_dir=tmp_path)  # relative to the config's directory
+    assert config.profile_files == (tmp_path / "profiles/acme.toml",)
+    acme = config.profile("acme-pm100")
+    assert acme.relay.function_read == 2 and acme.read_plan[0].function == 3
+    assert {"sdm630", "sdm120", "water", "acme-pm100"} <= set(config.profiles)
+    assert config.meters[1].profile == "acme-pm100" and config.meters[1].kind == "electricity"
+
+
+def test_load_config_resolves_profile_files_next_to_the_config(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {"site/profiles/acme.toml": ACME}, '["profiles/acme.toml"]')
+    (tmp_path / "site" / "park.toml").write_text(text)
+    config = load_config(tmp_path / "site" / "park.toml")
+    assert config.profile("acme-pm100").name == "acme-pm100"
+
+
+def test_a_missing_profile_file_is_named(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {}, '["profiles/nope.toml"]')
+    assert single_problem(text, base_dir=tmp_path) == (
+        f"park.toml:1: profile_files[0]: {tmp_path / 'profiles/nope.toml'}: "
+        "cannot read profile: No such file or directory"
+    )
+
+
+def test_a_broken_profile_file_is_named_with_its_key(tmp_path: Path) -> None:
+    broken = ACME.replace('unit = "W"', 'unit = "W"\nscael = 0.1')
+    text = with_profiles(tmp_path, {"acme.toml": broken}, '["acme.toml"]')
+    # A meter naming the broken profile is not "unknown" on top: the file is the problem.
+    text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
+    assert single_problem(text, base_dir=tmp_path) == (
+        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: values.power: "
+        "unknown key(s) scael"
+    )
+
+
+def test_a_profile_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {"acme.toml": "name = acme-pm100\n"}, '["acme.toml"]')
+    text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
+    (problem,) = problems(text, base_dir=tmp_path)
+    assert problem.startswith(
+        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: not valid TOML: "
+    )
+
+
+def test_a_profile_file_may_not_take_a_shipped_name(tmp_path: Path) -> None:
+    mine = ACME.replace('name = "acme-pm100"', 'name = "sdm630"')
+    text = with_profiles(tmp_path, {"mine.toml": mine}, '["mine.toml"]')
+    assert single_problem(text, base_dir=tmp_path) == (
+        'park.toml:1: profile_files[0]: "mine.toml": profile name "sdm630" is a shipped '
+        "profile's; give the file's profile a name of its own"
+    )
+
+
+def test_two_profile_files_may_not_share_a_name(tmp_path: Path) -> None:
+    files = {"a/acme.toml": ACME, "b/acme.toml": ACME}
+    text = with_profiles(tmp_path, files, '[\n  "a/acme.toml",\n  "b/acme.toml",\n]')
+    assert single_problem(text, base_dir=tmp_path) == (
+        'park.toml:3: profile_files[1]: "b/acme.toml": profile name "acme-pm100" is already '
+        'used by "a/acme.toml" (first at line 2)'
+    )
+
+
+def test_profile_files_must_be_an_array_of_paths(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {}, '"acme.toml"')
+    assert single_problem(text) == (
+        'park.toml:1: profile_files: expected an array of file paths like '
+        '["profiles/acme-pm100.toml"], got a string "acme.toml"'
+    )
+    text = with_profiles(tmp_path, {}, "[1]")
+    assert single_problem(text) == (
+        "park.toml:1: profile_files[0]: expected a file path, got an integer 1"
+    )
+
+
+def test_a_meter_kind_must_match_its_profile() -> None:
+    text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm120"\nkind = "water"')
+    line = line_of(text, 'kind = "water"')
+    assert single_problem(text) == (
+        f'park.toml:{line}: meters[1].kind: meter "M-2": '
+        'kind "water" does not match profile "sdm120", which is "electricity"'
+    )
+    ok = replace(BASE, 'profile = "sdm120"', 'profile = "water"\nkind = "water"')
+    assert load(ok).meters[1].kind == "water"
+
+
+def test_a_meter_kind_is_its_profiles_when_left_out(tmp_path: Path) -> None:
+    text = with_profiles(tmp_path, {"gas.toml": GAS}, '["gas.toml"]')
+    text = replace(text, 'profile = "sdm120"', 'profile = "gas-g4"')
+    text = replace(text, 'profile = "sdm630"', 'profile = "water"')
+    config = load(text, base_dir=tmp_path)
+    assert [m.kind for m in config.meters] == ["water", "gas"]
+
+
+def test_a_default_kind_and_default_profile_that_disagree_are_reported_once() -> None:
+    text = BASE.replace('profile = "sdm630"\n', "").replace('profile = "sdm120"\n', "")
+    defaults = '[meter_defaults]\nprofile = "sdm630"\nkind = "gas"\n\n[[meters]]'
+    text = text.replace("[[meters]]", defaults, 1)
+    line = line_of(text, 'kind = "gas"')
+    assert single_problem(text) == (
+        f"park.toml:{line}: meter_defaults.kind: "
+        'kind "gas" does not match profile "sdm630", which is "electricity"'
+    )
+
+
+def test_a_default_kind_against_a_meters_own_profile_names_the_meter() -> None:
+    text = BASE.replace("[[meters]]", '[meter_defaults]\nkind = "water"\n\n[[meters]]', 1)
+    text = replace(text, 'profile = "sdm630"', 'profile = "water"')
+    line = line_of(text, 'kind = "water"')
+    assert problems(text) == [
+        f'park.toml:{line}: meter_defaults.kind: meter "M-2": '
+        'kind "water" does not match profile "sdm120", which is "electricity"'
+    ]
+
+
+def test_serve_refuses_a_broken_profile_file_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import EXIT_FAILURE, main
+
+    path = tmp_path / "park.toml"
+    path.write_text(with_profiles(tmp_path, {}, '["profiles/acme.toml"]'))
+    assert main(["serve", "--config", str(path)]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert f"profile_files[0]: {tmp_path / 'profiles/acme.toml'}: cannot read profile" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "var").exists()  # refused before anything started
 
 
 # --- documentation ------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def test_sim_refuses_an_unknown_profile_in_a_config_in_words(
     )
     assert main(["sim", "--config", str(config), "--seconds", "0.1"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("wattkeeper sim: ") and "unknown profile 'sdm999'" in err
+    assert err.startswith("wattkeeper sim: ")
+    assert 'meters[0].profile: meter "M-1": unknown profile "sdm999"' in err
 
 
 def test_sim_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
