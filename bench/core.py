@@ -13,8 +13,10 @@ What it measures (all in one process, one trio run, on a fresh data directory):
   while a snapshot of every meter runs (and paced readings flow).
 * ``recovery_s`` — reopening the data directory and rebuilding every meter from snapshots +
   journal.
-* ``durable_topups_per_s``, ``p99_topup_ack_ms`` — top-ups from many concurrent callers through
-  the ledger: journaled with fsync (group commit), applied, acknowledged.
+* ``durable_topups_per_s``, ``p99_topup_ack_ms`` — top-ups from concurrent callers through
+  the ledger: journaled with fsync (group commit), applied, acknowledged. Run at several caller
+  counts (``topup_curve``); reported: the highest rate whose p99 ack is within 20 ms, with its
+  caller count (``topup_clients``); if no level meets 20 ms, the highest rate overall.
 
 The last line with ``--json`` is one JSON object.
 """
@@ -56,11 +58,15 @@ from server.ledger import Ledger
 OFFERED_RATE = 50_000
 START_MS = 1_795_000_000_000  # 2026-11-18, a Wednesday, 08:26 UTC
 ROUND_MS = 1_000
-WH_PER_ROUND = 3
+WH_PER_ROUND = 3  # per 1 s round: ~10.8 kW, an industrial tenant polled once a second
 # Concurrent top-up callers (cashier desks, payment-gateway workers). By Little's law the ack
-# latency is at least callers / rate, so the caller count is part of the result: reported.
-CLIENTS = 100
-TOPUPS_PER_CLIENT = 300  # ~10.8 kW average: an industrial tenant polled once a second
+# latency is at least callers / rate, so throughput and latency are a curve over the caller
+# count, not two numbers: the bench runs each level below and reports the highest rate whose
+# p99 acknowledgement stays within the target ("max throughput under a latency objective"),
+# the caller count that gave it, and the whole curve.
+CLIENT_LEVELS = (50, 100, 150, 200)
+TOPUPS_PER_LEVEL = 30_000
+TOPUP_P99_OBJECTIVE_MS = 20.0
 
 
 def tou_tariff() -> Tariff:
@@ -161,10 +167,13 @@ async def phase_runtime(bench: Bench, journal: Journal, opening: dict[str, int])
         bench.results["max_loop_stall_ms"] = round(
             await measure_snapshot_stall(bench, registry, router, journal), 3)
         progress("snapshot stall measured")
-        rate, p99 = await measure_topups(bench, ledger)
-        bench.results["durable_topups_per_s"] = round(rate)
-        bench.results["p99_topup_ack_ms"] = round(p99, 3)
-        bench.results["topup_clients"] = CLIENTS
+        curve = [await measure_topups(bench, ledger, clients) for clients in CLIENT_LEVELS]
+        within = [level for level in curve if level["p99_ms"] <= TOPUP_P99_OBJECTIVE_MS]
+        best = max(within or curve, key=lambda level: level["per_s"])
+        bench.results["durable_topups_per_s"] = best["per_s"]
+        bench.results["p99_topup_ack_ms"] = best["p99_ms"]
+        bench.results["topup_clients"] = best["clients"]
+        bench.results["topup_curve"] = curve
         progress("top-ups measured")
         await snapshot_dirty(router, encode_state, journal.put_snapshots_nowait)
         nursery.cancel_scope.cancel()
@@ -270,15 +279,22 @@ async def measure_snapshot_stall(
     return longest * 1000
 
 
-async def measure_topups(bench: Bench, ledger: Ledger) -> tuple[float, float]:
-    clients, per_client = CLIENTS, TOPUPS_PER_CLIENT
+async def measure_topups(bench: Bench, ledger: Ledger, clients: int) -> dict[str, Any]:
+    """``TOPUPS_PER_LEVEL`` top-ups from ``clients`` callers, each awaiting its ack in turn."""
+    per_client = TOPUPS_PER_LEVEL // clients
     latencies: list[float] = []
+    # Requests are built before timing: a real caller's request arrives already formed;
+    # formatting ids and references is client work, not the server's.
+    requests = [
+        [(meter_id((index * per_client + n) % bench.meters), f"bench-{clients}-{index}-{n}")
+         for n in range(per_client)]
+        for index in range(clients)
+    ]
 
     async def client(index: int) -> None:
-        for n in range(per_client):
-            key = (index * per_client + n) % bench.meters
+        for meter, reference in requests[index]:
             started = time.perf_counter()
-            await ledger.top_up(meter_id(key), 100_00, f"bench-{index}-{n}", START_MS)
+            await ledger.top_up(meter, 100_00, reference, START_MS)
             latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
@@ -286,7 +302,8 @@ async def measure_topups(bench: Bench, ledger: Ledger) -> tuple[float, float]:
         for index in range(clients):
             nursery.start_soon(client, index)
     elapsed = time.perf_counter() - started
-    return clients * per_client / elapsed, percentile(latencies, 0.99)
+    return {"clients": clients, "per_s": round(clients * per_client / elapsed),
+            "p99_ms": round(percentile(latencies, 0.99), 3)}
 
 
 async def phase_baseline(bench: Bench, opening: dict[str, int]) -> float:
