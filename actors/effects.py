@@ -126,41 +126,34 @@ class EffectRouter:
 
     def _alarm_raised(self, actor: MeterActor, effect: Effect) -> None:
         assert isinstance(effect, AlarmRaised)
-        self.publish_alarm(
-            AlarmEvent(
-                alarm_id=actor.meter_id + ALARM_ID_SEPARATOR + effect.alarm_id,
-                meter_id=actor.meter_id,
-                kind=effect.kind,
-                level=effect.level,
-                state="active",
-                ts_ms=effect.ts_ms,
-                detail=effect.detail,
-            )
-        )
+        self._publish(actor, effect, "active", effect.level, effect.detail)
 
     def _alarm_cleared(self, actor: MeterActor, effect: Effect) -> None:
         assert isinstance(effect, AlarmCleared)
-        self.publish_alarm(
-            AlarmEvent(
-                alarm_id=actor.meter_id + ALARM_ID_SEPARATOR + effect.alarm_id,
-                meter_id=actor.meter_id,
-                kind=effect.kind,
-                level=0,
-                state="cleared",
-                ts_ms=effect.ts_ms,
-            )
-        )
+        self._publish(actor, effect, "cleared")
 
     def _alarm_acknowledged(self, actor: MeterActor, effect: Effect) -> None:
         assert isinstance(effect, AlarmAcknowledged)
+        self._publish(actor, effect, "acknowledged")
+
+    def _publish(
+        self,
+        actor: MeterActor,
+        effect: AlarmRaised | AlarmCleared | AlarmAcknowledged,
+        state: str,
+        level: int = 0,
+        detail: str = "",
+    ) -> None:
+        """A policy's alarm effect as the park-wide event (alarm ids are per park)."""
         self.publish_alarm(
             AlarmEvent(
                 alarm_id=actor.meter_id + ALARM_ID_SEPARATOR + effect.alarm_id,
                 meter_id=actor.meter_id,
                 kind=effect.kind,
-                level=0,
-                state="acknowledged",
+                level=level,
+                state=state,
                 ts_ms=effect.ts_ms,
+                detail=detail,
             )
         )
 
