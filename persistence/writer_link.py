@@ -14,6 +14,9 @@ frame, then runs two tasks until the process exits:
 
 The ``send_*`` methods never block and never wait: they append to the outbox. ``close`` lets
 the sender write what is queued, then closes the pipe; the process writes that too and exits.
+Once started, ``run`` is shielded from cancellation and returns only after ``close`` (or the
+process's death): whoever starts it must call ``close``, as ``open_journal`` does on every
+exit path.
 If the process exits any other way (killed, disk error), ``on_broken`` gets one message and
 ``run`` returns normally, so the journal can answer its waiting callers with
 ``JournalBroken`` rather than the error tearing down the server's task tree.
@@ -129,12 +132,16 @@ class WriterLink:
             if self.ready[0] != READY:
                 raise StoreError(f"the journal writer process could not start: {self.ready[1]}")
             task_status.started()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send, stdin)
-                detail = await self._receive(stdout, reader)
-                nursery.cancel_scope.cancel()
-            # Its stdout is closed: the process is exiting (or gone).
-            code = await trio.to_thread.run_sync(process.wait)
+            # Shielded: when the server is cancelled (Ctrl-C, a crashed sibling) the journal's
+            # shielded close still needs this task to write what is queued and read the
+            # answers; it ends when ``close`` has been called and the process has exited.
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._send, stdin)
+                    detail = await self._receive(stdout, reader)
+                    nursery.cancel_scope.cancel()
+                # Its stdout is closed: the process is exiting (or gone).
+                code = await trio.to_thread.run_sync(process.wait)
             if detail or code != 0 or not self._closing:
                 self._on_broken(detail or f"the journal writer process exited with code {code}")
         finally:

@@ -79,3 +79,17 @@ def test_the_writer_dies_with_its_server_and_the_directory_reopens(tmp_path: Pat
     assert wait_gone(writer_pid), "the writer process outlived its server"
     with open_store(tmp_path) as store:
         assert [entry.reference for _, entry in entries_after(store, 0)] == ["ref-1"]
+
+
+async def test_a_cancelled_server_still_writes_what_was_queued_and_closes(tmp_path: Path) -> None:
+    """Ctrl-C or a crashed sibling task cancels the journal's scope: close must not hang."""
+    with open_store(tmp_path) as store:
+        with trio.fail_after(20):
+            with trio.move_on_after(0.3):
+                async with open_journal(store) as journal:
+                    await journal.record(topup("acknowledged"))
+                    journal.put_snapshots_nowait([("M-1", b"state")])
+                    await trio.sleep_forever()
+        assert [entry.reference for _, entry in entries_after(store, 0)] == ["acknowledged"]
+        assert store.get_snapshot("M-1") == b"state"
+    assert wait_gone(journal.writer_pid)
