@@ -119,6 +119,10 @@ class WriterLink:
             stdout=subprocess.PIPE,
             pass_fds=(lock_fd,) if lock_fd >= 0 else (),
             cwd=_PROJECT_ROOT,
+            # Its own session: Ctrl-C in the server's terminal signals the whole foreground
+            # process group, and a writer interrupted mid-shutdown would lose the final flush.
+            # It stops when its stdin closes, or dies with the server (PR_SET_PDEATHSIG).
+            start_new_session=True,
         )
         assert process.stdin is not None and process.stdout is not None
         self.pid = process.pid

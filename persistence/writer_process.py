@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="wattkeeper journal writer: %(message)s")
     die_with_parent(args.parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop (stdin EOF)
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
         store = open_store(args.data_dir, map_size=args.map_size,

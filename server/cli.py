@@ -22,6 +22,13 @@ class UserError(Exception):
     """An error that is the user's to fix; printed without a traceback."""
 
 
+def interrupted_only(error: BaseException) -> bool:
+    """Ctrl-C, possibly wrapped in trio's nursery exception groups (one per nursery level)."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(interrupted_only(inner) for inner in error.exceptions)
+    return isinstance(error, KeyboardInterrupt)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from server.app import serve_forever
     from server.config import load_config
@@ -117,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         return result
+    except BaseExceptionGroup as group:
+        if interrupted_only(group):
+            return 130
+        raise
     except KeyboardInterrupt:
         return 130
     except Exception as error:

@@ -21,6 +21,7 @@ from actors.effects import AlarmEvent
 from policies.alarms import summary_alarm
 from policies.money import format_amount
 from server.app import Park, open_park
+from server.cli import interrupted_only
 from server.config import ParkConfig
 from server.simulate import open_simulated_park
 
@@ -195,5 +196,7 @@ def run_demo(
     config = ParkConfig.from_toml_text(text, str(config_path))
     try:
         trio.run(_run, config, config_path, seconds)
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not interrupted_only(error):
+            raise
         print("\nstopped; state is in", config.server.data_dir)
