@@ -20,6 +20,7 @@ store is closed, so a clean stop restarts without re-charging anything.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -189,8 +190,14 @@ async def open_park(
 
 
 def serve_forever(config: ParkConfig) -> None:
+    """Run the park until Ctrl-C or SIGTERM (a service manager's stop); both close it in order:
+    pollers stopped, history and a last snapshot written, the journal flushed."""
+
     async def main() -> None:
-        async with open_park(config):
-            await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
+            async with open_park(config):
+                async for _ in stop_requests:
+                    log.info("SIGTERM: stopping")
+                    return
 
     trio.run(main)

@@ -37,3 +37,25 @@ def test_ctrl_c_stops_the_demo_cleanly_and_leaves_a_reopenable_directory(tmp_pat
     assert "Traceback" not in output and "journal writer stopped" not in output
     with open_store(data / "lmdb") as store:  # not refused: server and writer are gone
         assert len(load_snapshots(store)) == 8  # the final snapshot was written on the way out
+
+
+def test_sigterm_stops_serve_in_order(tmp_path: Path) -> None:
+    """A service manager's stop: SIGTERM closes the park like Ctrl-C does."""
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    (config_dir / "park.toml").write_text((REPO / "examples" / "park.toml").read_text())
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--config", str(config_dir / "park.toml")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    assert serve.stdout is not None
+    for line in serve.stdout:
+        if "polling" in line:
+            break
+    serve.terminate()
+    output, _ = serve.communicate(timeout=30)
+    assert serve.returncode == 0, output
+    assert "SIGTERM: stopping" in output and "Traceback" not in output
+    with open_store(tmp_path / "var" / "example-park") as store:
+        assert len(load_snapshots(store)) == 7  # the example park's meters, written on the way out
