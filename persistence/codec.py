@@ -89,6 +89,17 @@ def _intern_alarms(fields: tuple[Any, ...]) -> AlarmState:
     return record
 
 
+def _unpack_format(data: bytes, expected: int, what: str) -> Any:
+    """A versioned array; a format this version cannot read is refused, never misread."""
+    fields = _unpack(data)
+    if fields[0] != expected:
+        raise CodecError(
+            f"{what} format {fields[0]!r} is not readable by this version (reads format "
+            f"{expected})"
+        )
+    return fields
+
+
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
 
@@ -148,12 +159,7 @@ def encode_state(state: MeterState) -> bytes:
 
 def decode_state(data: bytes) -> MeterState:
     try:
-        fields = _unpack(data)
-        if fields[0] != STATE_FORMAT:
-            raise CodecError(
-                f"meter state format {fields[0]!r} is not readable by this version "
-                f"(reads format {STATE_FORMAT})"
-            )
+        fields = _unpack_format(data, STATE_FORMAT, "meter state")
         (
             _,
             balance,
@@ -216,12 +222,7 @@ def encode_entry(entry: JournalEntry) -> bytes:
 
 def decode_entry(data: bytes) -> JournalEntry:
     try:
-        fields = _unpack(data)
-        if fields[0] != ENTRY_FORMAT:
-            raise CodecError(
-                f"journal entry format {fields[0]!r} is not readable by this version "
-                f"(reads format {ENTRY_FORMAT})"
-            )
+        fields = _unpack_format(data, ENTRY_FORMAT, "journal entry")
         _, kind, meter_id, amount, reference, ts_ms, detail = fields
         return JournalEntry(kind, meter_id, amount, reference, ts_ms, detail)
     except CodecError:

@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from protocols.modbus.profiles import ProfileError, load_profile
-from server.cli import UserError
+from server.cli import UserError, interrupted_only
 from server.config import ConfigError, ParkConfig, load_config
 from simulators.faults import Fault, FaultSpecError, parse_fault
 from simulators.gateway import PortInUse
@@ -170,7 +170,7 @@ def run_simulator_command(args: argparse.Namespace) -> int:
         status = 0
     except BaseExceptionGroup as group:
         leaf = _only_leaf(group)
-        if isinstance(leaf, KeyboardInterrupt):
+        if interrupted_only(group):
             status = 0
         elif isinstance(leaf, PortInUse):
             raise UserError(f"{leaf} (choose another --port, or stop what is using it)") from None
