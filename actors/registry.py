@@ -70,6 +70,10 @@ class ParkRegistry:
     def tell_nowait(self, actor: MeterActor, message: object) -> None:
         self.dispatcher.send_nowait(actor, message)
 
+    def deliver_now(self, actor: MeterActor, message: object) -> None:
+        """Apply ``message`` at once, ahead of the mailbox (see ``Dispatcher.deliver_now``)."""
+        self.dispatcher.deliver_now(actor, message)
+
     async def ask(self, actor: MeterActor, message: object) -> object:
         """Send a command and wait for the actor's answer (a ``CommandOutcome``)."""
         if self.dispatcher.queue_depth >= self.max_queue_depth:

@@ -84,6 +84,22 @@ class Dispatcher:
             self._sleeping = False
             self._wakeup.set()
 
+    def deliver_now(self, actor: Actor, message: object) -> None:
+        """Hand ``message`` to ``actor`` at once, ahead of its mailbox, on the caller's stack.
+
+        For messages whose order against what is already queued does not matter and whose
+        sender is on the trio thread outside a time slice: committed journal entries (money
+        adds up in any order; the journal delivers them in sequence order itself). It saves a
+        queue round trip and a task wake-up per top-up. Failures go to the supervisor exactly
+        as from the queue.
+        """
+        self._messages += 1
+        try:
+            actor.receive(message)
+        except Exception as exc:
+            self._failures += 1
+            self._on_failure(actor, message, exc)
+
     def statistics(self) -> DispatcherStatistics:
         return DispatcherStatistics(
             queue_depth=len(self._queue),
@@ -158,6 +174,14 @@ class Reply:
         if not self._event.is_set():
             self._error = error
             self._event.set()
+
+    def result(self) -> object:
+        """The answer of a reply that is ``done`` (raises its error); no checkpoint."""
+        if not self._event.is_set():
+            raise RuntimeError("the reply is not done yet")
+        if self._error is not None:
+            raise self._error
+        return self._value
 
     async def wait(self) -> object:
         await self._event.wait()

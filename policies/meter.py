@@ -156,10 +156,43 @@ def _reading(state: MeterState, message: Reading, policy: MeterPolicy) -> StepRe
 def _top_up(state: MeterState, message: TopUpApplied, policy: MeterPolicy) -> StepResult:
     if message.amount <= 0:
         return state, (CommandRejected("bad_request", "top-up amount must be > 0"),)
+    if message.seq > state.journal_seq and _quiet_top_up(state, message.amount, policy):
+        s = state
+        return MeterState(
+            s.balance + message.amount, s.residue, s.register_wh, s.reading_ms, s.power_w,
+            s.month, s.month_wh, s.bucket_start_ms, s.bucket_wh, s.bucket_minor, message.seq,
+            s.online, s.relay, s.protection, s.credit, s.alarms,
+        ), NO_EFFECTS
     new = credit_rules.apply_top_up(state, message, policy)
     if new is state:
         return state, NO_EFFECTS
     return settle(new, policy, message.ts_ms)
+
+
+def _quiet_top_up(state: MeterState, amount: int, policy: MeterPolicy) -> bool:
+    """Can a top-up change nothing but the balance (so ``settle`` would find nothing to do)?
+
+    True when no debt takes a share, emergency credit is armed and unused, no alarm is active,
+    the balance ends above every alarm level, and nothing holds or could open the closed relay.
+    A property test checks the shortcut against the full path.
+    """
+    credit = state.credit
+    relay = state.relay
+    balance = state.balance + amount
+    return (
+        credit.debt == 0
+        and credit.emergency_available
+        and not credit.emergency_in_use
+        and not state.alarms.active
+        and state.alarms.low_level == 0
+        and balance > 0
+        and balance > max(policy.alarm_levels, default=0)
+        and relay.closed
+        and not relay.manual_open
+        and not relay.locked_out
+        and not state.protection.trip_ms
+        and (state.online or not policy.offline_opens_relay)
+    )
 
 
 def _adjustment(state: MeterState, message: AdjustmentApplied, policy: MeterPolicy) -> StepResult:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies import credit
-from policies.meter import TRANSITIONS, on_reading, step, validate_reading
+from policies.meter import TRANSITIONS, on_reading, settle, step, validate_reading
 from policies.meter_policy import FriendlyPeriod, MeterPolicy
 from policies.records import (
     NO_EFFECTS,
@@ -176,3 +176,15 @@ def test_random_sequences_keep_every_invariant(
             assert (new.relay.closed, new.relay.reason) != (state.relay.closed,
                                                              state.relay.reason)
         state = new
+
+
+@given(policies_, st.integers(0, 3000), message_sequences())
+def test_the_quiet_top_up_shortcut_matches_the_full_path(
+    pol: MeterPolicy, opening: int, messages: list[Any]
+) -> None:
+    state = MeterState.opening(opening)
+    for message in messages:
+        if isinstance(message, TopUpApplied) and message.seq > state.journal_seq:
+            full = credit.apply_top_up(state, message, pol)
+            assert step(state, message, pol) == settle(full, pol, message.ts_ms)
+        state, _ = step(state, message, pol)
