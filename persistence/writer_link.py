@@ -50,6 +50,8 @@ OnResult = Callable[[list[Any]], None]
 FRAME_WEIGHT = 2_000
 """Requests (or snapshot/history items) per pipe frame: ~0.3 ms of msgpack packing."""
 OnBroken = Callable[[str], None]
+EARLY_WRITE = 32
+"""Queued requests that are written at once, without waiting for the sender task."""
 
 
 class WriterLink:
@@ -72,6 +74,9 @@ class WriterLink:
         ]
         self._outbox: list[list[Any]] = []
         self._wake = trio.Event()
+        self._stdin_fd = -1  # set while the sender may be bypassed (see _queue)
+        self._sending = False
+        self._leftover = b""
         self._closing = False
         self.ready: list[Any] = []
         """The READY frame: ``[READY, last_seq, counters]``."""
@@ -102,8 +107,32 @@ class WriterLink:
         self._wake.set()
 
     def _queue(self, message: list[Any]) -> None:
-        self._outbox.append(message)
+        outbox = self._outbox
+        outbox.append(message)
+        if len(outbox) >= EARLY_WRITE and not self._sending and not self._leftover:
+            self._write_now()
         self._wake.set()
+
+    def _write_now(self) -> None:
+        """Write the outbox from the caller's stack (a non-blocking pipe write).
+
+        Pipelining: when a commit's results come back, its callers all run in one scheduler
+        round and queue their next records; left to the sender task (scheduled after that
+        round) they would reach the writer together, and writer and trio thread would take
+        turns idling. Writing every ``EARLY_WRITE`` records lets the writer start the next
+        transaction while the rest of the round is still running.
+        """
+        fd = self._stdin_fd
+        if fd < 0:
+            return
+        data = frame(self._take_frame())
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return  # the process is gone; the receiver reports why
+        self._leftover = data[written:]
 
     # -- the process -----------------------------------------------------------------------
 
@@ -164,16 +193,30 @@ class WriterLink:
             for message in reader.feed(data):
                 return list(message)  # nothing else is sent before READY is answered
 
-    async def _send(self, stdin: trio.abc.SendStream) -> None:
+    async def _send(self, stdin: trio.lowlevel.FdStream) -> None:
+        self._stdin_fd = stdin.fileno()
+        try:
+            await self._send_queued(stdin)
+        finally:
+            self._stdin_fd = -1
+
+    async def _send_queued(self, stdin: trio.lowlevel.FdStream) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            while self._outbox:
+            while self._outbox or self._leftover:
+                self._sending = True
                 try:
-                    await stdin.send_all(frame(self._take_frame()))
+                    if self._leftover:
+                        data, self._leftover = self._leftover, b""
+                    else:
+                        data = frame(self._take_frame())
+                    await stdin.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the process is gone; the receiver reports why
-            if self._closing and not self._outbox:
+                finally:
+                    self._sending = False
+            if self._closing and not self._outbox and not self._leftover:
                 await stdin.aclose()
                 return
 
