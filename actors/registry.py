@@ -61,11 +61,8 @@ class ParkRegistry:
 
     def deliver_reading_nowait(self, key: int, reading: Reading) -> None:
         """Readings are droppable under overload: the next one carries the whole register."""
-        dispatcher = self.dispatcher
-        if dispatcher.queue_depth >= self.max_queue_depth:
+        if not self.dispatcher.offer(self._by_key[key], reading, self.max_queue_depth):
             self.dropped_readings += 1
-            return
-        dispatcher.send_nowait(self._by_key[key], reading)
 
     def tell_nowait(self, actor: MeterActor, message: object) -> None:
         self.dispatcher.send_nowait(actor, message)

@@ -84,6 +84,20 @@ class Dispatcher:
             self._sleeping = False
             self._wakeup.set()
 
+    def offer(self, actor: Actor, message: object, max_depth: int) -> bool:
+        """``send_nowait`` unless ``max_depth`` messages are queued already (then False).
+
+        The readings' entry point: one call per poll, so the depth check lives here rather
+        than behind the ``queue_depth`` property."""
+        queue = self._queue
+        if len(queue) >= max_depth:
+            return False
+        queue.append((actor, message))
+        if self._sleeping:
+            self._sleeping = False
+            self._wakeup.set()
+        return True
+
     def deliver_now(self, actor: Actor, message: object) -> None:
         """Hand ``message`` to ``actor`` at once, ahead of its mailbox, on the caller's stack.
 

@@ -54,6 +54,15 @@ NOT_OVER: Final = protection.NOT_OVER
 
 def validate_reading(reading: Reading) -> str | None:
     """Why a reading cannot be used (text for the operator log), or None if it is fine."""
+    # One isfinite for the common case: a sum of floats is finite only if every term is
+    # (inf or NaN anywhere makes it inf or NaN); finite terms whose sum overflows fall through
+    # to the checks below, which accept them.
+    if (
+        reading.ts_ms >= 0
+        and reading.register_wh >= 0
+        and isfinite(reading.power_w + reading.voltage_v + reading.current_a)
+    ):
+        return None
     if reading.ts_ms < 0:
         return f"negative timestamp {reading.ts_ms}"
     if reading.register_wh < 0:
