@@ -12,8 +12,8 @@ After each commit the writer sends the batch's result back down its pipe, in com
 There the journal first calls ``on_committed(entries)`` with the new ``(seq, entry)`` pairs in
 sequence order, and only then wakes the callers. The ledger uses the callback to deliver money
 events to meter actors in exact journal order, which is what makes "snapshot + newer entries"
-recovery exact; waking callers afterwards means a caller's event is already on its way to the
-meter when ``record`` returns.
+recovery exact; waking callers afterwards means a caller's event has already reached the
+meter when ``record`` returns (the ledger applies it inside the callback).
 
 Idempotency: the reference is the key. While a reference is in flight, a second ``record`` of
 it waits for the first and returns that recording (``duplicate=True``); once committed, the

@@ -8,7 +8,10 @@ frame, then runs two tasks until the process exits:
 
 * the sender waits until something is queued, then writes everything queued, in frames of
   at most ``FRAME_WEIGHT`` items: one pipe write per scheduler round for a round's top-ups
-  however many, and a big snapshot in slices that each pack in a fraction of a millisecond;
+  however many, and a big snapshot in slices that each pack in a fraction of a millisecond.
+  Every ``EARLY_WRITE`` requests queued within a round are written at once from the caller's
+  stack instead (see ``_write_now``), so the writer starts its next transaction while the
+  round is still running;
 * the receiver reads result frames and hands each to ``on_result`` on the trio thread, in
   commit order (the pipe is ordered).
 

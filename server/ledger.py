@@ -31,6 +31,7 @@ import attrs
 from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
+from actors.supervisor import ActorCrashed
 from persistence.journal import Journal, JournalEntry, Recorded
 from policies.records import AdjustmentApplied, TopUpApplied
 
@@ -87,7 +88,13 @@ class Ledger:
         reply = self._deliveries.pop(recorded.seq)
         # Usually applied already (on_committed delivers at once); then a second wait would
         # only cost another trip through the scheduler.
-        balance = _balance_of(reply.result() if reply.done else await reply.wait())
+        try:
+            balance = _balance_of(reply.result() if reply.done else await reply.wait())
+        except Exception:
+            # Applying it crashed the actor (the restart replayed the durable entry) or the
+            # meter is faulted: a repeat must not keep finding this failed delivery.
+            self._in_flight.pop(entry.reference, None)
+            raise
         self._remember(entry.reference, balance)
         self._journal.record_outcome_nowait(entry.reference, balance)
         return MoneyAck(entry.reference, entry.meter_id, balance)
@@ -99,7 +106,11 @@ class Ledger:
         elif entry.reference in self._recent:
             balance = self._recent[entry.reference]
         elif entry.reference in self._in_flight:
-            balance = _balance_of(await self._in_flight[entry.reference].wait())
+            try:
+                balance = _balance_of(await self._in_flight[entry.reference].wait())
+            except ActorCrashed:
+                # The first delivery crashed its actor; the restart applied the entry.
+                balance = self._registry.get(entry.meter_id).state.balance
         else:
             # Committed before a crash that lost its outcome: recovery applied it already.
             balance = self._registry.get(entry.meter_id).state.balance

@@ -317,6 +317,32 @@ async def test_snapshots_are_readable_after_flush(store: Store) -> None:
     assert recorded.seq == 1
 
 
+async def test_writes_bigger_than_the_pipe_interleave_without_losing_a_frame(
+    store: Store,
+) -> None:
+    # 40 queued snapshot chunks pass EARLY_WRITE, so the link writes from the caller's stack; a
+    # frame of ~2,000 states is far bigger than a pipe buffer, so the write is partial and the
+    # sender task must finish it before anything else goes down the pipe.
+    states = {f"M-{n}": MeterState(balance=n, journal_seq=n) for n in range(20_000)}
+    encoded = [(meter, encode_state(state)) for meter, state in states.items()]
+    seqs: list[int] = []
+
+    async def client(task: int) -> None:
+        for n in range(5):
+            seqs.append((await journal.record(topup(f"p{task}-{n}"))).seq)
+
+    async with open_journal(store) as journal:
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(encoded), 500):
+                journal.put_snapshots_nowait(encoded[start:start + 500])
+                if start % 5000 == 0:
+                    nursery.start_soon(client, start)
+        await journal.flush()
+        assert journal.statistics().snapshots_written == len(states)
+    assert sorted(seqs) == list(range(1, len(seqs) + 1)) and len(seqs) == 20
+    assert load_snapshots(store) == states
+
+
 async def test_close_writes_what_was_queued(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         async with open_journal(store, chunk_puts=3) as journal:

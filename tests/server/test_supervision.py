@@ -10,10 +10,10 @@ import trio
 import actors.meter
 from actors.effects import AlarmEvent
 from actors.meter import MeterFaulted
-from actors.supervisor import RestartIntensity
+from actors.supervisor import ActorCrashed, RestartIntensity
 from policies.meter import StepResult
 from policies.meter_policy import MeterPolicy
-from policies.records import MeterState, Reading
+from policies.records import MeterState, Reading, TopUpApplied
 from server.app import Park, open_park
 from tests.server.parks import small_park
 
@@ -70,6 +70,34 @@ async def test_crashed_actor_restarts_from_snapshot_and_journal(tmp_path: Path) 
         assert victim.state.balance == 100_00 + 10_00 + 5_00 - 2_00
         assert [actor.state for actor in others] == before
         assert all(a.state is b for a, b in zip(others, before, strict=True))
+
+
+async def test_a_topup_that_crashes_its_actor_is_durable_and_applied_by_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Committed top-ups are applied on the journal's callback (Dispatcher.deliver_now), not
+    # through the mailbox: a crash there must reach the supervisor just the same.
+    real_step = actors.meter.step
+    crashes = []
+
+    def step(state: MeterState, message: object, policy: MeterPolicy) -> StepResult:
+        if isinstance(message, TopUpApplied) and message.reference == "crashes" and not crashes:
+            crashes.append(message)
+            raise RuntimeError("policy bug")
+        return real_step(state, message, policy)
+
+    monkeypatch.setattr(actors.meter, "step", step)
+    async with open_park(small_park(tmp_path / "park"), with_field=False) as park:
+        victim, other = park.registry.get("M-0"), park.registry.get("M-1")
+        before = other.state
+        with pytest.raises(ActorCrashed):
+            await park.ledger.top_up("M-0", 7_00, "crashes", T0)
+        assert park.supervisor.statistics().restarts == 1 and not victim.faulted
+        # The entry was committed before it was applied: the restart replays it, once.
+        assert victim.state.balance == 100_00 + 7_00
+        again = await park.ledger.top_up("M-0", 7_00, "crashes", T0)
+        assert again.duplicate and victim.state.balance == 100_00 + 7_00
+        assert other.state is before
 
 
 async def test_past_restart_intensity_the_meter_is_faulted_and_alarmed(tmp_path: Path) -> None:
