@@ -27,6 +27,7 @@ commands are refused with ``overloaded``.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -79,10 +80,7 @@ class Dispatcher:
 
     def send_nowait(self, actor: Actor, message: object) -> None:
         """Put a message in ``actor``'s mailbox. Never blocks; safe from any trio task."""
-        self._queue.append((actor, message))
-        if self._sleeping:
-            self._sleeping = False
-            self._wakeup.set()
+        self.offer(actor, message, sys.maxsize)
 
     def offer(self, actor: Actor, message: object, max_depth: int) -> bool:
         """``send_nowait`` unless ``max_depth`` messages are queued already (then False).
@@ -199,9 +197,7 @@ class Reply:
 
     async def wait(self) -> object:
         await self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
+        return self.result()
 
 
 @attrs.frozen
