@@ -23,7 +23,7 @@ import attrs
 
 from actors.effects import EffectRouter
 from actors.runtime import Request
-from policies.meter import on_reading, step, validate_reading
+from policies.meter import on_reading, quiet_reading, step, validate_reading
 from policies.meter_policy import MeterPolicy
 from policies.records import CommandRejected, MeterState, Reading
 
@@ -61,22 +61,29 @@ class MeterActor:
 
     def receive(self, message: object) -> None:
         if type(message) is Reading:
-            # The hot path (one call per poll), written out here rather than in a helper.
+            # The hot path (one call per poll): the quiet case needs one policy call.
             if self.faulted:
                 return
-            error = validate_reading(message)
-            if error is not None:
-                self.router.bad_input(self, error)
+            state = quiet_reading(self.state, message, self.policy)
+            if state is None:
+                self._on_reading(message)
                 return
-            self.state, effects = on_reading(self.state, message, self.policy)
-            router = self.router
-            router.touched(self)
-            if effects:
-                router.route(self, effects)
+            self.state = state
+            self.router.touched(self)
         elif type(message) is Request:
             self._on_request(message)
         else:
             self._apply(message)
+
+    def _on_reading(self, reading: Reading) -> None:
+        error = validate_reading(reading)
+        if error is not None:
+            self.router.bad_input(self, error)
+            return
+        self.state, effects = on_reading(self.state, reading, self.policy)
+        self.router.touched(self)
+        if effects:
+            self.router.route(self, effects)
 
     def _on_request(self, request: Request) -> None:
         if self.faulted:

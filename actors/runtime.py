@@ -20,9 +20,17 @@ more than a cheap message), then yields to trio with a checkpoint. That bounds h
 control loop can keep the websocket hub, Modbus buses and the journal waiting, while a burst is
 still handled at full speed.
 
-Back-pressure: ``queue_depth`` is public, so producers decide what to do when the queue is deep:
-readings may be dropped (the next reading carries the cumulative register, so nothing is lost),
-commands are refused with ``overloaded``.
+Batches: a producer that has several messages at once (a Modbus gateway's replies that arrived
+together, for different meters) can queue them as one run-queue entry with ``offer_batch``.
+The dispatcher hands them out in order, one ``receive`` each, with failures handled one by one
+as usual; what is saved is the queue entry and the producer's call per message (~0.8 µs of
+~4 µs per reading, measured). Per-actor order still holds because the batch sits in the one
+FIFO like its messages would. A batch is handled whole within a slice, so producers keep
+batches to what arrived together (tens to a few hundred messages, well under a millisecond).
+
+Back-pressure: ``queue_depth`` (messages, a batch counted by its size) is public, so producers
+decide what to do when the queue is deep: readings may be dropped (the next reading carries the
+cumulative register, so nothing is lost), commands are refused with ``overloaded``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ class Dispatcher:
         check_every: int = 32,
     ) -> None:
         self._queue: deque[tuple[Actor, object]] = deque()
+        self._batched = 0  # messages inside queued batches beyond their one queue entry each
+        self._batch_runner = _BatchRunner(self)
         self._on_failure = on_failure
         self._slice_s = slice_s
         self._check_every = check_every
@@ -76,7 +86,7 @@ class Dispatcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._batched
 
     def send_nowait(self, actor: Actor, message: object) -> None:
         """Put a message in ``actor``'s mailbox. Never blocks; safe from any trio task."""
@@ -96,6 +106,20 @@ class Dispatcher:
             self._wakeup.set()
         return True
 
+    def offer_batch(self, deliveries: list[tuple[Actor, object]], max_depth: int) -> bool:
+        """Queue ``(actor, message)`` pairs as one entry (see the module docstring), unless
+        ``max_depth`` messages are queued already (then False and nothing is queued)."""
+        queue = self._queue
+        if len(queue) + self._batched >= max_depth:
+            return False
+        if deliveries:
+            self._batched += len(deliveries) - 1
+            queue.append((self._batch_runner, deliveries))
+            if self._sleeping:
+                self._sleeping = False
+                self._wakeup.set()
+        return True
+
     def deliver_now(self, actor: Actor, message: object) -> None:
         """Hand ``message`` to ``actor`` at once, ahead of its mailbox, on the caller's stack.
 
@@ -109,8 +133,11 @@ class Dispatcher:
         try:
             actor.receive(message)
         except Exception as exc:
-            self._failures += 1
-            self._on_failure(actor, message, exc)
+            self._fail(actor, message, exc)
+
+    def _fail(self, actor: Actor, message: object, error: Exception) -> None:
+        self._failures += 1
+        self._on_failure(actor, message, error)
 
     def statistics(self) -> DispatcherStatistics:
         return DispatcherStatistics(
@@ -151,8 +178,7 @@ class Dispatcher:
                 try:
                     actor.receive(message)
                 except Exception as exc:  # one actor's failure must never stop the others
-                    self._failures += 1
-                    self._on_failure(actor, message, exc)
+                    self._fail(actor, message, exc)
             if clock() >= deadline:
                 break
         elapsed = clock() - started
@@ -161,6 +187,27 @@ class Dispatcher:
         if elapsed > self._longest_slice:
             self._longest_slice = elapsed
         return handled
+
+
+class _BatchRunner:
+    """The pseudo-actor a batch is queued with: hands each message to its actor in turn."""
+
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def receive(self, message: object) -> None:
+        deliveries: list[tuple[Actor, object]] = message  # type: ignore[assignment]
+        dispatcher = self._dispatcher
+        extra = len(deliveries) - 1
+        dispatcher._batched -= extra
+        dispatcher._messages += extra
+        for actor, item in deliveries:
+            try:
+                actor.receive(item)
+            except Exception as exc:  # as in drain_slice: the rest of the batch goes on
+                dispatcher._fail(actor, item, exc)
 
 
 class Reply:

@@ -2,12 +2,14 @@
 
 Theory of operation
 -------------------
-``on_reading`` is the hot path (one call per poll of every meter). It charges the reading
-(``policies.charging``) and, when nothing else can have changed - relay closed, power not over
-the limit and no overload pending, balance above every alarm level and above zero, no tamper
-flag - returns at once with the shared ``NO_EFFECTS`` and the unchanged sub-records reused by
-reference. Otherwise it takes the full path: tamper flag, overload detection
-(``policies.protection.observe_power``), then :func:`settle`.
+Readings are the hot path (one per poll of every meter), in two steps. ``quiet_reading``
+handles the common case in one call: a valid reading inside the tariff segment and history
+bucket of the previous one, which leaves the relay closed, the balance above every alarm level
+and power under the limit; it returns the new state, or None. Everything else goes through
+``validate_reading`` and ``on_reading``, which charge the reading (``policies.charging``) and,
+when nothing else can have changed, return at once with the shared ``NO_EFFECTS`` and the
+unchanged sub-records reused by reference; otherwise they take the full path: tamper flag,
+overload detection (``policies.protection.observe_power``), then :func:`settle`.
 
 ``settle`` is what every state change ends with: emergency credit (``policies.credit``), the
 balance alarms (``policies.alarms``), the relay decision (``policies.protection.decide_relay``)
@@ -31,6 +33,7 @@ from policies import credit as credit_rules
 from policies import protection
 from policies.charging import charge_reading
 from policies.meter_policy import MeterPolicy
+from policies.money import CHARGE_UNITS_PER_MINOR
 from policies.records import (
     NO_EFFECTS,
     AcknowledgeAlarm,
@@ -46,6 +49,7 @@ from policies.records import (
     TopUpApplied,
 )
 from policies.state import replace_state
+from policies.tariff import segment_at
 
 StepResult = tuple[MeterState, tuple[Effect, ...]]
 
@@ -73,6 +77,73 @@ def validate_reading(reading: Reading) -> str | None:
         return f"voltage is not a finite number: {reading.voltage_v!r}"
     if not isfinite(reading.current_a):
         return f"current is not a finite number: {reading.current_a!r}"
+    return None
+
+
+def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> MeterState | None:
+    """The new state after a reading that changes nothing but money and energy, or None.
+
+    The hot path, one function without calls in the common case. None means "take the full
+    path" (``validate_reading``, then ``on_reading``): the reading is invalid, stale, the first,
+    a rollback; it crosses a tariff segment or a history bucket, or the tariff has tiers; the
+    balance ends at or below an alarm level; the relay is open, power is over the limit or an
+    overload is pending; or the tamper flag is set. A state returned here is exactly what
+    the full path returns, with no effects; a property test holds the two together.
+    """
+    ts = reading.ts_ms
+    t0 = state.reading_ms
+    tariff = policy.tariff
+    seg = tariff.hot_segment[0]
+    if not seg[0] <= t0 < ts <= seg[1]:
+        if not 0 <= t0 < ts:
+            return None
+        seg = segment_at(tariff, t0)
+        if ts > seg[1]:
+            return None
+        tariff.hot_segment[0] = seg
+    r0 = state.register_wh
+    wh = reading.register_wh - r0
+    bucket_start = state.bucket_start_ms
+    if (
+        wh < 0
+        or r0 < 0
+        or seg[4] != state.month
+        or tariff.tiers
+        or bucket_start < 0
+        or ts >= bucket_start + policy.interval_ms
+    ):
+        return None
+    # money.charge, written out: floor of the exact cost with the sub-minor residue carried.
+    minor, residue = divmod(wh * seg[2] + state.residue, CHARGE_UNITS_PER_MINOR)
+    balance = state.balance - minor
+    power = reading.power_w
+    if (
+        balance > policy.quiet_balance
+        and power <= policy.quiet_power_w
+        and not reading.tamper
+        and isfinite(power + reading.voltage_v + reading.current_a)  # see validate_reading
+        and state.relay.closed
+        and state.alarms.low_level == 0
+        and state.protection.over_since_ms == NOT_OVER
+    ):
+        return MeterState(
+            balance,
+            residue,
+            reading.register_wh,
+            ts,
+            power,
+            state.month,
+            state.month_wh + wh,
+            bucket_start,
+            state.bucket_wh + wh,
+            state.bucket_minor + minor,
+            state.journal_seq,
+            state.online,
+            state.relay,
+            state.protection,
+            state.credit,
+            state.alarms,
+        )
     return None
 
 

@@ -6,6 +6,8 @@ same parameters may share one instance, which keeps memory per meter small.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 from policies.tariff_records import Tariff
@@ -59,3 +61,13 @@ class MeterPolicy:
     offline_opens_relay: bool = False
     interval_ms: int = 900_000
     decimals: int = 2
+    # Derived once for the reading hot path (``policies.meter.quiet_reading``): a balance above
+    # ``quiet_balance`` is above every alarm level and zero; power up to ``quiet_power_w`` can
+    # not start an overload (infinite when overload protection is off).
+    quiet_balance: int = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(lambda self: max((0, *self.alarm_levels)), takes_self=True))
+    quiet_power_w: float = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(
+            lambda self: self.overload_w if self.overload_w > 0 else math.inf, takes_self=True))

@@ -21,6 +21,8 @@ from typing import Final
 import attrs
 
 MINUTES_PER_DAY: Final = 24 * 60
+NO_SEGMENT: Final = (0, 0, 0, "", -1)
+"""A segment no reading interval lies in (it ends before any reading can start)."""
 
 
 @attrs.frozen
@@ -81,6 +83,11 @@ class Tariff:
     tiers: tuple[Tier, ...] = ()
     calendar: Calendar = Calendar()
     _day_cache: dict[int, object] = attrs.field(factory=dict, eq=False, repr=False, hash=False)
+    hot_segment: list[tuple[int, int, int, str, int]] = attrs.field(
+        factory=lambda: [NO_SEGMENT], init=False, eq=False, repr=False, hash=False)
+    """Memo of the segment ``(start_ms, end_ms, price, band, month)`` the reading hot path
+    (``policies.meter.quiet_reading``) priced last: at any moment almost every meter's reading
+    interval lies in the same segment, so one comparison replaces a day lookup and a bisect."""
 
     @classmethod
     def flat(cls, name: str, price: int, calendar: Calendar | None = None) -> Tariff:

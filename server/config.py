@@ -682,7 +682,9 @@ class _Table:
 
 # --- reading the document ------------------------------------------------------------------
 
-_POLICY_DEFAULTS: Final = {field.name: field.default for field in attrs.fields(MeterPolicy)}
+_POLICY_DEFAULTS: Final = {
+    field.name: field.default for field in attrs.fields(MeterPolicy) if field.init
+}
 
 
 class _ParkReader:

@@ -7,8 +7,8 @@ meter behind it (the meter's dense registry key, Modbus unit, profile and relay 
 connects both directions:
 
 * bus -> actors: ``MeterBusListener`` turns what a bus learns into messages for meter actors
-  (readings on the hot path go straight into the run queue; connectivity changes and coil
-  read-backs are policy inputs);
+  (the readings of each burst of replies go into the run queue as one batch entry;
+  connectivity changes and coil read-backs are policy inputs);
 * actors -> bus: the router's relay sink finds the meter's bus by key and queues the coil
   write, which the bus sends ahead of any further poll.
 
@@ -207,17 +207,21 @@ class MeterBusListener:
             self._overload_w[actor.key] = max(0.0, actor.policy.overload_w)
             self._overload_delay_s[actor.key] = actor.policy.overload_delay_ms / 1000
 
-    def reading(self, meter_key: int, reading: Reading) -> None:
-        self._registry.deliver_reading_nowait(meter_key, reading)
-        if reading.power_w > self._overload_w[meter_key] > 0.0:
-            if meter_key not in self._over:
-                self._over.add(meter_key)
-                self._confirm_overload(meter_key)
-        elif self._over and meter_key in self._over:
-            self._over.discard(meter_key)
-        if self._comm_alarmed and meter_key in self._comm_alarmed:
-            self._comm_alarmed.discard(meter_key)
-            self._publish_comm(meter_key, "cleared", reading.ts_ms, "")
+    def readings(self, meter_keys: list[int], readings: list[Reading]) -> None:
+        self._registry.deliver_readings_nowait(meter_keys, readings)
+        limits = self._overload_w
+        over = self._over
+        comm_alarmed = self._comm_alarmed
+        for meter_key, reading in zip(meter_keys, readings, strict=True):
+            if reading.power_w > limits[meter_key] > 0.0:
+                if meter_key not in over:
+                    over.add(meter_key)
+                    self._confirm_overload(meter_key)
+            elif over and meter_key in over:
+                over.discard(meter_key)
+            if comm_alarmed and meter_key in comm_alarmed:
+                comm_alarmed.discard(meter_key)
+                self._publish_comm(meter_key, "cleared", reading.ts_ms, "")
 
     def poll_allowance(self, bus: GatewayBus, wanted: int) -> int:
         return self.gate.poll_allowance(bus, wanted)

@@ -157,7 +157,8 @@ class BusListener(Protocol):
 
     def poll_allowance(self, bus: GatewayBus, wanted: int) -> int: ...
 
-    def reading(self, meter_key: int, reading: Reading) -> None: ...
+    def readings(self, meter_keys: list[int], readings: list[Reading]) -> None:
+        """The readings of the polls completed by one burst of replies, in reply order."""
 
     def connectivity(self, meter_key: int, online: bool, ts_ms: int, detail: str) -> None: ...
 
@@ -589,8 +590,8 @@ class GatewayBus:
 
     def _on_completions(self, completions: list[tuple[_Token, Response]]) -> None:
         ts_ms = self._clock()
-        deliver = self._listener.reading
-        polls = 0
+        keys: list[int] = []
+        readings: list[Reading] = []
         for token, response in completions:
             if isinstance(token, _Command):
                 self._on_command_reply(token, response, ts_ms)
@@ -610,8 +611,8 @@ class GatewayBus:
             except (ValueError, IndexError, struct.error) as error:  # NaN, short payload
                 self._fail_poll(unit, "garbage", f"undecodable registers: {error}", ts_ms)
                 continue
-            deliver(unit.meter_key, reading)
-            polls += 1
+            keys.append(unit.meter_key)
+            readings.append(reading)
             unit.attempt = 0
             unit.failures = 0
             if not unit.online:
@@ -623,7 +624,10 @@ class GatewayBus:
             self._busy_units -= 1
             if not self._busy_units and not self._due:
                 self._end_cycle(trio.current_time())
-        self._polls += polls
+        if readings:
+            # One hand-over per burst: the actors take them as one run-queue entry.
+            self._listener.readings(keys, readings)
+            self._polls += len(readings)
 
     def _on_command_reply(self, command: _Command, response: Response, ts_ms: int) -> None:
         key = command.target.meter_key

@@ -70,6 +70,37 @@ async def test_a_failing_actor_does_not_disturb_others() -> None:
     assert dispatcher.statistics().failures == 1
 
 
+async def test_a_batch_keeps_order_with_single_messages_and_isolates_failures() -> None:
+    log: list[tuple[str, object]] = []
+    failures: list[tuple[Actor, object, Exception]] = []
+    dispatcher = Dispatcher(lambda actor, message, error: failures.append((actor, message, error)))
+    a, b = RecordingActor("a", log), RecordingActor("b", log)
+    dispatcher.send_nowait(a, 1)
+    assert dispatcher.offer_batch([(a, 2), (b, "boom"), (b, 3), (a, 4)], max_depth=100)
+    dispatcher.send_nowait(a, 5)
+    assert dispatcher.queue_depth == 6  # messages, not queue entries
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        while dispatcher.queue_depth:
+            await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert log == [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("a", 5)]
+    assert [(actor, message) for actor, message, _ in failures] == [(b, "boom")]
+    stats = dispatcher.statistics()
+    assert (stats.messages, stats.failures, stats.queue_depth) == (6, 1, 0)
+
+
+def test_a_batch_is_refused_whole_when_the_queue_is_deep() -> None:
+    dispatcher = Dispatcher(lambda actor, message, error: None)
+    actor = RecordingActor("a", [])
+    assert dispatcher.offer_batch([], max_depth=3) and dispatcher.queue_depth == 0
+    assert dispatcher.offer_batch([(actor, n) for n in range(3)], max_depth=3)
+    assert not dispatcher.offer_batch([(actor, 9)], max_depth=3)
+    assert dispatcher.queue_depth == 3
+    assert dispatcher.drain_slice() == 1  # one entry, three messages
+    assert dispatcher.queue_depth == 0 and dispatcher.statistics().messages == 3
+
+
 async def test_request_reply_round_trip() -> None:
     dispatcher = Dispatcher(lambda actor, message, error: None)
     actor = RecordingActor("a", [])

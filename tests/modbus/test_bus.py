@@ -27,7 +27,7 @@ class RecordingListener:
     """A BusListener that remembers everything, in order."""
 
     def __init__(self) -> None:
-        self.readings: dict[int, list[Reading]] = {}
+        self.by_meter: dict[int, list[Reading]] = {}
         self.online: list[tuple[int, bool, str]] = []
         self.feedback: list[tuple[int, bool]] = []
         self.failures: list[tuple[int, str, str]] = []
@@ -38,8 +38,9 @@ class RecordingListener:
         self.asked_backlog += 1
         return 0 if self.backlog else wanted
 
-    def reading(self, meter_key: int, reading: Reading) -> None:
-        self.readings.setdefault(meter_key, []).append(reading)
+    def readings(self, meter_keys: list[int], readings: list[Reading]) -> None:
+        for meter_key, reading in zip(meter_keys, readings, strict=True):
+            self.by_meter.setdefault(meter_key, []).append(reading)
 
     def connectivity(self, meter_key: int, online: bool, ts_ms: int, detail: str) -> None:
         self.online.append((meter_key, online, detail))
@@ -51,7 +52,7 @@ class RecordingListener:
         self.failures.append((meter_key, kind, detail))
 
     def count(self, meter_key: int) -> int:
-        return len(self.readings.get(meter_key, ()))
+        return len(self.by_meter.get(meter_key, ()))
 
     def kinds(self, meter_key: int) -> list[str]:
         return [kind for key, kind, _ in self.failures if key == meter_key]
@@ -116,7 +117,7 @@ async def test_readings_carry_the_decoded_values() -> None:
             await until(lambda: listener.count(1001) >= 3 and listener.count(1002) >= 3)
             statistics = bus.statistics()
         nursery.cancel_scope.cancel()
-    reading = listener.readings[1002][-1]
+    reading = listener.by_meter[1002][-1]
     assert reading.ts_ms == NOW_MS
     assert reading.voltage_v == pytest.approx(232.0)
     assert reading.current_a == pytest.approx(4.25)
@@ -157,9 +158,9 @@ async def test_window_of_one_sends_a_multi_block_plan_one_request_at_a_time() ->
             await until(lambda: all(listener.count(key) >= 5 for key in (1001, 1002, 1003)))
         nursery.cancel_scope.cancel()
     assert fake.most_frames_at_once == 1
-    assert listener.readings[1003][-1].register_wh == 12_500
-    assert listener.readings[1003][-1].power_w == pytest.approx(980.0)
-    assert listener.readings[1003][-1].voltage_v == pytest.approx(230.5)
+    assert listener.by_meter[1003][-1].register_wh == 12_500
+    assert listener.by_meter[1003][-1].power_w == pytest.approx(980.0)
+    assert listener.by_meter[1003][-1].voltage_v == pytest.approx(230.5)
 
 
 async def test_timeouts_are_retried_then_offline_then_online_again() -> None:
@@ -371,7 +372,7 @@ async def test_rtu_over_tcp_polls_and_switches_the_relay() -> None:
             bus.command_relay_nowait(1001, closed=False)
             await until(lambda: listener.feedback == [(1001, False)])
         nursery.cancel_scope.cancel()
-    assert listener.readings[1002][-1].voltage_v == pytest.approx(232.0)
-    assert listener.readings[1002][-1].register_wh == 12_500
+    assert listener.by_meter[1002][-1].voltage_v == pytest.approx(232.0)
+    assert listener.by_meter[1002][-1].register_wh == 12_500
     assert fake.most_frames_at_once == 1
     assert listener.failures == []

@@ -107,5 +107,5 @@ async def test_the_simulator_answers_a_function_2_read_back() -> None:
     assert listener.feedback == [(1001, False)]
     assert not meter.relay_closed
     assert listener.failures == []
-    (reading,) = listener.readings[1001][:1]
+    (reading,) = listener.by_meter[1001][:1]
     assert reading.voltage_v > 200  # decoded with the custom profile's map

@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies import credit
-from policies.meter import TRANSITIONS, on_reading, settle, step, validate_reading
+from policies.meter import (
+    TRANSITIONS,
+    on_reading,
+    quiet_reading,
+    settle,
+    step,
+    validate_reading,
+)
 from policies.meter_policy import FriendlyPeriod, MeterPolicy
 from policies.records import (
     NO_EFFECTS,
@@ -188,3 +195,37 @@ def test_the_quiet_top_up_shortcut_matches_the_full_path(
             full = credit.apply_top_up(state, message, pol)
             assert step(state, message, pol) == settle(full, pol, message.ts_ms)
         state, _ = step(state, message, pol)
+
+
+@given(policies_, st.integers(0, 3000), message_sequences())
+def test_the_quiet_reading_shortcut_matches_the_full_path(
+    pol: MeterPolicy, opening: int, messages: list[Any]
+) -> None:
+    state = MeterState.opening(opening)
+    for message in messages:
+        if isinstance(message, Reading):
+            quiet = quiet_reading(state, message, pol)
+            if quiet is not None:
+                assert step(state, message, pol) == (quiet, NO_EFFECTS)
+        state, _ = step(state, message, pol)
+
+
+def test_the_quiet_reading_shortcut_takes_the_common_reading_and_refuses_the_rest() -> None:
+    pol = policy(tou_tariff(), overload_w=30_000, alarm_levels=(5000, 2000))
+    state, _ = on_reading(MeterState.opening(10**7), Reading(T0, 0, 100.0), pol)
+    quiet = quiet_reading(state, Reading(T0 + 1000, 5, 100.0), pol)
+    assert quiet is not None and (quiet, NO_EFFECTS) == on_reading(
+        state, Reading(T0 + 1000, 5, 100.0), pol)
+    refused = [
+        Reading(T0, 5, 100.0),  # stale
+        Reading(T0 + 1000, -1, 100.0),  # register backwards
+        Reading(T0 + 1000, 5, 40_000.0),  # over the limit
+        Reading(T0 + 1000, 5, math.nan),
+        Reading(T0 + 1000, 5, 100.0, voltage_v=math.inf),
+        Reading(T0 + 1000, 5, 100.0, tamper=True),
+        Reading(T0 + 1000, 10**9, 100.0),  # the charge ends below the alarm levels
+        Reading(T0 + 3 * 3_600_000, 5, 100.0),  # crosses a band and a history bucket
+    ]
+    for reading in refused:
+        assert quiet_reading(state, reading, pol) is None, reading
+    assert quiet_reading(MeterState.opening(10**7), Reading(T0, 0, 100.0), pol) is None
