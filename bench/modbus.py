@@ -76,7 +76,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -90,6 +91,7 @@ from policies.records import RelayCommand, SetManualRelay
 from protocols.modbus.profiles import load_profile
 from server.app import Park, open_park
 from server.config import ParkConfig
+from simulators.faults import parse_duration
 from simulators.loadgen import measure_polls
 
 HOST: Final = "127.0.0.1"
@@ -98,6 +100,11 @@ OVERLOAD_W: Final = 30_000
 OVERLOAD_INJECTED_W: Final = 45_000
 MIN_POLL_INTERVAL: Final = "10ms"
 """The smallest ``poll_interval`` the config accepts (server/config.py)."""
+TRIP_POLL_INTERVAL: Final = "100ms"
+"""The trip phase's poll interval: 2,000 meters at 20k polls/s, about half of what the park
+polls flat out here, so every cycle starts on time."""
+TRIP_PHASE_S: Final = 5.0
+"""Overloads of the trip phase are injected evenly over this long."""
 WARMUP_S: Final = 2.0
 """Connect, write every meter's commanded coil once (start_field), settle the cycles."""
 
@@ -150,6 +157,9 @@ class SimulatorProcess:
 
     def overload(self, gateway: str, unit: int, watts: float) -> None:
         self._send(f"overload {gateway} {unit} {watts:g}")
+
+    def clear_faults(self) -> None:
+        self._send("clear")
 
     def log(self, since_ns: int) -> dict[str, Any]:
         self._send(f"log {since_ns}")
@@ -270,32 +280,77 @@ class Counters:
         )
 
 
-async def measure_park(
-    sim: SimulatorProcess,
-    per_gateway: int,
-    profile: str,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+@asynccontextmanager
+async def bench_park(
+    sim: SimulatorProcess, per_gateway: int, args: argparse.Namespace, poll_interval: str
+) -> AsyncIterator[tuple[Park, dict[int, tuple[str, int]], Emitted]]:
+    """A real park over the simulator, warmed up: (park, meter key -> (gateway, unit), the
+    relay commands its actors emit)."""
     with tempfile.TemporaryDirectory(prefix="wattkeeper-bench-") as data_dir:
-        toml = park_toml(Path(data_dir), sim.ports, per_gateway, profile, args.window,
-                         args.poll_interval, args.overload_delay_ms)
+        toml = park_toml(Path(data_dir), sim.ports, per_gateway, args.profile, args.window,
+                         poll_interval, args.overload_delay_ms)
         config = ParkConfig.from_toml_text(toml, "bench-modbus.toml")
-        # meter key -> (gateway, unit), filled once the registry has assigned the keys
-        location: dict[int, tuple[str, int]] = {}
         async with open_park(config, with_field=True) as park:
             assert park.field is not None
-            for meter in config.meters:
-                location[park.registry.get(meter.id).key] = (meter.gateway, meter.unit)
+            location = {park.registry.get(meter.id).key: (meter.gateway, meter.unit)
+                        for meter in config.meters}
             emitted = stamp_relay_commands(park)
             await trio.sleep(WARMUP_S)
-            result = await _run_phase(park, sim, location, emitted, args)
-            statistics = [bus.statistics() for bus in park.field.buses]
-        result["failures"] = sum(
-            s.failed_timeout + s.failed_exception + s.failed_garbage for s in statistics
-        )
-        result["emitted"] = emitted.commands
-        result["location"] = location
-        return result
+            yield park, location, emitted
+
+
+async def measure_park(
+    sim: SimulatorProcess, per_gateway: int, args: argparse.Namespace, overload_keys: list[int]
+) -> dict[str, Any]:
+    """Phase 2 at full rate: throughput, CPU, commands (and trips at full rate)."""
+    async with bench_park(sim, per_gateway, args, args.poll_interval) as (park, location, emitted):
+        assert park.field is not None
+        result = await _run_phase(park, sim, location, emitted, args, overload_keys)
+        statistics = [bus.statistics() for bus in park.field.buses]
+    result["failures"] = sum(
+        s.failed_timeout + s.failed_exception + s.failed_garbage for s in statistics
+    )
+    result["emitted"] = emitted.commands
+    result["location"] = location
+    return result
+
+
+async def measure_trips(
+    sim: SimulatorProcess, per_gateway: int, args: argparse.Namespace, overload_keys: list[int]
+) -> dict[str, Any]:
+    """Phase 2b: overload trips at a poll interval the park sustains (module docstring)."""
+    sim.clear_faults()  # phase 2's overloads end; their meters are not used here
+    async with bench_park(sim, per_gateway, args, args.trip_poll_interval) as (
+        park, location, emitted,
+    ):
+        assert park.field is not None
+        phase_start_ns = time.monotonic_ns()
+        first = Counters.read(park, sim)
+        injected_ns: dict[int, int] = {}
+        every = TRIP_PHASE_S / max(1, len(overload_keys))
+        next_at = trio.current_time()
+        for key in overload_keys:
+            await trio.sleep_until(next_at)
+            injected_ns[key] = time.monotonic_ns()
+            sim.overload(*location[key], OVERLOAD_INJECTED_W)
+            next_at += every
+        await trio.sleep(1.0)  # the last overload's trip falls in the cycles counted
+        last = Counters.read(park, sim)
+        drained = await _drain_trips(emitted, injected_ns, args.drain_seconds)
+        elapsed = last.perf_s - first.perf_s
+        cycle_ms = {
+            bus.gateway.gateway_id: elapsed * 1000 / max(1, end - start)
+            for bus, start, end in zip(park.field.buses, first.cycles, last.cycles, strict=True)
+        }
+    return {
+        "phase_start_ns": phase_start_ns,
+        "emitted": emitted.commands,
+        "location": location,
+        "cycle_ms": cycle_ms,
+        "busy": (last.cpu_s - first.cpu_s) / elapsed,
+        "polls_per_s": (last.bus_polls - first.bus_polls) / elapsed,
+        "drain_s": drained,
+    }
 
 
 async def _run_phase(
@@ -304,12 +359,12 @@ async def _run_phase(
     location: dict[int, tuple[str, int]],
     emitted: Emitted,
     args: argparse.Namespace,
+    overload_keys: list[int],
 ) -> dict[str, Any]:
     assert park.field is not None
     buses = park.field.buses
     rng = random.Random(7)
     keys = sorted(location)
-    overload_keys = rng.sample(keys, min(args.overloads, len(keys) // 2))
     command_keys = sorted(set(keys) - set(overload_keys))
     manual_open: set[int] = set()
     rejected = overloaded = 0
@@ -449,12 +504,19 @@ class Trip:
     """Overload injected -> the meter actor emitted the open command."""
     control_ms: float
     """Actor emitted -> coil opened."""
-    cycle_ms: float
+    interval_ms: float
     reported_ms: float
-    """raw - overload delay - cycle (the p99_trip_ms figure)."""
+    """raw - overload delay - poll interval (the p99_trip figures)."""
 
 
-def trips(ours: dict[str, Any], log: dict[str, Any], overload_delay_ms: int) -> list[Trip]:
+def trips(
+    ours: dict[str, Any],
+    log: dict[str, Any],
+    overload_delay_ms: int,
+    interval_ms: dict[str, float],
+) -> list[Trip]:
+    """The trips of the overloads injected in the phase ``ours``; ``interval_ms`` per gateway
+    is what is subtracted as the poll interval."""
     by_unit = _writes_by_unit(log["coil_writes"])
     key_of = {target: key for key, target in ours["location"].items()}
     emitted: dict[int, list[int]] = {}
@@ -463,23 +525,44 @@ def trips(ours: dict[str, Any], log: dict[str, Any], overload_delay_ms: int) -> 
             emitted.setdefault(key, []).append(emitted_ns)
     found = []
     for gateway, unit, injected_ns, *_applied in log["overloads"]:
+        if injected_ns < ours["phase_start_ns"]:
+            continue  # another phase's
+        interval = interval_ms[gateway]
         written_ns = _first_write(by_unit, (gateway, unit), injected_ns, False)
         decided = [ns for ns in emitted.get(key_of[(gateway, unit)], ()) if ns >= injected_ns]
         if written_ns is None or not decided:
-            found.append(Trip(math.inf, math.inf, math.inf, ours["cycle_ms"][gateway], math.inf))
+            found.append(Trip(math.inf, math.inf, math.inf, interval, math.inf))
             continue
         raw_ms = (written_ns - injected_ns) / 1e6
-        cycle_ms = ours["cycle_ms"][gateway]
         found.append(
             Trip(
                 raw_ms=raw_ms,
                 decided_ms=(decided[0] - injected_ns) / 1e6,
                 control_ms=(written_ns - decided[0]) / 1e6,
-                cycle_ms=cycle_ms,
-                reported_ms=raw_ms - overload_delay_ms - cycle_ms,
+                interval_ms=interval,
+                reported_ms=raw_ms - overload_delay_ms - interval,
             )
         )
     return found
+
+
+def describe_trips(found: list[Trip], phase: str, drain_s: float, overload_delay_ms: int,
+                   interval: str) -> str:
+    """The breakdown line for stderr."""
+    matched = [trip for trip in found if math.isfinite(trip.raw_ms)]
+
+    def p50_p99(values: list[float], digits: int) -> str:
+        return (f"{percentile(values, 0.5):.{digits}f}/"
+                f"{percentile(values, 0.99):.{digits}f}")
+
+    return (
+        f"trips {phase}: {len(matched)}/{len(found)} matched (after {drain_s:.1f} s of "
+        f"draining); p50/p99 raw {p50_p99([t.raw_ms for t in found], 0)} ms = injection -> "
+        f"actor decided {p50_p99([t.decided_ms for t in found], 0)} ms + actor -> coil "
+        f"{p50_p99([t.control_ms for t in found], 2)} ms; overload delay {overload_delay_ms} ms,"
+        f" poll interval subtracted {interval}; reported p50/p99 "
+        f"{p50_p99([t.reported_ms for t in found], 1)} ms"
+    )
 
 
 # --- phase 3: the pymodbus baseline --------------------------------------------------------------
@@ -580,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overloads injected (one per meter) during our phase")
     parser.add_argument("--overload-delay-ms", type=int, default=500,
                         help="the meters' overload_delay")
+    parser.add_argument("--trip-poll-interval", default=TRIP_POLL_INTERVAL,
+                        help="the gateways' poll_interval in the trip phase (one the park "
+                             "sustains)")
     parser.add_argument("--drain-seconds", type=float, default=20.0,
                         help="after our phase, wait at most this long for late trips")
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
@@ -597,6 +683,10 @@ def main(argv: list[str]) -> int:
         parser.error("need at least one gateway and one meter per gateway")
     if args.seconds <= 0 or args.commands_per_s <= 0:
         parser.error("--seconds and --commands-per-s must be > 0")
+    try:
+        parse_duration(args.trip_poll_interval)
+    except ValueError as error:
+        parser.error(f"--trip-poll-interval: {error}")
     per_gateway = args.meters // args.gateways
     meters = per_gateway * args.gateways
     load_profile(args.profile)  # an unknown profile fails here, with the profile's message
@@ -613,7 +703,11 @@ def main(argv: list[str]) -> int:
         )
         print(f"simulator alone: {sim_result.polls_per_s:,.0f} polls/s "
               f"({sim_result.exceptions} exception replies)", file=sys.stderr)
-        ours = trio.run(measure_park, sim, per_gateway, args.profile, args)
+        # Distinct meters for the two phases: a tripped meter stays open for the reclose time.
+        sample = random.Random(args.seed).sample(range(meters), 2 * min(args.overloads,
+                                                                        meters // 4))
+        full_rate_keys, trip_keys = sample[:len(sample) // 2], sample[len(sample) // 2:]
+        ours = trio.run(measure_park, sim, per_gateway, args, full_rate_keys)
         cycles = list(ours["cycle_ms"].values())
         print(
             f"our park: {ours['polls_per_s']:,.0f} polls/s applied by meter actors "
@@ -628,6 +722,15 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         log = sim.log(ours["phase_start_ns"])
+        tripping = trio.run(measure_trips, sim, per_gateway, args, trip_keys)
+        trip_log = sim.log(tripping["phase_start_ns"])
+        trip_cycles = list(tripping["cycle_ms"].values())
+        print(
+            f"trip phase: poll_interval {args.trip_poll_interval}, cycle "
+            f"{min(trip_cycles):.0f}-{max(trip_cycles):.0f} ms, "
+            f"{tripping['polls_per_s']:,.0f} polls/s, CPU busy {tripping['busy']:.0%}",
+            file=sys.stderr,
+        )
         baseline = asyncio.run(measure_pymodbus(ports, per_gateway, args.profile, args.seconds))
         print(
             f"pymodbus: {baseline['polls_per_s']:,.0f} polls/s, "
@@ -638,8 +741,11 @@ def main(argv: list[str]) -> int:
         sim.close()
 
     commands = command_latencies(ours, log["coil_writes"])
-    found = trips(ours, log, args.overload_delay_ms)
-    gaps = [(applied - injected) / 1e6 for _g, _u, injected, applied in log["overloads"]]
+    full_rate = trips(ours, log, args.overload_delay_ms, ours["cycle_ms"])
+    trip_interval_ms = parse_duration(args.trip_poll_interval) * 1000
+    found = trips(tripping, trip_log, args.overload_delay_ms,
+                  dict.fromkeys(tripping["cycle_ms"], trip_interval_ms))
+    gaps = [(applied - injected) / 1e6 for _g, _u, injected, applied in trip_log["overloads"]]
     print(
         f"commands: {ours['commands_sent']} sent, {ours['commands_rejected']} rejected, "
         f"{ours['commands_overloaded']} refused (overloaded), "
@@ -649,20 +755,17 @@ def main(argv: list[str]) -> int:
         f"{max(commands, default=math.nan):.2f} ms",
         file=sys.stderr,
     )
+    print(describe_trips(full_rate, "at full rate", ours["drain_s"], args.overload_delay_ms,
+                         f"= measured mean cycle {sum(cycles) / len(cycles):.0f} ms"),
+          file=sys.stderr)
+    print(describe_trips(found, f"at poll_interval {args.trip_poll_interval}",
+                         tripping["drain_s"], args.overload_delay_ms,
+                         f"= configured {trip_interval_ms:.0f} ms"), file=sys.stderr)
+    print(f"simulator: loop lag p99/max {log['loop_lag_ms'][0]:.1f}/{log['loop_lag_ms'][1]:.1f}"
+          f" ms at full rate, {trip_log['loop_lag_ms'][0]:.1f}/{trip_log['loop_lag_ms'][1]:.1f}"
+          f" ms in the trip phase; injection stamp -> fault applied at most "
+          f"{max(gaps, default=0):.2f} ms", file=sys.stderr)
     matched = [trip for trip in found if math.isfinite(trip.raw_ms)]
-    print(
-        f"trips: {len(matched)}/{len(found)} matched (after {ours['drain_s']:.1f} s of "
-        f"draining); p50/p99 raw {percentile([t.raw_ms for t in found], 0.5):.0f}/"
-        f"{percentile([t.raw_ms for t in found], 0.99):.0f} ms = injection -> actor decided "
-        f"{percentile([t.decided_ms for t in found], 0.5):.0f}/"
-        f"{percentile([t.decided_ms for t in found], 0.99):.0f} ms + actor -> coil "
-        f"{percentile([t.control_ms for t in found], 0.5):.2f}/"
-        f"{percentile([t.control_ms for t in found], 0.99):.2f} ms; overload delay "
-        f"{args.overload_delay_ms} ms, mean cycle {sum(cycles) / len(cycles):.0f} ms; "
-        f"injection stamp -> fault applied in the simulator at most "
-        f"{max(gaps, default=0):.2f} ms",
-        file=sys.stderr,
-    )
     result = {
         "meters": meters,
         "gateways": args.gateways,
@@ -672,6 +775,10 @@ def main(argv: list[str]) -> int:
         "baseline_cpu_us_per_poll": round(baseline["cpu_us_per_poll"], 2),
         "p99_command_ms": _finite(percentile(commands, 0.99)),
         "p99_trip_ms": _finite(percentile([t.reported_ms for t in found], 0.99)),
+        "trip_poll_interval": args.trip_poll_interval,
+        "trip_cycle_ms": round(sum(trip_cycles) / len(trip_cycles), 1),
+        "p99_trip_full_rate_ms": _finite(
+            percentile([t.reported_ms for t in full_rate], 0.99)),
         "sim_polls_per_s": round(sim_result.polls_per_s),
         "bus_polls_per_s": round(ours["bus_polls_per_s"]),
         "cpu_us_per_bus_poll": round(ours["cpu_us_per_bus_poll"], 2),
