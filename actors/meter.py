@@ -69,7 +69,9 @@ class MeterActor:
                 self._on_reading(message)
                 return
             self.state = state
-            self.router.touched(self)
+            router = self.router  # EffectRouter.touched, written out on the hot path
+            router.dirty.add(self)
+            router.changed.add(self)
         elif type(message) is Request:
             self._on_request(message)
         else:
