@@ -120,8 +120,11 @@ def rss_bytes() -> int:
 class Bench:
     """Holds one run's runtime so the phases below read top to bottom."""
 
-    def __init__(self, meters: int, data_dir: Path) -> None:
+    def __init__(
+        self, meters: int, data_dir: Path, topups_per_level: int = TOPUPS_PER_LEVEL
+    ) -> None:
         self.meters = meters
+        self.topups_per_level = topups_per_level
         self.data_dir = data_dir
         self.policy = bench_policy()
         self.round = 0
@@ -336,8 +339,9 @@ async def measure_snapshot_stall(
 
 
 async def measure_topups(bench: Bench, ledger: Ledger, clients: int) -> dict[str, Any]:
-    """``TOPUPS_PER_LEVEL`` top-ups from ``clients`` callers, each awaiting its ack in turn."""
-    per_client = TOPUPS_PER_LEVEL // clients
+    """``bench.topups_per_level`` top-ups from ``clients`` callers, each awaiting its ack in
+    turn."""
+    per_client = max(1, bench.topups_per_level // clients)
     latencies: list[float] = []
     # Requests are built before timing: a real caller's request arrives already formed;
     # formatting ids and references is client work, not the server's.
@@ -432,10 +436,10 @@ async def phase_recovery(bench: Bench, opening: dict[str, int]) -> float:
     return elapsed
 
 
-async def run(meters: int) -> dict[str, Any]:
+async def run(meters: int, topups_per_level: int = TOPUPS_PER_LEVEL) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="wattkeeper-bench-"))
     try:
-        bench = Bench(meters, data_dir)
+        bench = Bench(meters, data_dir, topups_per_level)
         opening = {meter_id(key): parse_amount("100.00") for key in range(meters)}
         # The runtime goes first, so its memory growth is measured on a fresh process.
         with open_store(data_dir) as store:
@@ -460,9 +464,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="wattkeeper bench core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=100_000)
+    parser.add_argument("--topups-per-level", type=int, default=TOPUPS_PER_LEVEL,
+                        help="top-ups at each caller count")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    results = trio.run(run, args.meters)
+    if args.meters < 100 or args.topups_per_level < max(CLIENT_LEVELS):
+        parser.error(f"need --meters >= 100 and --topups-per-level >= {max(CLIENT_LEVELS)}")
+    results = trio.run(run, args.meters, args.topups_per_level)
     if not args.json:
         for key, value in results.items():
             print(f"{key:>24}: {value}")
