@@ -33,6 +33,7 @@ import time
 
 import trio
 
+from server.collector import run_collector_hygiene
 from simulators.faults import parse_fault
 from simulators.park import ActiveFault, ParkPlan, SimPark, open_sim_park
 
@@ -92,6 +93,7 @@ async def _serve(meters: int, gateways: int, profile: str, seed: int) -> None:
     lag = _LoopLag()
     async with open_sim_park(plan) as park, trio.open_nursery() as nursery:
         nursery.start_soon(lag.watch)
+        await nursery.start(run_collector_hygiene)  # as `wattkeeper sim` (server/simulate.py)
         print("ready " + json.dumps(park.ports), flush=True)
         stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
         pending = b""
