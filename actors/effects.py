@@ -9,9 +9,11 @@ Every sink is a plain synchronous callable that must not block: the router runs 
 dispatcher's time slice, and control (a relay command) must never wait on a slow observer.
 
 State changes are not effects. Almost every reading changes a balance, so instead of an event
-per reading the router keeps two sets of actors touched since someone last looked: ``dirty``
-(drained by the snapshotter) and ``changed`` (drained by publishers, which coalesce bursts into
-one update per meter). A set add is ~50 ns; a message object per reading would be ~1 µs.
+per reading the router keeps two lists of actors touched since someone last looked: ``dirty``
+(taken by the snapshotter) and ``changed`` (taken by publishers, which coalesce bursts into one
+update per meter). Each actor carries a flag per list, so an actor is listed once however often
+it changes, and the reading hot path only reads its own two flags (``MeterActor.receive``):
+adding to two 100,000-member sets per reading cost ~0.2 µs of a ~4 µs reading, measured.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ class EffectRouter:
     """Dispatches effects to the sinks wired by the application (see module docstring)."""
 
     def __init__(self) -> None:
-        self.dirty: set[MeterActor] = set()
-        self.changed: set[MeterActor] = set()
+        self.dirty: list[MeterActor] = []  # each with actor.dirty set
+        self.changed: list[MeterActor] = []  # each with actor.changed set
         self.relay_sink: RelaySink = _ignore_relay
         self.history_sink: HistorySink = _ignore_history
         self.bad_input_sink: FaultSink = _ignore_fault
@@ -99,8 +101,40 @@ class EffectRouter:
         }
 
     def touched(self, actor: MeterActor) -> None:
-        self.dirty.add(actor)
-        self.changed.add(actor)
+        """``actor``'s state changed: list it for the snapshotter and the publishers."""
+        self.mark_dirty(actor)
+        if not actor.changed:
+            actor.changed = True
+            self.changed.append(actor)
+
+    def mark_dirty(self, actor: MeterActor) -> None:
+        """List ``actor`` for the next snapshot only."""
+        if not actor.dirty:
+            actor.dirty = True
+            self.dirty.append(actor)
+
+    def take_dirty(self) -> list[MeterActor]:
+        """The actors to snapshot, each once. Their flags stay set until the consumer calls
+        :meth:`clear_dirty` as it reads each state (clearing 100,000 flags here at once would
+        stall the loop); a change after that lists the actor again, one before it is in the
+        state the consumer reads anyway."""
+        taken, self.dirty = self.dirty, []
+        return taken
+
+    def clear_dirty(self, actor: MeterActor) -> None:
+        actor.dirty = False
+
+    def return_dirty(self, actors: list[MeterActor]) -> None:
+        """Taken actors a consumer did not get to (their flags still set): list them again."""
+        self.dirty.extend(actors)
+
+    def take_changed(self) -> list[MeterActor]:
+        """As :meth:`take_dirty`, for publishers (then :meth:`clear_changed` each)."""
+        taken, self.changed = self.changed, []
+        return taken
+
+    def clear_changed(self, actor: MeterActor) -> None:
+        actor.changed = False
 
     def route(self, actor: MeterActor, effects: tuple[Effect, ...]) -> None:
         routes = self._routes

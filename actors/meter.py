@@ -39,7 +39,7 @@ class CommandOutcome:
 
 
 class MeterActor:
-    __slots__ = ("faulted", "key", "meter_id", "policy", "router", "state")
+    __slots__ = ("changed", "dirty", "faulted", "key", "meter_id", "policy", "router", "state")
 
     def __init__(
         self,
@@ -55,6 +55,8 @@ class MeterActor:
         self.state = state
         self.router = router
         self.faulted = False
+        self.dirty = False  # listed in router.dirty (EffectRouter.touched)
+        self.changed = False  # listed in router.changed
 
     def __repr__(self) -> str:
         return f"<MeterActor {self.meter_id}>"
@@ -69,9 +71,8 @@ class MeterActor:
                 self._on_reading(message)
                 return
             self.state = state
-            router = self.router  # EffectRouter.touched, written out on the hot path
-            router.dirty.add(self)
-            router.changed.add(self)
+            if not (self.dirty and self.changed):  # listed already, usually (EffectRouter)
+                self.router.touched(self)
         elif type(message) is Request:
             self._on_request(message)
         else:

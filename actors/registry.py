@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from actors.effects import EffectRouter
 from actors.meter import MeterActor
-from actors.runtime import Actor, Dispatcher, Reply, Request
+from actors.runtime import Dispatcher, Reply, Request
 from policies.meter_policy import MeterPolicy
 from policies.records import MeterState, Reading
 
@@ -67,11 +67,9 @@ class ParkRegistry:
     def deliver_readings_nowait(self, keys: Sequence[int], readings: Sequence[Reading]) -> None:
         """Several meters' readings as one run-queue entry (``Dispatcher.offer_batch``);
         dropped whole under overload, like single readings."""
-        by_key = self._by_key
-        batch: list[tuple[Actor, object]] = [
-            (by_key[key], reading) for key, reading in zip(keys, readings, strict=True)]
-        if not self.dispatcher.offer_batch(batch, self.max_queue_depth):
-            self.dropped_readings += len(batch)
+        actors = list(map(self._by_key.__getitem__, keys))
+        if not self.dispatcher.offer_batch(actors, readings, self.max_queue_depth):
+            self.dropped_readings += len(readings)
 
     def tell_nowait(self, actor: MeterActor, message: object) -> None:
         self.dispatcher.send_nowait(actor, message)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -106,15 +106,20 @@ class Dispatcher:
             self._wakeup.set()
         return True
 
-    def offer_batch(self, deliveries: list[tuple[Actor, object]], max_depth: int) -> bool:
-        """Queue ``(actor, message)`` pairs as one entry (see the module docstring), unless
-        ``max_depth`` messages are queued already (then False and nothing is queued)."""
+    def offer_batch(
+        self, actors: Sequence[Actor], messages: Sequence[object], max_depth: int
+    ) -> bool:
+        """Queue ``messages[i]`` for ``actors[i]``, all as one entry (see the module
+        docstring), unless ``max_depth`` messages are queued already (then False and nothing
+        is queued). Two parallel sequences rather than pairs: no tuple per message."""
+        if len(actors) != len(messages):
+            raise ValueError(f"{len(actors)} actors for {len(messages)} messages")
         queue = self._queue
         if len(queue) + self._batched >= max_depth:
             return False
-        if deliveries:
-            self._batched += len(deliveries) - 1
-            queue.append((self._batch_runner, deliveries))
+        if actors:
+            self._batched += len(actors) - 1
+            queue.append((self._batch_runner, (actors, messages)))
             if self._sleeping:
                 self._sleeping = False
                 self._wakeup.set()
@@ -201,12 +206,13 @@ class _BatchRunner:
         self._dispatcher = dispatcher
 
     def receive(self, message: object) -> None:
-        deliveries: list[tuple[Actor, object]] = message  # type: ignore[assignment]
+        batch: tuple[Sequence[Actor], Sequence[object]] = message  # type: ignore[assignment]
+        actors, messages = batch  # (always queued by offer_batch)
         dispatcher = self._dispatcher
-        extra = len(deliveries) - 1
+        extra = len(actors) - 1
         dispatcher._batched -= extra
         dispatcher._messages += extra
-        for actor, item in deliveries:
+        for actor, item in zip(actors, messages, strict=True):
             try:
                 actor.receive(item)
             except Exception as exc:  # as in drain_slice: the rest of the batch goes on

@@ -6,7 +6,7 @@ Snapshotting 100,000 meters in one go takes ~0.3 s of CPU (msgpack + LMDB puts, 
 done in one piece on the trio thread that is a 300 ms stall of every relay decision. So the
 snapshotter works in slices (1 ms: the loop's worst wait is about two scheduler rounds, and a
 round also runs a dispatcher slice and the journal sender, so 2 ms slices measured 6 ms stalls
-against the 5 ms target): it swaps out the router's ``dirty`` set (meters touched since the
+against the 5 ms target): it takes the router's ``dirty`` list (meters touched since the
 last round), encodes states until ``budget_s`` of CPU has passed, hands that chunk to the
 journal writer process (which owns LMDB writes and commits them in its own transactions), and
 yields to trio before the next slice. States are values that are replaced, never mutated, so a
@@ -40,20 +40,27 @@ async def snapshot_dirty(
     check_every: int = 32,
 ) -> int:
     """Snapshot every meter touched since the last call; returns how many were written."""
-    dirty = router.dirty
-    router.dirty = set()
+    dirty = router.take_dirty()
     clock = time.perf_counter
     chunk: list[tuple[str, bytes]] = []
     written = 0
     deadline = clock() + budget_s
-    for actor in dirty:
-        chunk.append((actor.meter_id, encode(actor.state)))
-        if len(chunk) % check_every == 0 and clock() >= deadline:
-            put_nowait(chunk)
-            written += len(chunk)
-            chunk = []
-            await trio.lowlevel.checkpoint()
-            deadline = clock() + budget_s
+    clear = router.clear_dirty
+    done = 0
+    try:
+        for actor in dirty:
+            clear(actor)  # before reading the state: a later change lists the meter again
+            done += 1
+            chunk.append((actor.meter_id, encode(actor.state)))
+            if len(chunk) % check_every == 0 and clock() >= deadline:
+                put_nowait(chunk)
+                written += len(chunk)
+                chunk = []
+                await trio.lowlevel.checkpoint()
+                deadline = clock() + budget_s
+    except BaseException:
+        router.return_dirty(dirty[done:])  # cancelled or failed: the rest waits for next time
+        raise
     if chunk:
         put_nowait(chunk)
         written += len(chunk)

@@ -162,7 +162,7 @@ async def open_park(
             registry = ParkRegistry(dispatcher, router)
             for meter in config.meters:
                 actor = registry.add(meter.id, policies[meter.id], states[meter.id])
-                router.dirty.add(actor)  # a first snapshot pins the opening balance
+                router.mark_dirty(actor)  # a first snapshot pins the opening balance
             log.info("recovered %d meters in %.2f s", len(registry),
                      time.perf_counter() - started)
 

@@ -76,7 +76,7 @@ async def test_a_batch_keeps_order_with_single_messages_and_isolates_failures() 
     dispatcher = Dispatcher(lambda actor, message, error: failures.append((actor, message, error)))
     a, b = RecordingActor("a", log), RecordingActor("b", log)
     dispatcher.send_nowait(a, 1)
-    assert dispatcher.offer_batch([(a, 2), (b, "boom"), (b, 3), (a, 4)], max_depth=100)
+    assert dispatcher.offer_batch([a, b, b, a], [2, "boom", 3, 4], max_depth=100)
     dispatcher.send_nowait(a, 5)
     assert dispatcher.queue_depth == 6  # messages, not queue entries
     async with trio.open_nursery() as nursery:
@@ -93,9 +93,11 @@ async def test_a_batch_keeps_order_with_single_messages_and_isolates_failures() 
 def test_a_batch_is_refused_whole_when_the_queue_is_deep() -> None:
     dispatcher = Dispatcher(lambda actor, message, error: None)
     actor = RecordingActor("a", [])
-    assert dispatcher.offer_batch([], max_depth=3) and dispatcher.queue_depth == 0
-    assert dispatcher.offer_batch([(actor, n) for n in range(3)], max_depth=3)
-    assert not dispatcher.offer_batch([(actor, 9)], max_depth=3)
+    assert dispatcher.offer_batch([], [], max_depth=3) and dispatcher.queue_depth == 0
+    assert dispatcher.offer_batch([actor] * 3, [0, 1, 2], max_depth=3)
+    assert not dispatcher.offer_batch([actor], [9], max_depth=3)
+    with pytest.raises(ValueError, match="2 actors for 1 messages"):
+        dispatcher.offer_batch([actor, actor], [9], max_depth=99)
     assert dispatcher.queue_depth == 3
     assert dispatcher.drain_slice() == 1  # one entry, three messages
     assert dispatcher.queue_depth == 0 and dispatcher.statistics().messages == 3
