@@ -18,8 +18,10 @@ collection when allocations minus deallocations pass the threshold (700), and ev
 allocates a new state while freeing the old one: the count stands still while the young
 generation's list grows by one live state per reading. Measured at 50k readings/s with a
 snapshot running: 70k-140k states in generation 0 when a collection finally ran, 14-26 ms each
-— the loop's worst stalls. Freezing every 50 ms bounds the young generations to ~50 ms of
-readings (~0.5 ms to collect at 100k readings/s, ~1 % of the CPU).
+— the loop's worst stalls. Freezing every 20 ms bounds the young generations to ~20 ms of
+readings: ~0.6 ms to collect at 50k readings/s with a snapshot running (every 50 ms, as until
+session 5, collections took 1.8-3 ms there and once 8.6 ms, measured); at 260k readings/s the
+hygiene costs ~5 % of the CPU either way, since the work is per young object.
 
 A cycle that survives into the frozen set is leaked, not corrupted; such cycles are rare (trio
 tracebacks), and ``release_frozen`` lets an operator tool hand them back to a full collection in
@@ -50,7 +52,7 @@ THRESHOLDS = (700, 10, 1_000)
 
 
 async def run_collector_hygiene(
-    interval_s: float = 0.05, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    interval_s: float = 0.02, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     gc.set_threshold(*THRESHOLDS)
     freeze_survivors()
