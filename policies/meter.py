@@ -126,6 +126,8 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
         and state.alarms.low_level == 0
         and state.protection.over_since_ms == NOT_OVER
     ):
+        # The same record as charging.charge_reading's one-piece case builds, written out here
+        # rather than shared: a helper call is ~3 % of a reading on this path.
         return MeterState(
             balance,
             residue,
