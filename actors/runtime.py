@@ -93,17 +93,10 @@ class Dispatcher:
         self.offer(actor, message, sys.maxsize)
 
     def offer(self, actor: Actor, message: object, max_depth: int) -> bool:
-        """``send_nowait`` unless ``max_depth`` messages are queued already (then False).
-
-        The readings' entry point: one call per poll, so the depth check lives here rather
-        than behind the ``queue_depth`` property."""
-        queue = self._queue
-        if len(queue) >= max_depth:
+        """``send_nowait`` unless ``max_depth`` messages are queued already (then False)."""
+        if len(self._queue) + self._batched >= max_depth:
             return False
-        queue.append((actor, message))
-        if self._sleeping:
-            self._sleeping = False
-            self._wakeup.set()
+        self._enqueue(actor, message)
         return True
 
     def offer_batch(
@@ -114,16 +107,18 @@ class Dispatcher:
         is queued). Two parallel sequences rather than pairs: no tuple per message."""
         if len(actors) != len(messages):
             raise ValueError(f"{len(actors)} actors for {len(messages)} messages")
-        queue = self._queue
-        if len(queue) + self._batched >= max_depth:
+        if len(self._queue) + self._batched >= max_depth:
             return False
         if actors:
             self._batched += len(actors) - 1
-            queue.append((self._batch_runner, (actors, messages)))
-            if self._sleeping:
-                self._sleeping = False
-                self._wakeup.set()
+            self._enqueue(self._batch_runner, (actors, messages))
         return True
+
+    def _enqueue(self, actor: Actor, message: object) -> None:
+        self._queue.append((actor, message))
+        if self._sleeping:
+            self._sleeping = False
+            self._wakeup.set()
 
     def deliver_now(self, actor: Actor, message: object) -> None:
         """Hand ``message`` to ``actor`` at once, ahead of its mailbox, on the caller's stack.

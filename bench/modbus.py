@@ -94,6 +94,7 @@ import trio
 from actors.meter import MeterActor
 from actors.registry import Overloaded
 from policies.records import RelayCommand, SetManualRelay
+from protocols.modbus.bus import GatewayBus
 from protocols.modbus.profiles import load_profile
 from server.app import Park, open_park
 from server.config import ParkConfig
@@ -290,6 +291,14 @@ class Counters:
             cycles=tuple(s.cycles for s in statistics),
         )
 
+    def cycle_ms_since(self, first: Counters, buses: Sequence[GatewayBus]) -> dict[str, float]:
+        """Each gateway's mean poll-cycle period between ``first`` and these counters."""
+        elapsed_ms = (self.perf_s - first.perf_s) * 1000
+        return {
+            bus.gateway.gateway_id: elapsed_ms / max(1, end - start)
+            for bus, start, end in zip(buses, first.cycles, self.cycles, strict=True)
+        }
+
 
 @asynccontextmanager
 async def bench_park(
@@ -349,10 +358,7 @@ async def measure_trips(
         last = Counters.read(park, sim)
         drained = await _drain_trips(emitted, injected_ns, args.drain_seconds)
         elapsed = last.perf_s - first.perf_s
-        cycle_ms = {
-            bus.gateway.gateway_id: elapsed * 1000 / max(1, end - start)
-            for bus, start, end in zip(park.field.buses, first.cycles, last.cycles, strict=True)
-        }
+        cycle_ms = last.cycle_ms_since(first, park.field.buses)
     return {
         "phase_start_ns": phase_start_ns,
         "emitted": emitted.commands,
@@ -430,10 +436,7 @@ async def _run_phase(
     # Readings a meter actor applied during the phase: polled, minus dropped at the run queue's
     # limit, minus what is still queued at the end beyond what was queued at the start.
     applied = bus_polls - (last.dropped - first.dropped) - (last.queue_depth - first.queue_depth)
-    cycle_ms = {
-        bus.gateway.gateway_id: elapsed * 1000 / max(1, end - start)
-        for bus, start, end in zip(buses, first.cycles, last.cycles, strict=True)
-    }
+    cycle_ms = last.cycle_ms_since(first, buses)
     cpu = last.cpu_s - first.cpu_s
     return {
         "phase_start_ns": phase_start_ns,

@@ -99,6 +99,7 @@ def test_a_batch_is_refused_whole_when_the_queue_is_deep() -> None:
     with pytest.raises(ValueError, match="2 actors for 1 messages"):
         dispatcher.offer_batch([actor, actor], [9], max_depth=99)
     assert dispatcher.queue_depth == 3
+    assert not dispatcher.offer(actor, 9, max_depth=3)  # a batch counts by its size
     assert dispatcher.drain_slice() == 1  # one entry, three messages
     assert dispatcher.queue_depth == 0 and dispatcher.statistics().messages == 3
 

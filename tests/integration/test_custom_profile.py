@@ -19,59 +19,8 @@ from server.config import ParkConfig, load_config
 from simulators.clock import SimClock
 from simulators.park import ParkPlan, SimPark, run_sim_park
 from tests.integration.test_field_loop import SIM_START_S, eventually
+from tests.profile_texts import ACME_PM100
 from tests.simulators.test_simulate_command import free_port
-
-ACME_PM100 = """\
-name = "acme-pm100"
-kind = "electricity"
-description = "ACME PM100 single-phase meter (documentation example)"
-
-[read_plan]
-max_gap = 20
-max_registers = 60
-
-[relay]
-function_read = 2       # this one reports its relay contact as a discrete input
-function_write = 5
-
-[values.voltage]
-function = 3
-address = 0x0000
-type = "uint16"
-scale = 0.1
-unit = "V"
-
-[values.current]
-function = 3
-address = 0x0001
-type = "uint32"
-word_order = "little"
-scale = 0.001
-unit = "A"
-
-[values.total_power]
-function = 3
-address = 0x0010
-type = "int32"
-word_order = "little"
-scale = 0.1
-unit = "W"
-
-[values.import_energy]
-function = 3
-address = 0x0100
-type = "uint32"
-word_order = "little"
-scale = 0.01
-unit = "kWh"
-
-[values.frequency]
-function = 4
-address = 0x0000
-type = "uint16"
-scale = 0.01
-unit = "Hz"
-"""
 
 
 def write_park(folder: Path, port: int) -> Path:

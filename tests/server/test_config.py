@@ -24,6 +24,7 @@ from server.config import (
     parse_listen,
     parse_minute,
 )
+from tests.profile_texts import ACME_PM100
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -850,30 +851,6 @@ def test_errors_in_a_big_park_are_still_located() -> None:
 
 # --- profile files -------------------------------------------------------------------------
 
-ACME = """\
-name = "acme-pm100"
-kind = "electricity"
-
-[relay]
-function_read = 2
-
-[values.power]
-function = 3
-address = 0x0010
-type = "int32"
-word_order = "little"
-scale = 0.1
-unit = "W"
-
-[values.import_energy]
-function = 3
-address = 0x0100
-type = "uint32"
-word_order = "little"
-scale = 0.01
-unit = "kWh"
-"""
-
 GAS = """\
 name = "gas-g4"
 kind = "gas"
@@ -893,7 +870,7 @@ def with_profiles(tmp_path: Path, files: dict[str, str], listed: str) -> str:
 
 
 def test_a_profile_file_adds_a_profile_meters_can_name(tmp_path: Path) -> None:
-    text = with_profiles(tmp_path, {"profiles/acme.toml": ACME}, '["profiles/acme.toml"]')
+    text = with_profiles(tmp_path, {"profiles/acme.toml": ACME_PM100}, '["profiles/acme.toml"]')
     text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
     config = load(text, base_dir=tmp_path)  # relative to the config's directory
     assert config.profile_files == (tmp_path / "profiles/acme.toml",)
@@ -904,7 +881,9 @@ def test_a_profile_file_adds_a_profile_meters_can_name(tmp_path: Path) -> None:
 
 
 def test_load_config_resolves_profile_files_next_to_the_config(tmp_path: Path) -> None:
-    text = with_profiles(tmp_path, {"site/profiles/acme.toml": ACME}, '["profiles/acme.toml"]')
+    text = with_profiles(
+        tmp_path, {"site/profiles/acme.toml": ACME_PM100}, '["profiles/acme.toml"]'
+    )
     (tmp_path / "site" / "park.toml").write_text(text)
     config = load_config(tmp_path / "site" / "park.toml")
     assert config.profile("acme-pm100").name == "acme-pm100"
@@ -919,12 +898,12 @@ def test_a_missing_profile_file_is_named(tmp_path: Path) -> None:
 
 
 def test_a_broken_profile_file_is_named_with_its_key(tmp_path: Path) -> None:
-    broken = ACME.replace('unit = "W"', 'unit = "W"\nscael = 0.1')
+    broken = ACME_PM100.replace('unit = "W"', 'unit = "W"\nscael = 0.1')
     text = with_profiles(tmp_path, {"acme.toml": broken}, '["acme.toml"]')
     # A meter naming the broken profile is not "unknown" on top: the file is the problem.
     text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
     assert single_problem(text, base_dir=tmp_path) == (
-        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: values.power: "
+        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: values.total_power: "
         "unknown key(s) scael"
     )
 
@@ -939,7 +918,7 @@ def test_a_profile_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
 
 
 def test_a_profile_file_may_not_take_a_shipped_name(tmp_path: Path) -> None:
-    mine = ACME.replace('name = "acme-pm100"', 'name = "sdm630"')
+    mine = ACME_PM100.replace('name = "acme-pm100"', 'name = "sdm630"')
     text = with_profiles(tmp_path, {"mine.toml": mine}, '["mine.toml"]')
     assert single_problem(text, base_dir=tmp_path) == (
         'park.toml:1: profile_files[0]: "mine.toml": profile name "sdm630" is a shipped '
@@ -948,7 +927,7 @@ def test_a_profile_file_may_not_take_a_shipped_name(tmp_path: Path) -> None:
 
 
 def test_two_profile_files_may_not_share_a_name(tmp_path: Path) -> None:
-    files = {"a/acme.toml": ACME, "b/acme.toml": ACME}
+    files = {"a/acme.toml": ACME_PM100, "b/acme.toml": ACME_PM100}
     text = with_profiles(tmp_path, files, '[\n  "a/acme.toml",\n  "b/acme.toml",\n]')
     assert single_problem(text, base_dir=tmp_path) == (
         'park.toml:3: profile_files[1]: "b/acme.toml": profile name "acme-pm100" is already '

@@ -11,7 +11,7 @@ from protocols.modbus.client import open_modbus_tcp
 from server.cli import main
 from server.config import load_config
 from server.simulate import open_simulated_park
-from tests.integration.test_custom_profile import ACME_PM100
+from tests.profile_texts import ACME_PM100
 from tests.simulators.test_simulate_command import free_port
 
 
