@@ -234,13 +234,15 @@ def decode_entry(data: bytes) -> JournalEntry:
 # --- small values: reference outcomes and history intervals --------------------------------
 
 
-def encode_ref(seq: int, outcome: int | None) -> bytes:
-    return _pack((seq, outcome))
+def encode_outcome(balance_after: int) -> bytes:
+    return _pack(balance_after)
 
 
-def decode_ref(data: bytes) -> tuple[int, int | None]:
-    seq, outcome = _unpack(data)
-    return seq, outcome
+def decode_outcome(data: bytes) -> int:
+    balance_after = _unpack(data)
+    if not isinstance(balance_after, int):
+        raise CodecError(f"not a stored outcome: {balance_after!r}")
+    return balance_after
 
 
 def encode_interval(wh: int, minor: int) -> bytes:

@@ -87,6 +87,8 @@ class JournalStatistics:
     in_flight: int
     pending_records: int
     pending_background_puts: int
+    index_lag: int
+    """Committed entries not yet in ``refs``/``meter_journal`` (``persistence.index``)."""
     last_seq: int
     snapshots_written: int
     history_written: int
@@ -191,12 +193,15 @@ class Journal:
         outcome = self._outcomes.get(entry.reference, first.outcome)
         return attrs.evolve(first, outcome=outcome, duplicate=True)
 
-    def record_outcome_nowait(self, reference: str, balance_after: int) -> None:
-        """Store the answer given for ``reference`` so a repeat gets the same one."""
-        check_reference(reference)
+    def record_outcome_nowait(self, recorded: Recorded, balance_after: int) -> None:
+        """Store the answer given for ``recorded`` so a repeat of its reference gets the same
+        one."""
+        if recorded.duplicate:
+            raise ValueError("the outcome belongs to the first recording, not to a repeat")
         self._check_usable()
+        reference = recorded.entry.reference
         self._outcomes[reference] = balance_after
-        self._link.send_outcome(reference, balance_after)
+        self._link.send_outcome(recorded.seq, reference, balance_after)
 
     # -- snapshots and history ---------------------------------------------------------------
 
@@ -252,6 +257,7 @@ class Journal:
             in_flight=len(self._in_flight),
             pending_records=counters.pending_records + self._link.unsent,
             pending_background_puts=counters.pending_background_puts,
+            index_lag=counters.index_lag,
             last_seq=self._last_seq,
             snapshots_written=counters.snapshots_written,
             history_written=counters.history_written,

@@ -8,16 +8,19 @@ both would then write the journal; the lock turns that into a clear :class:`Data
 start-up. ``flock`` belongs to the open file description, so a second open in the *same*
 process is refused too, and the kernel drops the lock when the process dies (no stale locks).
 
-The environment is opened with ``sync=True`` (a committed transaction is on disk) and six
+The environment is opened with ``sync=True`` (a committed transaction is on disk) and seven
 named databases (layout in ``persistence/keys.py`` and below). ``meta`` holds the schema
 version; a directory written by an incompatible version is refused, never misread.
+``refs`` and ``meter_journal`` are written behind the journal (``persistence/index.py``):
+they hold the entries up to ``meta[b"indexed"]``, and the journal's tail holds the rest.
 
 ========== ====================================== =========================================
 database   key                                    value
 ========== ====================================== =========================================
-meta       ``b"schema"``                          schema version, u64 big-endian
+meta       ``b"schema"``, ``b"indexed"``          schema version; seq indexed to (u64 BE)
 journal    seq (u64 BE)                           msgpack entry (``codec.encode_entry``)
-refs       reference (UTF-8)                      msgpack ``(seq, outcome or nil)``
+outcomes   seq (u64 BE)                           msgpack balance acknowledged for the entry
+refs       reference (UTF-8)                      seq (u64 BE)
 meter_journal meter_id NUL seq (u64 BE)           ``b""`` (index: one meter's entries)
 snapshots  meter_id (UTF-8)                       msgpack state (``codec.encode_state``)
 history    meter_id NUL start_ms (u64 BE)         msgpack ``(wh, minor)``
@@ -49,9 +52,11 @@ from persistence.lmdb_types import Db, Env, Txn
 
 MiB: Final = 1 << 20
 GiB: Final = 1 << 30
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 LOCK_FILE: Final = "wattkeeper.lock"
-DB_NAMES: Final = ("meta", "journal", "refs", "meter_journal", "snapshots", "history")
+DB_NAMES: Final = (
+    "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history"
+)
 _SCHEMA_KEY: Final = b"schema"
 ORPHAN_GRACE_S: Final = 2.0
 
@@ -136,6 +141,7 @@ class Store:
         self.map_grows = 0
         self.meta = dbs["meta"]
         self.journal = dbs["journal"]
+        self.outcomes = dbs["outcomes"]
         self.refs = dbs["refs"]
         self.meter_journal = dbs["meter_journal"]
         self.snapshots = dbs["snapshots"]

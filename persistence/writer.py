@@ -15,16 +15,22 @@ control loop stalled up to 20 ms while snapshots were written, and top-ups toppe
 6k/s. This module is only the transaction logic: queues in, :class:`BatchResult` out, no
 threads, no I/O other than LMDB, so it is tested synchronously.
 
-Each transaction is built from three queues, in this order:
+Each transaction is built from three queues and the index backlog, in this order:
 
 1. background work (snapshots, history), FIFO, at most ``chunk_puts`` puts. A 100k-meter
    snapshot is thus split over many small transactions, so a money record queued behind it
    waits for one chunk, not for the whole snapshot. Flush markers travel in this queue and
    complete when the transaction containing everything before them is committed;
-2. stored outcomes of earlier records (``refs`` updates), all of them;
-3. journal records, at most ``max_records``. The reference is looked up in ``refs`` inside the
-   write transaction: that lookup is authoritative (this is the only writer). A known
-   reference is answered with its first recording and writes nothing.
+2. stored outcomes of earlier records (``outcomes``, keyed by seq), all of them;
+3. journal records, at most ``max_records``, appended to ``journal``. The reference is looked
+   up first in the not-yet-indexed tail (in memory), then in ``refs``, inside the write
+   transaction: that lookup is authoritative (this is the only writer). A known reference is
+   answered with its first recording and writes nothing;
+4. a chunk of the index backlog (``persistence.index``): ``refs`` and ``meter_journal`` keys of
+   entries committed earlier, sized to keep the transaction near ``index_budget_s``.
+
+Records and outcomes only append, so a money transaction writes a few adjacent pages however
+many records it carries; the scattered index pages are paid in the background.
 
 Taking background work *before* records matters for ``flush``: a record queued before a marker
 is always in the same transaction as that marker or an earlier one.
@@ -32,7 +38,8 @@ is always in the same transaction as that marker or an earlier one.
 When a put or the commit hits ``MapFullError`` the transaction is aborted (LMDB then has
 written nothing of it), the map is doubled and the same batch is retried. At ``max_map_size``
 the background chunk is dropped first (snapshots are an optimisation; history is reported as
-lost) and the money records retried alone; if even they do not fit they fail with
+lost), then the index chunk is left out (the tail stays in memory and on disk; indexing stops
+until a restart) and the money records retried alone; if even they do not fit they fail with
 :class:`StorageFull`. Either way nothing is half-written.
 """
 
@@ -46,12 +53,20 @@ from collections import deque
 import attrs
 import lmdb
 
-from persistence.codec import decode_ref, encode_interval, encode_ref
-from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64
-from persistence.lmdb_types import Db, Txn
+from persistence.codec import decode_outcome, encode_interval, encode_outcome
+from persistence.index import PendingIndex
+from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, unpack_u64
+from persistence.lmdb_types import Txn
 from persistence.store import StorageFull, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+INDEX_BUDGET_S = 0.004
+"""Target duration of a transaction that carries index work; a top-up may wait behind one."""
+MIN_INDEX_CHUNK = 16
+MAX_INDEX_CHUNK = 4096
+MAX_INDEX_LAG = 200_000
+"""Past this backlog, index chunks ride with money records too (bounded writer memory)."""
 
 
 class JournalBroken(StoreError):
@@ -90,7 +105,7 @@ class BatchResult:
 
     committed: list[RecordRequest] = attrs.Factory(list)  # seq order
     settled: list[RecordRequest] = attrs.Factory(list)  # duplicates and failures
-    outcomes: list[tuple[str, int]] = attrs.Factory(list)
+    outcomes: list[tuple[str, int]] = attrs.Factory(list)  # (reference, outcome) stored
     markers: list[int] = attrs.Factory(list)
     dropped: int = 0
 
@@ -99,9 +114,10 @@ class BatchResult:
 class _Batch:
     snapshots: list[tuple[bytes, bytes]]
     history: list[tuple[bytes, bytes]]
-    outcomes: list[tuple[str, int]]
+    outcomes: list[tuple[int, str, int]]
     records: list[RecordRequest]
     markers: list[int]
+    index: int = 0
 
     @property
     def background_puts(self) -> int:
@@ -127,26 +143,41 @@ class WriterCounters:
     map_grows: int = 0
     pending_records: int = 0
     pending_background_puts: int = 0
+    index_lag: int = 0
+    """Committed entries whose ``refs``/``meter_journal`` keys are not written yet."""
+    indexed_entries: int = 0
 
 
 class Writer:
     """The queues and the transactions. Submit work, then ``write(take())`` while ``busy``."""
 
-    def __init__(self, store: Store, *, chunk_puts: int = 1000, max_records: int = 2000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        chunk_puts: int = 1000,
+        max_records: int = 2000,
+        index_budget_s: float = INDEX_BUDGET_S,
+    ) -> None:
         self.store = store
-        self.counters = WriterCounters(map_size=store.map_size)
         self.last_seq = store.last_seq()
+        self.index = PendingIndex.load(store)
+        self.counters = WriterCounters(map_size=store.map_size, index_lag=len(self.index))
         self._chunk_puts = chunk_puts
         self._max_records = max_records
+        self._index_budget_s = index_budget_s
+        self._index_chunk = MIN_INDEX_CHUNK
+        self._index_stopped = False
         self._records: deque[RecordRequest] = deque()
-        self._outcomes: deque[tuple[str, int]] = deque()
+        self._outcomes: deque[tuple[int, str, int]] = deque()
         self._background: deque[Background | int] = deque()
 
     def submit_record(self, request: RecordRequest) -> None:
         self._records.append(request)
 
-    def submit_outcome(self, reference: str, outcome: int) -> None:
-        self._outcomes.append((reference, outcome))
+    def submit_outcome(self, seq: int, reference: str, outcome: int) -> None:
+        """The balance acknowledged for entry ``seq`` (recorded under ``reference``)."""
+        self._outcomes.append((seq, reference, outcome))
 
     def submit_background(self, work: Background) -> None:
         self._background.append(work)
@@ -156,7 +187,13 @@ class Writer:
 
     @property
     def busy(self) -> bool:
+        """Queued work that must be written (the index backlog is not: see ``indexing``)."""
         return bool(self._records or self._outcomes or self._background)
+
+    @property
+    def indexing(self) -> bool:
+        """Index work is left; worth a transaction while nothing else is queued."""
+        return bool(self.index) and not self._index_stopped
 
     def pending(self) -> tuple[int, int]:
         """(records, background puts) still queued."""
@@ -192,6 +229,8 @@ class Writer:
         records = self._records
         for _ in range(min(len(records), self._max_records)):
             batch.records.append(records.popleft())
+        if self.indexing and (not batch.records or len(self.index) > MAX_INDEX_LAG):
+            batch.index = self._index_chunk
         return batch
 
     def write(self, batch: _Batch) -> BatchResult:
@@ -214,6 +253,12 @@ class Writer:
                     result.dropped += lost
                     batch.snapshots, batch.history = [], []
                     continue
+                if batch.index:
+                    log.error("%s (indexing stops until a restart; %d entries wait in the "
+                              "journal's tail)", full, len(self.index))
+                    self._index_stopped = True
+                    batch.index = 0
+                    continue
                 for request in batch.records:
                     request.error = full
                 result.committed.clear()
@@ -224,6 +269,7 @@ class Writer:
         counters.map_size = self.store.map_size
         counters.map_grows = self.store.map_grows
         counters.pending_records, counters.pending_background_puts = self.pending()
+        counters.index_lag = len(self.index)
         return result
 
     def _transact(self, batch: _Batch, result: BatchResult) -> None:
@@ -232,8 +278,9 @@ class Writer:
         txn = store.begin_write()
         try:
             # Outcomes first: a repeat of the same reference in this batch must see them.
-            outcomes = _put_outcomes(txn, store.refs, batch.outcomes)
+            outcomes = self._put_outcomes(txn, batch.outcomes)
             committed, settled = self._put_records(txn, batch.records)
+            indexed = self.index.put_chunk(txn, store, batch.index)
             put = txn.put
             for key, value in batch.snapshots:
                 put(key, value, db=store.snapshots)
@@ -244,10 +291,15 @@ class Writer:
             _abort(txn)
             raise
         elapsed = time.perf_counter() - started
+        index = self.index
+        index.written(indexed)
         for seq, request in committed:
             request.seq = seq
+            index.add(seq, request.key, request.meter_id)
         if committed:
             self.last_seq = committed[-1][0]
+        if indexed:
+            self._resize_index_chunk(elapsed)
         result.committed = [request for _, request in committed]
         result.settled = settled
         result.outcomes = outcomes
@@ -260,46 +312,59 @@ class Writer:
         counters.snapshots_written += len(batch.snapshots)
         counters.history_written += len(batch.history)
         counters.outcomes_written += len(outcomes)
+        counters.indexed_entries += indexed
         counters.commit_seconds += elapsed
         counters.longest_commit_s = max(counters.longest_commit_s, elapsed)
+
+    def _resize_index_chunk(self, elapsed: float) -> None:
+        """Keep transactions that carry index work near the budget (see persistence.index)."""
+        if elapsed < self._index_budget_s / 2:
+            self._index_chunk = min(self._index_chunk * 2, MAX_INDEX_CHUNK)
+        elif elapsed > self._index_budget_s:
+            self._index_chunk = max(self._index_chunk // 2, MIN_INDEX_CHUNK)
 
     def _put_records(
         self, txn: Txn, records: list[RecordRequest]
     ) -> tuple[list[tuple[int, RecordRequest]], list[RecordRequest]]:
         store = self.store
-        refs, journal, index = store.refs, store.journal, store.meter_journal
+        refs, journal = store.refs, store.journal
+        pending = self.index
         seq = self.last_seq
+        batch_refs: dict[bytes, int] = {}  # this transaction's own (not in the index yet)
         committed: list[tuple[int, RecordRequest]] = []
         settled: list[RecordRequest] = []
         for request in records:
-            known = txn.get(request.key, db=refs)
-            if known is not None:
-                first_seq, outcome = decode_ref(known)
+            key = request.key
+            first_seq = batch_refs.get(key) or pending.find(key)
+            if first_seq is None:
+                known = txn.get(key, db=refs)
+                first_seq = None if known is None else unpack_u64(known)
+            if first_seq is not None:
                 raw = txn.get(pack_u64(first_seq), db=journal)
                 assert raw is not None, f"refs points at missing journal entry {first_seq}"
+                stored = txn.get(pack_u64(first_seq), db=store.outcomes)
+                outcome = None if stored is None else decode_outcome(stored)
                 request.first = (first_seq, raw, outcome)
                 settled.append(request)
                 continue
             seq += 1
-            txn.put(request.key, encode_ref(seq, None), db=refs)
+            batch_refs[key] = seq
             txn.put(pack_u64(seq), request.encoded, append=True, db=journal)
-            txn.put(meter_key(request.meter_id, seq), b"", db=index)
             committed.append((seq, request))
         return committed, settled
 
-
-def _put_outcomes(txn: Txn, refs: Db, outcomes: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    written = []
-    for reference, outcome in outcomes:
-        key = reference.encode()
-        known = txn.get(key, db=refs)
-        if known is None:
-            log.warning("outcome for unknown reference %r not stored", reference)
-            continue
-        seq, _ = decode_ref(known)
-        txn.put(key, encode_ref(seq, outcome), db=refs)
-        written.append((reference, outcome))
-    return written
+    def _put_outcomes(
+        self, txn: Txn, outcomes: list[tuple[int, str, int]]
+    ) -> list[tuple[str, int]]:
+        written = []
+        db = self.store.outcomes
+        for seq, reference, outcome in outcomes:
+            if not 0 < seq <= self.last_seq:
+                log.warning("outcome for unknown entry %d (%r) not stored", seq, reference)
+                continue
+            txn.put(pack_u64(seq), encode_outcome(outcome), db=db)
+            written.append((reference, outcome))
+        return written
 
 
 def _snapshot_puts(chunk: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:

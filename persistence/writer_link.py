@@ -91,8 +91,8 @@ class WriterLink:
     def send_record(self, token: int, meter_id: str, key: bytes, encoded: bytes) -> None:
         self._queue([RECORD, token, meter_id, key, encoded])
 
-    def send_outcome(self, reference: str, outcome: int) -> None:
-        self._queue([OUTCOME, reference, outcome])
+    def send_outcome(self, seq: int, reference: str, outcome: int) -> None:
+        self._queue([OUTCOME, seq, reference, outcome])
 
     def send_background(self, kind: str, items: list[Any]) -> None:
         self._queue([BACKGROUND, kind, items])

@@ -12,14 +12,16 @@ the data directory's ``flock``, and passes the locked descriptor down so the loc
     transaction (persistence.writer), its result down stdout -> else wait for input
 
 so whatever arrives while a transaction is being flushed goes into the next one: group commit
-across the process boundary. Stdin at end-of-file means the server closed the journal: the
-queued work is written, then the process exits 0.
+across the process boundary. With nothing queued it goes on writing the index backlog
+(``persistence.index``) in chunks, checking the pipe between them. Stdin at end-of-file means
+the server closed the journal: the queued work is written (an index backlog is left for the
+next start), then the process exits 0.
 
 Frames both ways are a 4-byte big-endian length and a msgpack array (``frame``). Requests
 (several per frame)::
 
     [RECORD, token, meter_id, reference_utf8, encoded_entry]
-    [OUTCOME, reference, balance_after]
+    [OUTCOME, seq, reference, balance_after]
     [BACKGROUND, "snapshots" | "history", items]
     [MARKER, token]
 
@@ -110,7 +112,7 @@ def submit(writer: Writer, message: list[Any]) -> None:
     if kind == RECORD:
         writer.submit_record(RecordRequest(message[1], message[2], message[3], message[4]))
     elif kind == OUTCOME:
-        writer.submit_outcome(message[1], message[2])
+        writer.submit_outcome(message[1], message[2], message[3])
     elif kind == BACKGROUND:
         writer.submit_background(Background(message[1], message[2]))
     elif kind == MARKER:
@@ -141,10 +143,10 @@ def serve(writer: Writer, in_fd: int, out_fd: int) -> None:
             for requests in reader.feed(data):
                 for message in requests:
                     submit(writer, message)
-        if writer.busy:
+        if writer.busy or (writer.indexing and not at_eof):
             write_all(out_fd, result_frame(writer.write(writer.take()), writer))
         elif at_eof:
-            return
+            return  # an index backlog is left to the next start (persistence.index)
         else:
             select.select([in_fd], [], [])
 

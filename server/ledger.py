@@ -96,7 +96,7 @@ class Ledger:
             self._in_flight.pop(entry.reference, None)
             raise
         self._remember(entry.reference, balance)
-        self._journal.record_outcome_nowait(entry.reference, balance)
+        self._journal.record_outcome_nowait(recorded, balance)
         return MoneyAck(entry.reference, entry.meter_id, balance)
 
     async def _repeat(self, recorded: Recorded) -> MoneyAck:

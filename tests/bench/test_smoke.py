@@ -37,6 +37,8 @@ def test_bench_core_prints_every_figure_of_its_issue() -> None:
     assert result["speedup"] == round(
         result["readings_per_s"] / result["baseline_readings_per_s"], 2)
     assert [level["clients"] for level in result["topup_curve"]] == [50, 75, 100, 125, 150, 200]
+    assert all(level["index_backlog"] >= 0 for level in result["topup_curve"])
+    assert result["index_catch_up_s"] >= 0
 
 
 def test_bench_modbus_prints_every_figure_of_its_issue() -> None:
