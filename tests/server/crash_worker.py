@@ -1,9 +1,12 @@
 """A park process for the crash test: top-ups and readings until it is SIGKILLed.
 
-Run as ``python -m tests.server.crash_worker MODE DATA_DIR GENERATION``:
+Run as ``python -m tests.server.crash_worker MODE DATA_DIR GENERATION [RETRY...]``:
 
-* ``run``: top-ups (printed as ``ACK <reference> <meter> <amount>`` once acknowledged) and
-  readings interleaved, forever; the parent kills it at a random moment.
+* ``run``: first each ``RETRY`` (``reference:meter:amount``, a top-up of an earlier generation
+  sent again, as a cashier whose request timed out would; printed as ``RETRY <reference>
+  <duplicate> <balance>``), then top-ups (printed as ``ACK <reference> <meter> <amount>
+  <balance>`` once acknowledged) and readings interleaved, forever; the parent kills it at a
+  random moment.
 * ``verify``: one last reading per meter (register beyond anything sent before), then print the
   balances as one JSON line and exit.
 
@@ -36,6 +39,15 @@ def register_at(step: int) -> int:
     return 1_000 + step * WH_PER_STEP
 
 
+def amount_at(step: int) -> int:
+    return 100 + step % 900
+
+
+def retry_spec(generation: int, step: int) -> str:
+    """A top-up of ``generation`` as a ``RETRY`` argument."""
+    return f"g{generation}-s{step}:M-{step % METERS}:{amount_at(step)}"
+
+
 def reading_at(step: int) -> Reading:
     return Reading(START_MS + step * 1_000, register_at(step), 1_000.0)
 
@@ -44,9 +56,13 @@ def load_config(data_dir: Path) -> ParkConfig:
     return small_park(data_dir, METERS)
 
 
-async def run(data_dir: Path, generation: int) -> None:
+async def run(data_dir: Path, generation: int, retries: list[str]) -> None:
     async with open_park(load_config(data_dir), snapshot_interval_s=0.05,
                          with_field=False) as park:
+        for spec in retries:
+            reference, meter, amount = spec.split(":")
+            ack = await park.ledger.top_up(meter, int(amount), reference, START_MS)
+            print(f"RETRY {reference} {ack.duplicate} {ack.balance}", flush=True)
         if generation == 0:
             # The first reading is each meter's charging baseline; it is durable once
             # snapshotted, and only from then on is "nothing lost" a promise (docs/operations.md).
@@ -59,9 +75,8 @@ async def run(data_dir: Path, generation: int) -> None:
                 park.registry.deliver_reading_nowait(key, reading_at(step))
             key = step % METERS
             reference = f"g{generation}-s{step}"
-            amount = 100 + step % 900
-            ack = await park.ledger.top_up(f"M-{key}", amount, reference, START_MS)
-            print(f"ACK {reference} M-{key} {amount} {ack.balance}", flush=True)
+            ack = await park.ledger.top_up(f"M-{key}", amount_at(step), reference, START_MS)
+            print(f"ACK {reference} M-{key} {amount_at(step)} {ack.balance}", flush=True)
 
 
 async def verify(data_dir: Path) -> None:
@@ -82,7 +97,7 @@ async def verify(data_dir: Path) -> None:
 def main() -> None:
     mode, data_dir, generation = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     if mode == "run":
-        trio.run(run, data_dir, generation)
+        trio.run(run, data_dir, generation, sys.argv[4:])
     else:
         trio.run(verify, data_dir)
 

@@ -6,6 +6,13 @@ meter charges everything consumed, and then for every meter:
     balance == opening + (its top-ups in the journal) - charge(final register - first register)
 
 to the minor unit, and every top-up that was acknowledged is in the journal exactly once.
+
+Each restart first sends again the last acknowledged top-up of the killed generation and the
+one after it (perhaps in flight at the kill, perhaps never sent), as a cashier retrying a
+timed-out request would. The acknowledged one must come back as a duplicate; the other may be
+new or a duplicate; either way neither moves money twice. Right after a kill these references
+are usually in the journal's unindexed tail (``persistence.index``), which is the case this
+covers.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = 4
 
 
-def _start(mode: str, data_dir: Path, generation: int) -> subprocess.Popen[str]:
+def _start(
+    mode: str, data_dir: Path, generation: int, retries: list[str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.server.crash_worker", mode, str(data_dir), str(generation)],
+        [sys.executable, "-m", "tests.server.crash_worker", mode, str(data_dir), str(generation),
+         *(retries or [])],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -39,20 +49,25 @@ def _start(mode: str, data_dir: Path, generation: int) -> subprocess.Popen[str]:
     )
 
 
-def _run_and_kill(data_dir: Path, generation: int, rng: random.Random) -> list[str]:
-    worker = _start("run", data_dir, generation)
+def _run_and_kill(
+    data_dir: Path, generation: int, rng: random.Random, retries: list[str]
+) -> list[str]:
+    """The worker's ``ACK`` and ``RETRY`` lines until it was killed."""
+    worker = _start("run", data_dir, generation, retries)
     assert worker.stdout is not None
-    acks: list[str] = []
+    lines: list[str] = []
     # Wait for the first acknowledgement so the kill lands in the middle of real traffic.
-    first = worker.stdout.readline()
-    assert first.startswith("ACK"), (first, worker.stderr.read() if worker.stderr else "")
-    acks.append(first)
+    while not lines or not lines[-1].startswith("ACK"):
+        line = worker.stdout.readline()
+        assert line.startswith(("ACK", "RETRY")), (
+            line, worker.stderr.read() if worker.stderr else "")
+        lines.append(line)
     time.sleep(rng.uniform(0.05, 0.8))
     os.kill(worker.pid, signal.SIGKILL)
     rest, _ = worker.communicate(timeout=30)
-    acks.extend(line for line in rest.splitlines() if line.startswith("ACK"))
+    lines.extend(line for line in rest.splitlines() if line.startswith(("ACK", "RETRY")))
     assert worker.returncode == -signal.SIGKILL
-    return acks
+    return lines
 
 
 @pytest.mark.slow
@@ -60,10 +75,20 @@ def test_sigkill_loses_no_acknowledged_topup_and_charges_exactly(tmp_path: Path)
     rng = random.Random(20261122)
     data_dir = tmp_path / "park"
     acked: list[tuple[str, str, int]] = []
+    retries: list[str] = []
     for generation in range(KILLS):
-        for line in _run_and_kill(data_dir, generation, rng):
-            _, reference, meter, amount, _balance = line.split()
-            acked.append((reference, meter, int(amount)))
+        lines = _run_and_kill(data_dir, generation, rng, retries)
+        answers = [line.split() for line in lines if line.startswith("RETRY")]
+        assert [answer[1] for answer in answers] == [spec.split(":")[0] for spec in retries]
+        if retries:
+            assert answers[0][2] == "True", f"acknowledged {answers[0][1]} was not a duplicate"
+        for line in lines:
+            if line.startswith("ACK"):
+                _, reference, meter, amount, _balance = line.split()
+                acked.append((reference, meter, int(amount)))
+        last = int(acked[-1][0].split("-s")[1])
+        retries = [crash_worker.retry_spec(generation, last),
+                   crash_worker.retry_spec(generation, last + 1)]
 
     verifier = _start("verify", data_dir, KILLS)
     out, err = verifier.communicate(timeout=60)
