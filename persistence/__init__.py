@@ -9,6 +9,7 @@ Modules, one job each:
 * ``entries``   — the journal's records (``JournalEntry``, ``Recorded``) and their meaning for a
   meter (``to_message``);
 * ``writer``    — the LMDB write transactions: batches, group commit, map growth;
+* ``index``     — ``refs`` and ``meter_journal``, written behind the journal, and its tail;
 * ``writer_process`` — the process those run in (no GIL shared with the control loop);
 * ``writer_link`` — the trio side of that process: spawn, stream work, read results;
 * ``journal``   — the trio side: idempotent ``record``, ordered delivery, ``*_nowait`` writes;

@@ -17,7 +17,8 @@ meter when ``record`` returns (the ledger applies it inside the callback).
 
 Idempotency: the reference is the key. While a reference is in flight, a second ``record`` of
 it waits for the first and returns that recording (``duplicate=True``); once committed, the
-writer finds it in ``refs`` inside its write transaction and answers with the first recording
+writer finds it (in its in-memory view of the journal's unindexed tail, else in ``refs``:
+``persistence.index``) inside its write transaction and answers with the first recording
 without writing anything. Both paths raise :class:`ReferenceConflict` when the second call moves
 different money (kind, meter or amount). ``record_outcome_nowait`` stores the caller's answer
 (the balance after the top-up) next to the reference, so a repeat gets the same answer even
@@ -80,7 +81,7 @@ class JournalStatistics:
     entries: int
     """Journal entries committed since the journal was opened."""
     duplicates: int
-    """Records answered from ``refs`` (reference seen in an earlier transaction)."""
+    """Records answered with an earlier recording of their reference."""
     average_batch: float
     """Entries per transaction that committed any entry: the group-commit factor."""
     largest_batch: int
