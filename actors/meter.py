@@ -19,10 +19,12 @@ and the supervisor restarts the actor from its snapshot and journal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from actors.effects import EffectRouter
-from actors.runtime import Request
+from actors.runtime import FailureHandler, Request
 from policies.meter import on_reading, quiet_reading, step, validate_reading
 from policies.meter_policy import MeterPolicy
 from policies.records import CommandRejected, MeterState, Reading
@@ -63,22 +65,14 @@ class MeterActor:
 
     def receive(self, message: object) -> None:
         if type(message) is Reading:
-            # The hot path (one call per poll): the quiet case needs one policy call.
-            if self.faulted:
-                return
-            state = quiet_reading(self.state, message, self.policy)
-            if state is None:
-                self._on_reading(message)
-                return
-            self.state = state
-            if not (self.dirty and self.changed):  # listed already, usually (EffectRouter)
-                self.router.touched(self)
+            receive_readings((self,), (message,), _reraise)
         elif type(message) is Request:
             self._on_request(message)
         else:
             self._apply(message)
 
-    def _on_reading(self, reading: Reading) -> None:
+    def apply_reading(self, reading: Reading) -> None:
+        """A reading that is not quiet (see ``receive_readings``): validate, full policy."""
         error = validate_reading(reading)
         if error is not None:
             self.router.bad_input(self, error)
@@ -107,3 +101,30 @@ class MeterActor:
         if effects:
             self.router.route(self, effects)
         return effects
+
+
+def receive_readings(
+    actors: Sequence[MeterActor], readings: Sequence[Reading], fail: FailureHandler
+) -> None:
+    """``readings[i]`` for ``actors[i]``, in order: the hot path (a batch is one burst of a
+    gateway's replies; ``Dispatcher.offer_batch``). The quiet case needs one policy call;
+    anything else takes ``MeterActor.apply_reading``. Written as one loop rather than a
+    ``receive`` per reading: the call and its type test were ~7 % of a reading (measured)."""
+    for actor, reading in zip(actors, readings, strict=True):
+        try:
+            if actor.faulted:
+                continue
+            state = quiet_reading(actor.state, reading, actor.policy)
+            if state is None:
+                actor.apply_reading(reading)
+                continue
+            actor.state = state
+            if not (actor.dirty and actor.changed):  # listed already, usually (EffectRouter)
+                actor.router.touched(actor)
+        except Exception as exc:  # one meter's failure goes to its supervisor, the rest go on
+            fail(actor, reading, exc)
+
+
+def _reraise(actor: object, message: object, error: Exception) -> None:
+    """A single reading's failure propagates to whoever called ``receive``."""
+    raise error

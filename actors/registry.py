@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from actors.effects import EffectRouter
-from actors.meter import MeterActor
+from actors.meter import MeterActor, receive_readings
 from actors.runtime import Dispatcher, Reply, Request
 from policies.meter_policy import MeterPolicy
 from policies.records import MeterState, Reading
@@ -68,7 +68,8 @@ class ParkRegistry:
         """Several meters' readings as one run-queue entry (``Dispatcher.offer_batch``);
         dropped whole under overload, like single readings."""
         actors = list(map(self._by_key.__getitem__, keys))
-        if not self.dispatcher.offer_batch(actors, readings, self.max_queue_depth):
+        if not self.dispatcher.offer_batch(actors, readings, self.max_queue_depth,
+                                           receive_readings):
             self.dropped_readings += len(readings)
 
     def tell_nowait(self, actor: MeterActor, message: object) -> None:

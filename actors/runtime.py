@@ -24,9 +24,12 @@ Batches: a producer that has several messages at once (a Modbus gateway's replie
 together, for different meters) can queue them as one run-queue entry with ``offer_batch``.
 The dispatcher hands them out in order, one ``receive`` each, with failures handled one by one
 as usual; what is saved is the queue entry and the producer's call per message (~0.8 µs of
-~4 µs per reading, measured). Per-actor order still holds because the batch sits in the one
-FIFO like its messages would. A batch is handled whole within a slice, so producers keep
-batches to what arrived together (tens to a few hundred messages, well under a millisecond).
+~4 µs per reading, measured). A producer may pass its own batch handler, a loop that does what
+``receive`` would for its kind of message (``actors.meter.receive_readings`` writes the quiet
+reading out in the loop: ~7 % of a reading, measured). Per-actor order still holds because
+the batch sits in the one FIFO like its messages would. A batch is handled whole within a
+slice, so producers keep batches to what arrived together (tens to a few hundred messages, well
+under a millisecond).
 
 Back-pressure: ``queue_depth`` (messages, a batch counted by its size) is public, so producers
 decide what to do when the queue is deep: readings may be dropped (the next reading carries the
@@ -39,7 +42,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -50,6 +53,18 @@ class Actor(Protocol):
 
 
 FailureHandler = Callable[[Actor, object, Exception], None]
+BatchHandler = Callable[[Sequence[Any], Sequence[Any], FailureHandler], None]
+"""Hands ``messages[i]`` to ``actors[i]`` in order; each failure goes to the third argument."""
+
+
+def receive_each(actors: Sequence[Actor], messages: Sequence[object],
+                 fail: FailureHandler) -> None:
+    """The default batch handler: one ``receive`` per message."""
+    for actor, message in zip(actors, messages, strict=True):
+        try:
+            actor.receive(message)
+        except Exception as exc:  # as in drain_slice: the rest of the batch goes on
+            fail(actor, message, exc)
 
 
 @attrs.frozen
@@ -100,18 +115,22 @@ class Dispatcher:
         return True
 
     def offer_batch(
-        self, actors: Sequence[Actor], messages: Sequence[object], max_depth: int
+        self,
+        actors: Sequence[Actor],
+        messages: Sequence[object],
+        max_depth: int,
+        handle: BatchHandler = receive_each,
     ) -> bool:
-        """Queue ``messages[i]`` for ``actors[i]``, all as one entry (see the module
-        docstring), unless ``max_depth`` messages are queued already (then False and nothing
-        is queued). Two parallel sequences rather than pairs: no tuple per message."""
+        """Queue ``messages[i]`` for ``actors[i]``, all as one entry handed to ``handle`` (see
+        the module docstring), unless ``max_depth`` messages are queued already (then False and
+        nothing is queued). Two parallel sequences rather than pairs: no tuple per message."""
         if len(actors) != len(messages):
             raise ValueError(f"{len(actors)} actors for {len(messages)} messages")
         if len(self._queue) + self._batched >= max_depth:
             return False
         if actors:
             self._batched += len(actors) - 1
-            self._enqueue(self._batch_runner, (actors, messages))
+            self._enqueue(self._batch_runner, (handle, actors, messages))
         return True
 
     def _enqueue(self, actor: Actor, message: object) -> None:
@@ -201,17 +220,14 @@ class _BatchRunner:
         self._dispatcher = dispatcher
 
     def receive(self, message: object) -> None:
-        batch: tuple[Sequence[Actor], Sequence[object]] = message  # type: ignore[assignment]
-        actors, messages = batch  # (always queued by offer_batch)
+        # (always queued by offer_batch)
+        batch: tuple[BatchHandler, Sequence[Actor], Sequence[object]] = message  # type: ignore
+        handle, actors, messages = batch
         dispatcher = self._dispatcher
         extra = len(actors) - 1
         dispatcher._batched -= extra
         dispatcher._messages += extra
-        for actor, item in zip(actors, messages, strict=True):
-            try:
-                actor.receive(item)
-            except Exception as exc:  # as in drain_slice: the rest of the batch goes on
-                dispatcher._fail(actor, item, exc)
+        handle(actors, messages, dispatcher._fail)
 
 
 class Reply:
