@@ -76,7 +76,7 @@ WH_PER_ROUND = 3  # per 1 s round: ~10.8 kW, an industrial tenant polled once a 
 # the caller count that gave it, and the whole curve.
 CLIENT_LEVELS = (50, 75, 100, 125, 150, 200)
 TOPUPS_PER_LEVEL = 30_000
-REPEATS = 3
+REPEATS = 5
 INDEX_WAIT_LIMIT_S = 300
 """Throughput samples per side; the reported figure is their median (the baseline's single
 samples were seen to spread 42k-54k within one process)."""
