@@ -245,10 +245,10 @@ def decode_outcome(data: bytes) -> int:
     return balance_after
 
 
-def encode_interval(wh: int, minor: int) -> bytes:
-    return _pack((wh, minor))
+def encode_interval(wh: int, minor: int, band: str) -> bytes:
+    return _pack((wh, minor, band))
 
 
-def decode_interval(data: bytes) -> tuple[int, int]:
-    wh, minor = _unpack(data)
-    return wh, minor
+def decode_interval(data: bytes) -> tuple[int, int, str]:
+    wh, minor, band = _unpack(data)
+    return wh, minor, band

@@ -6,7 +6,9 @@ Every closed interval of a meter is stored under ``meter_id NUL start_ms`` (see
 ``persistence/keys.py``), so one meter's history is a contiguous, time-ordered key range. A
 report over a time window visits each meter's range with one positioned lookup and then skips
 straight to the next meter (``meter_id + b"\\x01"`` sorts right after every key of that meter),
-so it touches only the intervals in the window, however long the history is.
+so it touches only the intervals in the window, however long the history is. Each value is
+``(wh, minor, band)``: energy, money, and the tariff band the interval lies in, so reports can
+split a period by band (peak, flat, valley...).
 
 Reads are done in pages with short read transactions (see ``persistence.store.Store.read``):
 a long report must not hold up map growth in the writer.
@@ -26,8 +28,9 @@ METERS_PER_TXN = 512
 
 def iter_history(
     store: Store, meter_id: str, from_ms: int, to_ms: int
-) -> Iterator[tuple[int, int, int]]:
-    """``(start_ms, wh, minor)`` of one meter's intervals with ``from_ms <= start_ms < to_ms``."""
+) -> Iterator[tuple[int, int, int, str]]:
+    """``(start_ms, wh, minor, band)`` of one meter's intervals with
+    ``from_ms <= start_ms < to_ms``."""
     prefix = meter_prefix(meter_id)
     cut = len(prefix)
     position = max(from_ms, 0)
@@ -46,37 +49,48 @@ def iter_history(
                     if len(page) == PAGE:
                         break
         for start, value in page:
-            wh, minor = decode_interval(value)
-            yield start, wh, minor
+            yield start, *decode_interval(value)
         if len(page) < PAGE:
             return
         position = page[-1][0] + 1
 
 
+BandTotals = dict[str, tuple[int, int]]
+"""Tariff band name -> total ``(wh, minor)`` in it."""
+
+
 def sum_history(
     store: Store, from_ms: int, to_ms: int, meters: Iterable[str] | None = None
-) -> dict[str, tuple[int, int]]:
-    """Per meter, the total ``(wh, minor)`` of intervals starting in ``[from_ms, to_ms)``.
+) -> dict[str, BandTotals]:
+    """Per meter and tariff band, the total ``(wh, minor)`` of intervals starting in
+    ``[from_ms, to_ms)`` (``meter_totals`` adds a meter's bands up).
 
     Meters without intervals in the window are absent. ``meters`` limits the report to those
     meter ids (default: every meter with history)."""
     if meters is not None:
-        totals: dict[str, tuple[int, int]] = {}
+        totals: dict[str, BandTotals] = {}
         for meter_id in meters:
-            wh = minor = 0
-            found = False
-            for _, interval_wh, interval_minor in iter_history(store, meter_id, from_ms, to_ms):
-                wh += interval_wh
-                minor += interval_minor
-                found = True
-            if found:
-                totals[meter_id] = (wh, minor)
+            bands: BandTotals = {}
+            for _, wh, minor, band in iter_history(store, meter_id, from_ms, to_ms):
+                _add(bands, band, wh, minor)
+            if bands:
+                totals[meter_id] = bands
         return totals
     return _sum_all(store, max(from_ms, 0), to_ms)
 
 
-def _sum_all(store: Store, from_ms: int, to_ms: int) -> dict[str, tuple[int, int]]:
-    totals: dict[str, tuple[int, int]] = {}
+def meter_totals(bands: BandTotals) -> tuple[int, int]:
+    """A meter's ``(wh, minor)`` over all its bands."""
+    return sum(wh for wh, _ in bands.values()), sum(minor for _, minor in bands.values())
+
+
+def _add(bands: BandTotals, band: str, wh: int, minor: int) -> None:
+    band_wh, band_minor = bands.get(band, (0, 0))
+    bands[band] = (band_wh + wh, band_minor + minor)
+
+
+def _sum_all(store: Store, from_ms: int, to_ms: int) -> dict[str, BandTotals]:
+    totals: dict[str, BandTotals] = {}
     seek = b""  # the next key at or after which a not-yet-visited meter's keys start
     while True:
         with store.read() as txn:
@@ -87,16 +101,13 @@ def _sum_all(store: Store, from_ms: int, to_ms: int) -> dict[str, tuple[int, int
                 meter_id, _ = split_meter_key(cursor.key())
                 prefix = meter_prefix(meter_id)
                 cut = len(prefix)
-                wh = minor = 0
-                found = False
+                bands: BandTotals = {}
                 if cursor.set_range(meter_key(meter_id, from_ms)):
                     for key, value in cursor.iternext():
                         if key[:cut] != prefix or unpack_u64(key[cut:]) >= to_ms:
                             break
-                        interval_wh, interval_minor = decode_interval(value)
-                        wh += interval_wh
-                        minor += interval_minor
-                        found = True
-                if found:
-                    totals[meter_id] = (wh, minor)
+                        wh, minor, band = decode_interval(value)
+                        _add(bands, band, wh, minor)
+                if bands:
+                    totals[meter_id] = bands
                 seek = meter_id.encode() + b"\x01"

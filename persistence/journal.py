@@ -212,8 +212,8 @@ class Journal:
             self._check_usable()
             self._link.send_background("snapshots", items)
 
-    def put_history_nowait(self, items: list[tuple[str, int, int, int]]) -> None:
-        """Queue ``(meter_id, start_ms, wh, minor)`` intervals; the list is taken over."""
+    def put_history_nowait(self, items: list[tuple[str, int, int, int, str]]) -> None:
+        """Queue ``(meter_id, start_ms, wh, minor, band)`` intervals; the list is taken over."""
         if items:
             self._check_usable()
             self._link.send_background("history", items)

@@ -95,7 +95,7 @@ class Background:
     """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
 
     kind: str  # "snapshots" | "history"
-    items: list[tuple[str, bytes]] | list[tuple[str, int, int, int]]
+    items: list[tuple[str, bytes]] | list[tuple[str, int, int, int, str]]
     offset: int = 0
 
 
@@ -378,12 +378,12 @@ def _snapshot_puts(chunk: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
     return puts
 
 
-def _history_puts(chunk: list[tuple[str, int, int, int]]) -> list[tuple[bytes, bytes]]:
+def _history_puts(chunk: list[tuple[str, int, int, int, str]]) -> list[tuple[bytes, bytes]]:
     puts = []
-    for meter_id, start_ms, wh, minor in chunk:
+    for meter_id, start_ms, wh, minor, band in chunk:
         key = meter_key(meter_id, start_ms)
         if 9 < len(key) <= MAX_KEY_BYTES and "\0" not in meter_id:
-            puts.append((key, encode_interval(wh, minor)))
+            puts.append((key, encode_interval(wh, minor, band)))
         else:
             log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
     return puts

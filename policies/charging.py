@@ -21,7 +21,10 @@ History: energy and money are also accumulated per bucket of ``policy.interval_m
 the epoch. When a reading reaches or passes the end of the current bucket, the delta is split
 over bucket boundaries by time (the tariff's floor-of-cumulative rule, so the pieces sum
 exactly), and an ``IntervalClosed`` is emitted for each finished bucket that had energy; the
-minor units charged in the pieces add up to exactly what the balance lost.
+minor units charged in the pieces add up to exactly what the balance lost. Each closed bucket
+carries the name of its tariff band, so reports can give energy and money per band (peak,
+flat, valley...); buckets never straddle a band because the config requires band boundaries
+and the time zone's offsets to be whole multiples of the interval.
 
 The common case - same bucket, one tariff segment, one tier - is a handful of comparisons, one
 ``money.charge`` and one positional ``MeterState`` construction.
@@ -42,7 +45,7 @@ from policies.records import (
     MeterState,
     Reading,
 )
-from policies.tariff import fast_price, month_at, price_interval
+from policies.tariff import band_name_at, fast_price, month_at, price_interval
 
 ChargeResult = tuple[MeterState, tuple[Effect, ...]]
 
@@ -50,6 +53,12 @@ ChargeResult = tuple[MeterState, tuple[Effect, ...]]
 def bucket_of(ts_ms: int, interval_ms: int) -> int:
     """Start of the history bucket containing ``ts_ms``."""
     return ts_ms - ts_ms % interval_ms
+
+
+def closed_interval(policy: MeterPolicy, start_ms: int, wh: int, minor: int) -> IntervalClosed:
+    """The history record of a finished bucket, labelled with the band at its start (the park
+    config refuses intervals that straddle a band boundary: ``tariff.interval_misalignment``)."""
+    return IntervalClosed(start_ms, wh, minor, band_name_at(policy.tariff, start_ms))
 
 
 def charge_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> ChargeResult:
@@ -112,7 +121,7 @@ def _charge_split(
         start = bucket_of(piece.start_ms, interval)
         if start > current:
             if bucket_wh or bucket_minor:
-                effects.append(IntervalClosed(current, bucket_wh, bucket_minor))
+                effects.append(closed_interval(policy, current, bucket_wh, bucket_minor))
             current, bucket_wh, bucket_minor = start, 0, 0
         minor, residue = charge(piece.wh, piece.price, residue)
         total += minor
@@ -121,7 +130,7 @@ def _charge_split(
     last = bucket_of(ts, interval)
     if last > current:
         if bucket_wh or bucket_minor:
-            effects.append(IntervalClosed(current, bucket_wh, bucket_minor))
+            effects.append(closed_interval(policy, current, bucket_wh, bucket_minor))
         current, bucket_wh, bucket_minor = last, 0, 0
     new = MeterState(
         state.balance - total,
@@ -159,7 +168,7 @@ def _baseline(
         current, bucket_wh, bucket_minor = last, 0, 0
     elif last > current:
         if bucket_wh or bucket_minor:
-            effects = (*effects, IntervalClosed(current, bucket_wh, bucket_minor))
+            effects = (*effects, closed_interval(policy, current, bucket_wh, bucket_minor))
         current, bucket_wh, bucket_minor = last, 0, 0
     new = MeterState(
         state.balance,

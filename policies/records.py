@@ -240,11 +240,13 @@ class AlarmAcknowledged:
 
 @attrs.frozen
 class IntervalClosed:
-    """One finished history interval of one meter: energy and money charged in it."""
+    """One finished history interval of one meter: energy and money charged in it, and the
+    tariff band it lies in (config keeps intervals from straddling a band boundary)."""
 
     start_ms: int
     wh: int
     minor: int
+    band: str
 
 
 @attrs.frozen

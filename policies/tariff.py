@@ -164,6 +164,51 @@ def validate_tariff(tariff: Tariff) -> None:
     validate_tiers(tariff.tiers)
 
 
+# Years whose January and July offsets are checked: a zone's offsets (standard and summer
+# time) as of the last decades and the next.
+_OFFSET_YEARS: Final = range(2000, 2041)
+
+
+def interval_misalignment(tariff: Tariff, interval_ms: int) -> str | None:
+    """Why history intervals of ``interval_ms`` could straddle one of ``tariff``'s bands, or
+    None when they cannot.
+
+    Intervals are aligned to the epoch (``charging.bucket_of``), bands to local minutes of the
+    day; an interval lies inside one band when every band boundary and every UTC offset of the
+    time zone is a whole number of intervals. Then each closed interval has one band. (A
+    tariff whose bands all share one name, a flat one say, cannot be straddled at all.)"""
+    step = interval_ms // 60_000
+    schedules = [("bands", tariff.bands), ("weekend_bands", tariff.weekend_bands),
+                 ("holiday_bands", tariff.holiday_bands)]
+    for season in tariff.seasons:
+        schedules += [(f"season {season.name!r} {label}", bands) for label, bands in (
+            ("bands", season.bands), ("weekend_bands", season.weekend_bands),
+            ("holiday_bands", season.holiday_bands))]
+    if len({band.name for _, bands in schedules for band in bands}) <= 1:
+        return None
+    for where, bands in schedules:
+        for band in bands:
+            for minute in (band.start_min, band.end_min):
+                if minute % step:
+                    return (f"band {band.name!r} of tariff {tariff.name} ({where}) starts or ends "
+                            f"at {minute // 60:02d}:{minute % 60:02d}, which is not on a "
+                            f"{step}-minute step")
+    try:
+        zone = ZoneInfo(tariff.calendar.timezone)
+    except (KeyError, ValueError):  # an unknown zone is validate_tariff's (and config's) error
+        return None
+    for year in _OFFSET_YEARS:
+        for month in (1, 7):
+            offset = dt.datetime(year, month, 15, tzinfo=zone).utcoffset()
+            minutes = 0 if offset is None else int(offset.total_seconds()) // 60
+            if minutes % step:
+                sign = "+" if minutes >= 0 else "-"
+                return (f"the time zone {tariff.calendar.timezone} of tariff {tariff.name} is "
+                        f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}, which is not "
+                        f"a whole number of {step}-minute steps")
+    return None
+
+
 def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 

@@ -97,10 +97,11 @@ class HistoryBuffer:
     """Collects closed intervals from the router; flushed to the journal writer in batches."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[str, int, int, int]] = []
+        self.pending: list[tuple[str, int, int, int, str]] = []
 
     def add(self, meter_id: str, interval: IntervalClosed) -> None:
-        self.pending.append((meter_id, interval.start_ms, interval.wh, interval.minor))
+        self.pending.append(
+            (meter_id, interval.start_ms, interval.wh, interval.minor, interval.band))
 
     def flush(self, journal: Journal) -> None:
         if self.pending:

@@ -51,6 +51,7 @@ import attrs
 
 from policies.meter_policy import FriendlyPeriod, MeterPolicy
 from policies.money import MoneyError, format_amount, parse_amount, parse_price
+from policies.tariff import interval_misalignment
 from policies.tariff_records import MINUTES_PER_DAY, Band, Calendar, Season, Tariff, Tier
 from protocols.modbus.profiles import Profile, ProfileError, builtin_profiles, load_profile_file
 
@@ -700,6 +701,7 @@ class _ParkReader:
         self.decimals = 2
         self.tariff_names: set[str] = set()
         self.interned: dict[tuple[object, ...], MeterPolicy] = {}
+        self.misalignments: dict[tuple[str, int], str | None] = {}
 
     def read(self, source: str) -> ParkConfig | None:
         root = self.root
@@ -1189,6 +1191,13 @@ class _ParkReader:
             policies[meter.id] = meter.policy
         return tuple(meters), policies
 
+    def misalignment(self, tariff: Tariff, interval_ms: int) -> str | None:
+        """``interval_misalignment``, once per tariff and interval (100k meters share few)."""
+        key = (tariff.name, interval_ms)
+        if key not in self.misalignments:
+            self.misalignments[key] = interval_misalignment(tariff, interval_ms)
+        return self.misalignments[key]
+
     def intern_policy(self, tariff: Tariff, values: dict[str, object]) -> MeterPolicy:
         """The one MeterPolicy for these values: 100k meters share a handful of objects."""
         key = (tariff.name, *values.values())  # values come in _POLICY_KEY_FIELDS order
@@ -1298,10 +1307,15 @@ class _ParkReader:
             "offline_opens_relay": t.boolean("offline_opens_relay", pd["offline_opens_relay"]),
             "interval_ms": interval_ms,
         }
+        tariff_record = tariffs.get(tariff)
+        if tariff_record is not None and "interval" not in t.failed:
+            problem = self.misalignment(tariff_record, interval_ms)
+            if problem is not None:
+                t.fail("interval", f"a history interval must lie inside one tariff band, but "
+                                   f"{problem}; choose an interval that divides it (e.g. 15m)")
         t.finish()
         assert tuple(policy_values) == _POLICY_KEY_FIELDS
         # A broken park is never built, so its meters skip the interning work.
-        tariff_record = tariffs.get(tariff)
         policy = (
             self.intern_policy(tariff_record, policy_values)
             if tariff_record is not None and not self.problems.items

@@ -224,7 +224,7 @@ def test_garbage_is_not_an_entry(data: bytes) -> None:
 @given(i64, u32, i64)
 def test_outcomes_and_intervals_round_trip(outcome: int, wh: int, minor: int) -> None:
     assert decode_outcome(encode_outcome(outcome)) == outcome
-    assert decode_interval(encode_interval(wh, minor)) == (wh, minor)
+    assert decode_interval(encode_interval(wh, minor, "peak")) == (wh, minor, "peak")
 
 
 def test_garbage_is_not_an_outcome() -> None:

@@ -9,20 +9,20 @@ import pytest
 import trio
 
 from persistence import history
-from persistence.history import iter_history, sum_history
+from persistence.history import iter_history, meter_totals, sum_history
 from persistence.journal import JournalEntry, open_journal
 from persistence.store import Store, open_store
 
 HOUR = 3_600_000
 
-# (meter, start_ms, wh, minor); M-1 and M-10 are neighbours in key order.
+# (meter, start_ms, wh, minor, band); M-1 and M-10 are neighbours in key order.
 INTERVALS = [
-    ("M-1", 0 * HOUR, 100, 80),
-    ("M-1", 1 * HOUR, 200, 160),
-    ("M-1", 2 * HOUR, 300, 240),
-    ("M-10", 0 * HOUR, 1_000, 400),
-    ("M-10", 5 * HOUR, 2_000, 800),
-    ("M-2", 1 * HOUR, 50, 60),
+    ("M-1", 0 * HOUR, 100, 80, "valley"),
+    ("M-1", 1 * HOUR, 200, 160, "valley"),
+    ("M-1", 2 * HOUR, 300, 240, "flat"),
+    ("M-10", 0 * HOUR, 1_000, 400, "valley"),
+    ("M-10", 5 * HOUR, 2_000, 800, "valley"),
+    ("M-2", 1 * HOUR, 50, 60, "valley"),
 ]
 
 
@@ -41,41 +41,49 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def test_iter_history_is_one_meters_window_in_time_order(store: Store) -> None:
     assert list(iter_history(store, "M-1", 0, 10 * HOUR)) == [
-        (0, 100, 80), (HOUR, 200, 160), (2 * HOUR, 300, 240),
+        (0, 100, 80, "valley"), (HOUR, 200, 160, "valley"), (2 * HOUR, 300, 240, "flat"),
     ]
     # [from, to): the interval starting at `to` is not in the window.
-    assert list(iter_history(store, "M-1", HOUR, 2 * HOUR)) == [(HOUR, 200, 160)]
+    assert list(iter_history(store, "M-1", HOUR, 2 * HOUR)) == [(HOUR, 200, 160, "valley")]
     assert list(iter_history(store, "M-1", HOUR + 1, 2 * HOUR)) == []
     assert list(iter_history(store, "M-10", -HOUR, 10 * HOUR)) == [
-        (0, 1_000, 400), (5 * HOUR, 2_000, 800),
+        (0, 1_000, 400, "valley"), (5 * HOUR, 2_000, 800, "valley"),
     ]
     assert list(iter_history(store, "M-3", 0, 10 * HOUR)) == []
     assert list(iter_history(store, "M-1", 5 * HOUR, HOUR)) == []
 
 
-def test_sum_history_over_every_meter(store: Store) -> None:
-    assert sum_history(store, 0, 10 * HOUR) == {
-        "M-1": (600, 480), "M-10": (3_000, 1_200), "M-2": (50, 60),
+def test_sum_history_over_every_meter_by_band(store: Store) -> None:
+    totals = sum_history(store, 0, 10 * HOUR)
+    assert totals == {
+        "M-1": {"valley": (300, 240), "flat": (300, 240)},
+        "M-10": {"valley": (3_000, 1_200)},
+        "M-2": {"valley": (50, 60)},
     }
+    assert meter_totals(totals["M-1"]) == (600, 480)
     # Meters without intervals in the window are absent.
-    assert sum_history(store, HOUR, 3 * HOUR) == {"M-1": (500, 400), "M-2": (50, 60)}
+    assert sum_history(store, HOUR, 3 * HOUR) == {
+        "M-1": {"valley": (200, 160), "flat": (300, 240)}, "M-2": {"valley": (50, 60)}}
     assert sum_history(store, 6 * HOUR, 9 * HOUR) == {}
 
 
 def test_sum_history_for_chosen_meters(store: Store) -> None:
-    assert sum_history(store, 0, 10 * HOUR, meters=["M-10", "M-3"]) == {"M-10": (3_000, 1_200)}
+    assert sum_history(store, 0, 10 * HOUR, meters=["M-10", "M-3"]) == {
+        "M-10": {"valley": (3_000, 1_200)}}
+    assert sum_history(store, 0, 10 * HOUR, meters=["M-1"]) == {
+        "M-1": {"valley": (300, 240), "flat": (300, 240)}}
     assert sum_history(store, 0, 10 * HOUR, meters=[]) == {}
 
 
 def test_a_rewritten_interval_replaces_the_old_one(tmp_path: Path) -> None:
     async def write(opened: Store) -> None:
         async with open_journal(opened) as journal:
-            journal.put_history_nowait([("M-1", 0, 1, 1)])
-            journal.put_history_nowait([("M-1", 0, 7, 9)])
+            journal.put_history_nowait([("M-1", 0, 1, 1, "flat")])
+            journal.put_history_nowait([("M-1", 0, 7, 9, "flat")])
 
     with open_store(tmp_path) as opened:
         trio.run(write, opened)
-        assert list(iter_history(opened, "M-1", 0, 1)) == [(0, 7, 9)]
+        assert list(iter_history(opened, "M-1", 0, 1)) == [(0, 7, 9, "flat")]
 
 
 async def test_long_histories_are_read_in_pages(
@@ -87,24 +95,25 @@ async def test_long_histories_are_read_in_pages(
     with open_store(tmp_path) as store:
         async with open_journal(store, chunk_puts=25) as journal:
             journal.put_history_nowait(
-                [(meter, start * 1_000, start, 2 * start) for meter in meters
+                [(meter, start * 1_000, start, 2 * start, "flat") for meter in meters
                  for start in range(30)]
             )
             await journal.flush()
         window = list(iter_history(store, "M-3", 5_000, 25_000))
-        assert window == [(start * 1_000, start, 2 * start) for start in range(5, 25)]
+        assert window == [(start * 1_000, start, 2 * start, "flat") for start in range(5, 25)]
         expected = sum(range(5, 25))
         assert sum_history(store, 5_000, 25_000) == {
-            meter: (expected, 2 * expected) for meter in meters
+            meter: {"flat": (expected, 2 * expected)} for meter in meters
         }
 
 
 async def test_unusable_meter_ids_are_skipped_not_fatal(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         async with open_journal(store) as journal:
-            journal.put_history_nowait([("", 0, 1, 1), ("M\0x", 0, 1, 1), ("M-1", 0, 2, 3)])
+            journal.put_history_nowait(
+                [("", 0, 1, 1, "flat"), ("M\0x", 0, 1, 1, "flat"), ("M-1", 0, 2, 3, "flat")])
             journal.put_snapshots_nowait([("", b"x"), ("y" * 600, b"x")])
             await journal.flush()
             # The writer lives on: a record after the skipped puts still commits.
             assert (await journal.record(JournalEntry("topup", "M-1", 1, "r", 0))).seq == 1
-        assert sum_history(store, 0, 1) == {"M-1": (2, 3)}
+        assert sum_history(store, 0, 1) == {"M-1": {"flat": (2, 3)}}

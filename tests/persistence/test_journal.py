@@ -349,7 +349,7 @@ async def test_close_writes_what_was_queued(tmp_path: Path) -> None:
             journal.put_snapshots_nowait(
                 [(f"M-{n}", encode_state(MeterState.opening(n))) for n in range(10)]
             )
-            journal.put_history_nowait([("M-1", 0, 5, 6)])
+            journal.put_history_nowait([("M-1", 0, 5, 6, "flat")])
     with open_store(tmp_path) as store:
         assert len(load_snapshots(store)) == 10
 

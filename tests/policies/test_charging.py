@@ -75,8 +75,8 @@ def test_history_buckets_close_with_exact_energy_and_money() -> None:
     # 30 minutes, 3000 Wh: 07:50-08:00 (valley), 08:00-08:15, 08:15-08:20 (flat)
     state, fx = charge_reading(state, Reading(start + 30 * 60_000, 3000, 0.0), pol)
     assert fx == (
-        IntervalClosed(local_ms(2026, 3, 2, 7, 45), 1000, 1000 * 40_000 // 1_000_000),
-        IntervalClosed(local_ms(2026, 3, 2, 8, 0), 1500, 1500 * FLAT // 1_000_000),
+        IntervalClosed(local_ms(2026, 3, 2, 7, 45), 1000, 1000 * 40_000 // 1_000_000, "valley"),
+        IntervalClosed(local_ms(2026, 3, 2, 8, 0), 1500, 1500 * FLAT // 1_000_000, "flat"),
     )
     assert state.bucket_start_ms == local_ms(2026, 3, 2, 8, 15) and state.bucket_wh == 500
     assert 10**6 - state.balance == sum(e.minor for e in fx) + state.bucket_minor
@@ -87,7 +87,7 @@ def test_reading_exactly_at_bucket_end_closes_the_bucket() -> None:
     b = T0 - T0 % 900_000
     state, _ = charge_reading(MeterState.opening(10**6), Reading(b + 1000, 0, 0.0), pol)
     state, fx = charge_reading(state, Reading(b + 900_000, 100, 0.0), pol)
-    assert fx == (IntervalClosed(b, 100, 10),)
+    assert fx == (IntervalClosed(b, 100, 10, "flat"),)
     assert (state.bucket_start_ms, state.bucket_wh) == (b + 900_000, 0)
 
 
@@ -158,6 +158,12 @@ def test_tou_split_at_interpolated_register_charges_exactly_the_whole(
     assert [e.wh for e in split_fx if isinstance(e, IntervalClosed)] == [
         e.wh for e in whole_fx if isinstance(e, IntervalClosed)]
     assert split.bucket_wh == whole.bucket_wh
+    # Each bucket lies in one band (the interval fits the tariff), and carries that band.
+    assert pricing.interval_misalignment(pol.tariff, interval) is None
+    for e in split_fx:
+        if isinstance(e, IntervalClosed):
+            assert e.band == pricing.band_name_at(pol.tariff, e.start_ms) == (
+                pricing.band_name_at(pol.tariff, e.start_ms + interval - 1))
 
 
 @given(st.lists(st.tuples(st.integers(-5 * HOUR_MS, 5 * HOUR_MS),

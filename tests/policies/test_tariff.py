@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies import tariff as pricing
-from policies.tariff_records import Band, Calendar, Season, Tariff, Tier
+from policies.tariff import MINUTE_MS, interval_misalignment
+from policies.tariff_records import MINUTES_PER_DAY, Band, Calendar, Season, Tariff, Tier
 from tests.policies.builders import (
     FLAT,
     HOUR_MS,
@@ -280,3 +281,28 @@ def test_arbitrary_split_moves_at_most_one_wh_per_split_point(
         m, mwh = part.month, part.month_wh
     max_price = max(b.price for b in TOU_BANDS) + 7000 + 300
     assert abs(total - whole) <= len(splits) * max_price
+
+
+def test_intervals_that_straddle_no_band_are_accepted() -> None:
+    assert interval_misalignment(tou_tariff(), 15 * MINUTE_MS) is None
+    assert interval_misalignment(tou_tariff(), 60 * MINUTE_MS) is None
+    assert interval_misalignment(flat_tariff(), 24 * 60 * MINUTE_MS) is None
+
+
+def test_a_band_boundary_off_the_interval_grid_is_named() -> None:
+    season = Season("summer", (6, 1), (8, 31), bands=(
+        Band("night", 0, 450, 1), Band("day", 450, MINUTES_PER_DAY, 2)))
+    tariff = tou_tariff(seasons=(season,))
+    assert interval_misalignment(tariff, 15 * MINUTE_MS) is None
+    assert interval_misalignment(tariff, 60 * MINUTE_MS) == (
+        "band 'night' of tariff tou (season 'summer' bands) starts or ends at 07:30, which is "
+        "not on a 60-minute step")
+
+
+@pytest.mark.parametrize(("zone", "offset"), [("Asia/Kolkata", "UTC+05:30"),
+                                               ("America/St_Johns", "UTC-03:30")])
+def test_a_time_zone_off_the_interval_grid_is_named(zone: str, offset: str) -> None:
+    tariff = tou_tariff(calendar=Calendar(timezone=zone))
+    assert interval_misalignment(tariff, 30 * MINUTE_MS) is None
+    problem = interval_misalignment(tariff, 60 * MINUTE_MS)
+    assert problem is not None and f"is {offset}, which is not" in problem

@@ -1027,3 +1027,26 @@ def test_the_field_passes_every_gateway_key_to_the_bus() -> None:
     for field in attrs.fields(type(section)):
         name = {"id": "gateway_id"}.get(field.name, field.name)
         assert getattr(bus, name) == getattr(section, field.name), field.name
+
+
+def test_a_history_interval_must_not_straddle_a_band() -> None:
+    text = BASE.replace('  { name = "valley", start = "00:00", end = "08:00", price = "0.40" },\n'
+                        '  { name = "flat",   start = "08:00",',
+                        '  { name = "valley", start = "00:00", end = "07:30", price = "0.40" },\n'
+                        '  { name = "flat",   start = "07:30",')
+    assert load(text).meters[1].policy.interval_ms == 15 * 60_000  # 15 minutes divide 07:30
+    hourly = text.replace('tariff = "tou"\n', 'tariff = "tou"\ninterval = "1h"\n')
+    line = line_of(hourly, 'interval = "1h"')
+    assert single_problem(hourly) == (
+        f"park.toml:{line}: meters[1].interval: a history interval must lie inside one tariff "
+        f"band, but band 'valley' of tariff tou (bands) starts or ends at 07:30, which is not "
+        f"on a 60-minute step; choose an interval that divides it (e.g. 15m)"
+    )
+
+
+def test_a_history_interval_must_fit_the_time_zone() -> None:
+    text = BASE.replace('currency = "CNY"\n', 'currency = "INR"\ntimezone = "Asia/Kolkata"\n')
+    assert load(text).meters[1].policy.interval_ms == 15 * 60_000
+    hourly = text.replace('tariff = "tou"\n', 'tariff = "tou"\ninterval = "1h"\n')
+    assert "the time zone Asia/Kolkata of tariff tou is UTC+05:30, which is not a whole " \
+           "number of 60-minute steps" in single_problem(hourly)
