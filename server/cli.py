@@ -15,7 +15,7 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus")
+BENCHMARKS = ("core", "modbus", "chaos")
 
 
 class UserError(Exception):

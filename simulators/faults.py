@@ -17,6 +17,8 @@ the same on the command line (``wattkeeper sim --fault``) and in scenario files:
     gw1/3:garbage                         unit 3's replies are bytes that are not Modbus
     gw1/3:rollback:to=0                   unit 3 was replaced: its register restarts at 0 kWh
     gw1/3:tamper                          unit 3 raises its tamper flag
+    gw1/3:garble:value=3e38,for=3s        unit 3's energy register shows 3e38 kWh for 3 s
+    gw1/3:swap:add=5000                   unit 3 was swapped: its register jumps 5,000 kWh up
 
 The parameters may follow the kind after a ``:`` or a ``,`` (``gw1:down,for=10s`` and
 ``gw1:down:for=10s`` are the same). ``TARGET`` is ``GATEWAY/UNIT`` for meter faults and
@@ -51,9 +53,13 @@ __all__ = [
     "parse_power",
 ]
 
-FaultKind = Literal["overload", "silent", "slow", "garbage", "rollback", "tamper", "down"]
+FaultKind = Literal[
+    "overload", "silent", "slow", "garbage", "rollback", "tamper", "garble", "swap", "down"
+]
 
-METER_FAULTS: Final = ("overload", "silent", "slow", "garbage", "rollback", "tamper")
+METER_FAULTS: Final = (
+    "overload", "silent", "slow", "garbage", "rollback", "tamper", "garble", "swap"
+)
 GATEWAY_FAULTS: Final = ("down",)
 FAULT_KINDS: Final = METER_FAULTS + GATEWAY_FAULTS
 REPLY_FAULTS: Final = ("silent", "slow", "garbage")
@@ -67,11 +73,16 @@ _PARAMETERS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "garbage": (frozenset(), frozenset()),
     "rollback": (frozenset(), frozenset({"to"})),
     "tamper": (frozenset(), frozenset()),
+    "garble": (frozenset(), frozenset({"value"})),
+    "swap": (frozenset({"add"}), frozenset()),
     "down": (frozenset(), frozenset()),
 }
 _TIMING: Final = frozenset({"at", "for"})
-_INSTANT: Final = frozenset({"rollback"})
+_INSTANT: Final = frozenset({"rollback", "swap"})
 """Faults that happen once and have no duration (a replaced meter stays replaced)."""
+GARBLE_KWH: Final = 3e38
+"""What a garbled energy register shows by default: finite, near float32's maximum (a bit
+error in the exponent or a misaligned read gives values like it)."""
 
 _EXAMPLES: Final = {
     "overload": "gw1/3:overload:power=45000,for=5s",
@@ -80,6 +91,8 @@ _EXAMPLES: Final = {
     "garbage": "gw1/3:garbage:for=3s",
     "rollback": "gw1/3:rollback:to=0",
     "tamper": "gw1/3:tamper",
+    "garble": "gw1/3:garble:value=3e38,for=3s",
+    "swap": "gw1/3:swap:add=5000",
     "down": "gw1:down,for=10s",
 }
 
@@ -87,6 +100,7 @@ _DURATION: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)\
 _DURATION_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _POWER: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(W|kW|MW)?\s*$")
 _POWER_UNITS: Final = {None: 1.0, "W": 1.0, "kW": 1000.0, "MW": 1_000_000.0}
+FLOAT32_MAX: Final = 3.4028234663852886e38
 _GATEWAY_ID: Final = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -99,8 +113,10 @@ class Fault:
     """One fault (module docstring). Times are wall seconds; ``power_w`` in W (L/h for water).
 
     ``unit`` is None for gateway faults. Only the parameters of ``kind`` are set: ``power_w``
-    for overload, ``delay_s`` for slow, ``to_kwh`` for rollback (in the profile's energy unit:
-    kWh, or m3 for water).
+    for overload, ``delay_s`` for slow, ``to_kwh`` for rollback, ``value_kwh`` for garble (what
+    the energy register shows instead of the truth, any finite float32, negative too) and
+    ``add_kwh`` for swap (how far the register jumps up); energies are in the profile's energy
+    unit (kWh, or m3 for water).
     """
 
     kind: FaultKind
@@ -111,6 +127,8 @@ class Fault:
     power_w: float | None = None
     delay_s: float | None = None
     to_kwh: float | None = None
+    value_kwh: float | None = None
+    add_kwh: float | None = None
 
     @property
     def target(self) -> str:
@@ -126,6 +144,10 @@ class Fault:
             params.append(f"delay={_duration_text(self.delay_s)}")
         if self.to_kwh is not None:
             params.append(f"to={_number(self.to_kwh)}")
+        if self.value_kwh is not None:
+            params.append(f"value={self.value_kwh!r}")
+        if self.add_kwh is not None:
+            params.append(f"add={_number(self.add_kwh)}")
         if self.at_s:
             params.append(f"at={_duration_text(self.at_s)}")
         if self.for_s is not None:
@@ -284,7 +306,24 @@ def fault_from_fields(kind: str, target: str, params: Mapping[str, object]) -> F
         power_w=number("power", parse_power),
         delay_s=delay_s,
         to_kwh=(number("to", _parse_plain_number) or 0.0) if kind == "rollback" else None,
+        value_kwh=_garble_value(params.get("value")) if kind == "garble" else None,
+        add_kwh=number("add", _parse_add) if kind == "swap" else None,
     )
+
+
+def _garble_value(value: object) -> float:
+    """A garbled register's value: any finite float32 (negative ones too), default 3e38."""
+    if value is None:
+        return GARBLE_KWH
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FaultSpecError(f"value={value!r} is not a number")
+    try:
+        result = float(value)
+    except ValueError:
+        raise FaultSpecError(f"value={value!r} is not a number (kWh, e.g. 3e38)") from None
+    if not math.isfinite(result) or abs(result) > FLOAT32_MAX:
+        raise FaultSpecError(f"value={value!r} must be a finite float32 (|value| <= 3.4e38)")
+    return result
 
 
 def _parse_plain_number(text: str) -> float:
@@ -292,6 +331,13 @@ def _parse_plain_number(text: str) -> float:
         return float(text)
     except ValueError:
         raise FaultSpecError(f"to={text!r} is not a number (kWh, or m3 for water)") from None
+
+
+def _parse_add(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise FaultSpecError(f"add={text!r} is not a number (kWh, or m3 for water)") from None
 
 
 def parse_faults(specs: Iterable[str]) -> list[Fault]:

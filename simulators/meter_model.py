@@ -146,6 +146,7 @@ class SimMeter:
         "_curve_k",
         "_curve_w",
         "_energy_wh",
+        "_garbled",
         "_images",
         "_layout",
         "_settled_k",
@@ -198,6 +199,7 @@ class SimMeter:
         self.last_read_s = -math.inf
         self._layout = layout_of(profile)
         self._energy_wh = initial_register_wh(seed, index) if register_wh is None else register_wh
+        self._garbled: float | None = None
         self._settled_k = self._quantum(start_s)
         self._cache_k = -1
         self._curve_k = -1
@@ -282,6 +284,20 @@ class SimMeter:
         self._change(t_s)
         self.tamper = on
 
+    def set_garbled(self, energy: float | None, t_s: float) -> None:
+        """Show ``energy`` (in the profile's energy unit) in the import register instead of the
+        truth, which goes on integrating underneath (None: show the truth again). A bit error
+        or a misaligned read looks like this to a client."""
+        self._change(t_s)
+        self._garbled = None if energy is None else float(energy)
+
+    def swap(self, add_wh: float, t_s: float) -> tuple[float, float]:
+        """The meter was swapped for one whose register is ``add_wh`` higher: returns the
+        register (Wh) just before and just after, at the same instant."""
+        before = self.register_wh(t_s)
+        self.roll_back(before + add_wh, t_s)
+        return before, self._energy_wh
+
     def roll_back(self, register_wh: float, t_s: float) -> None:
         """The meter was replaced or reset: the register restarts at ``register_wh``."""
         if register_wh < 0.0:
@@ -347,7 +363,9 @@ class SimMeter:
             "power": phase_power,
             "total_power": power,
             "frequency": frequency,
-            "import_energy": self._energy_wh / layout.energy_factor,
+            "import_energy": (
+                self._energy_wh / layout.energy_factor if self._garbled is None else self._garbled
+            ),
             "flow": power / layout.flow_factor,
             "tamper": 1.0 if self.tamper else 0.0,
         }

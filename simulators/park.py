@@ -24,9 +24,10 @@ task in the park's nursery that sleeps ``at_s``, applies the fault, sleeps ``for
 forever) and reverts it. Faults live in *slots*: the load of a meter (overload), its replies
 (silent, slow, garbage), its tamper flag, and a gateway's port (down). A new fault in a busy
 slot supersedes the old one (which is cancelled); reverting a fault that was superseded does
-nothing, so overlapping faults never leave a meter stuck. ``rollback`` is instant and has no
-slot. :meth:`SimPark.clear` reverts matching faults at once (synchronously, so a test can look
-at the meter right after).
+nothing, so overlapping faults never leave a meter stuck. ``rollback`` and ``swap`` are
+instant and have no slot; ``garble`` has a slot of its own (the energy register's display).
+:meth:`SimPark.clear` reverts matching faults at once (synchronously, so a test can look at
+the meter right after).
 
 Tamper on a profile without a ``tamper`` register (the Eastron maps have none: a real SDM630
 has no tamper output on Modbus) is refused at injection with a message saying so; the water
@@ -201,7 +202,7 @@ class ActiveFault:
 
 
 def _slot(fault: Fault) -> tuple[str, int | None, str] | None:
-    if fault.kind == "rollback":
+    if fault.kind in ("rollback", "swap"):
         return None
     if fault.kind in REPLY_FAULTS:
         return (fault.gateway, fault.unit, "reply")
@@ -375,7 +376,7 @@ class SimPark:
             try:
                 await trio.sleep(fault.at_s)
                 self._apply(active)
-                if fault.kind == "rollback":
+                if fault.kind in ("rollback", "swap"):
                     return
                 await trio.sleep(math.inf if fault.for_s is None else fault.for_s)
             finally:
@@ -404,6 +405,10 @@ class SimPark:
             meter.set_tamper(True, now)
         elif fault.kind == "rollback":
             meter.roll_back((fault.to_kwh or 0.0) * meter.profile.energy_factor, now)
+        elif fault.kind == "garble":
+            meter.set_garbled(fault.value_kwh, now)
+        elif fault.kind == "swap":
+            meter.swap((fault.add_kwh or 0.0) * meter.profile.energy_factor, now)
         else:
             gateway.reply_faults[fault.unit] = ReplyFault(fault.kind, fault.delay_s or 0.0)
 
@@ -428,6 +433,8 @@ class SimPark:
             meter.set_overload(None, now)
         elif fault.kind == "tamper":
             meter.set_tamper(False, now)
+        elif fault.kind == "garble":
+            meter.set_garbled(None, now)
         else:
             gateway.reply_faults.pop(fault.unit, None)
 
