@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import psutil
 import trio
 
 from bench import chaos_adapt as adapt
@@ -122,6 +123,7 @@ host = "{HOST}"
 port = {port}
 poll_interval = "{args.poll_interval}"
 timeout = "1s"
+window = {args.window}
 """)
     number = 0
     for gateway in ports:
@@ -174,6 +176,8 @@ class Run:
     down_gateway: str = ""
     cycle_samples: list[tuple[int, int, int]] = attrs.Factory(list)
     """(generation, cycles, mono_ns) from the server's bus statistics."""
+    cpu_samples: list[tuple[int, float, float, int]] = attrs.Factory(list)
+    """(generation, server CPU s, simulator CPU s, mono_ns)."""
 
     @property
     def meters(self) -> list[str]:
@@ -412,14 +416,18 @@ class Run:
         return parse_duration(self.args.poll_interval)
 
     async def sample_cycles(self) -> None:
+        """Poll cycles completed and CPU used so far, to tell what the park sustained."""
         generation = self.server.current
         try:
             state = await self.server.request("state")
+            server_cpu = _cpu_s(generation.pid) if generation is not None else None
         except (ServerDown, ServerGone):
             return
-        if generation is not None:
+        if generation is not None and server_cpu is not None:
             self.cycle_samples.append((generation.number, int(state["cycles"]),
                                        int(state["mono_ns"])))
+            self.cpu_samples.append((generation.number, server_cpu, _cpu_s(self.sim.pid) or 0.0,
+                                     time.monotonic_ns()))
 
     async def rounds(self) -> None:
         for number in range(1, self.args.rounds + 1):
@@ -461,6 +469,28 @@ async def _settle(run: Run, timeout_s: float) -> tuple[dict[str, int], int]:
                 break
             await trio.sleep(run.poll_s / 2)
     return truth, unsettled
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def _busy(samples: Sequence[tuple[int, float, float, int]]) -> tuple[float | None, float | None]:
+    """Mean share of one core the server and the simulator used, within generations."""
+    server = sim = elapsed = 0.0
+    for (gen_a, server_a, sim_a, ns_a), (gen_b, server_b, sim_b, ns_b) in itertools.pairwise(
+            samples):
+        if gen_a == gen_b:
+            server += server_b - server_a
+            sim += sim_b - sim_a
+            elapsed += (ns_b - ns_a) / 1e9
+    if not elapsed:
+        return None, None
+    return round(server / elapsed, 2), round(sim / elapsed, 2)
 
 
 def _mean_cycle_ms(samples: Sequence[tuple[int, int, int]], gateways: int) -> float | None:
@@ -546,6 +576,7 @@ async def run_bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
 
     if args.keep is not None:
         _dump_details(args.keep / "details.json", run, first, truth, finals, log)
+    server_busy, sim_busy = _busy(run.cpu_samples)
     server_exits = [e for e in server.exits if not e.planned]
     writer_exits = [w for w in server.writer_events
                     if w.kind == "writer_exit" and w.pid not in run.killed_writers]
@@ -586,9 +617,11 @@ async def run_bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         "swaps_replaced": run.swaps_replaced,
         "unsettled_meters": unsettled,
         "measured_cycle_ms": _mean_cycle_ms(run.cycle_samples, args.gateways),
+        "server_cpu_busy": server_busy,
+        "sim_cpu_busy": sim_busy,
         "rounds_s": round(rounds_s, 1),
         "run_s": round(time.monotonic() - began, 1),
-        "violations": run.violations[:20],
+        "violations": [text[:200] for text in run.violations[:20]],
     }
 
 
@@ -644,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the fault kinds to cycle through, comma-separated "
                              f"(default all: {','.join(FAULT_KINDS)})")
     parser.add_argument("--poll-interval", default="500ms", help="the gateways' poll_interval")
+    parser.add_argument("--window", type=int, default=16,
+                        help="requests in flight per gateway (as bench modbus; with 1, a cycle "
+                             "of 100 units is 100 round trips: ~0.9 s measured)")
     parser.add_argument("--profile", default="sdm630")
     parser.add_argument("--clients", type=int, default=24,
                         help="concurrent payment clients (each has one top-up in flight)")

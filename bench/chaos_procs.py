@@ -112,10 +112,13 @@ class SimHandle:
         return handle
 
     async def ask(self, *words: object) -> dict[str, Any]:
-        async with self._lock:
-            assert self._process.stdin is not None
-            await self._process.stdin.send_all((" ".join(map(str, words)) + "\n").encode())
-            line = await self._reader.readline()
+        # Shielded: the simulator answers at once, and a question abandoned half way would
+        # leave its answer to be read as the next question's.
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                assert self._process.stdin is not None
+                await self._process.stdin.send_all((" ".join(map(str, words)) + "\n").encode())
+                line = await self._reader.readline()
         if line is None:
             raise RuntimeError(f"the simulator exited: {tail(self.log_path)}")
         answer: dict[str, Any] = json.loads(line)

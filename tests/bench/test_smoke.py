@@ -53,3 +53,22 @@ def test_bench_modbus_prints_every_figure_of_its_issue() -> None:
     assert result["p99_trip_ms"] is not None and result["p99_trip_full_rate_ms"] is not None
     assert result["trip_poll_interval"] == "100ms" and result["trip_cycle_ms"] > 0
     assert result["dropped_readings"] == 0
+
+
+def test_bench_chaos_injects_every_fault_kind_and_checks_the_history() -> None:
+    result = run_bench("chaos", "--meters", "40", "--gateways", "2", "--rounds", "7",
+                       "--round-s", "1.5", "--clients", "8")
+    assert (result["meters"], result["gateways"], result["rounds"]) == (40, 2, 7)
+    assert set(result["faults"]) == {"server_kill", "writer_kill", "garbled_register",
+                                     "meter_swap", "clock_step", "gateway_down",
+                                     "corrupt_snapshot"}
+    assert all(count == 1 for count in result["faults"].values())
+    for key in ("lost_topups", "double_applied", "balance_mismatch_minor", "mischarged_minor",
+                "unplanned_exits", "max_protection_gap_ms", "phantom_topups"):
+        assert result[key] >= 0, key
+    assert result["acked_topups"] > 0
+    assert result["poll_interval_ms"] == 500
+    # Every overload was followed through the coil log, and the checker saw every meter.
+    assert result["overloads"] == 14
+    assert result["unchecked_meters"] == 0
+    assert result["server_starts"] >= 3  # the first, after the kill, after the corrupt record
