@@ -12,21 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-EXIT_USAGE = 2
+from server.errors import UserError, interrupted_only
+
 EXIT_FAILURE = 1
 
 BENCHMARKS = ("core", "modbus")
-
-
-class UserError(Exception):
-    """An error that is the user's to fix; printed without a traceback."""
-
-
-def interrupted_only(error: BaseException) -> bool:
-    """Ctrl-C, possibly wrapped in trio's nursery exception groups (one per nursery level)."""
-    if isinstance(error, BaseExceptionGroup):
-        return all(interrupted_only(inner) for inner in error.exceptions)
-    return isinstance(error, KeyboardInterrupt)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -277,16 +277,6 @@ class ParkConfig:
         assert config is not None  # read() returns None only when it recorded problems
         return config
 
-    def meter_policy(self, meter_id: str) -> MeterPolicy:
-        return self.policies[meter_id]
-
-    def meters_by_gateway(self) -> dict[str, list[MeterSection]]:
-        """Gateway id -> its meters in file order (every gateway present, maybe empty)."""
-        grouped: dict[str, list[MeterSection]] = {gateway.id: [] for gateway in self.gateways}
-        for meter in self.meters:
-            grouped[meter.gateway].append(meter)
-        return grouped
-
     def user(self, name: str) -> User | None:
         return next((user for user in self.users if user.name == name), None)
 

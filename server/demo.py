@@ -21,8 +21,8 @@ from actors.effects import AlarmEvent
 from policies.alarms import summary_alarm
 from policies.money import format_amount
 from server.app import Park, open_park
-from server.cli import interrupted_only
 from server.config import ParkConfig
+from server.errors import interrupted_only
 from server.simulate import open_simulated_park
 
 log = logging.getLogger(__name__)

@@ -200,8 +200,8 @@ def test_contract_example_loads_with_the_right_numbers(tmp_path: Path) -> None:
     assert (meter.profile, meter.relay_coil, meter.tariff) == ("sdm630", 0, "flat")
     assert meter.kind == "electricity"
     assert meter.opening_balance == 10000
-    policy = config.meter_policy("M-0001")
-    assert policy is meter.policy is config.policies["M-0001"]
+    policy = config.policies["M-0001"]
+    assert policy is meter.policy
     assert policy.tariff is config.tariffs["flat"]
     assert policy.overload_w == 30000
     assert policy.overload_delay_ms == 2000
@@ -228,12 +228,12 @@ def test_example_park_loads() -> None:
     # The wrapping valley band 23:00-07:00 became two records of the same name.
     assert industrial.bands[0] == Band("valley", 0, 420, parse_price("0.35"))
     assert industrial.bands[-1] == Band("valley", 1380, 1440, parse_price("0.35"))
-    dorm = config.meter_policy("DORM-A101")
-    assert dorm is config.meter_policy("DORM-A102")
+    dorm = config.policies["DORM-A101"]
+    assert dorm is config.policies["DORM-A102"]
     assert dorm.friendly == (FriendlyPeriod(1200, 480), FriendlyPeriod(0, 0, True, True))
-    assert config.meter_policy("WS-01").friendly == ()
-    by_gateway = config.meters_by_gateway()
-    assert [m.id for m in by_gateway["gw-dorms"]] == ["DORM-A101", "DORM-A102", "WATER-A"]
+    assert config.policies["WS-01"].friendly == ()
+    dorms = [m.id for m in config.meters if m.gateway == "gw-dorms"]
+    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A"]
 
 
 # --- values -------------------------------------------------------------------------------
@@ -750,14 +750,14 @@ def test_bad_default_is_reported_once_at_its_own_line() -> None:
 
 def test_identical_meters_share_one_policy() -> None:
     config = load(BASE)
-    assert config.meter_policy("M-1") is not config.meter_policy("M-2")  # tariffs differ
+    assert config.policies["M-1"] is not config.policies["M-2"]  # tariffs differ
     same = replace(BASE, 'tariff = "tou"', 'tariff = "flat"')
     config = load(same)
-    assert config.meter_policy("M-1") is config.meter_policy("M-2")
+    assert config.policies["M-1"] is config.policies["M-2"]
     different = replace(same, "overload_w = 30000", "overload_w = 30001", 2)
     config = load(different)
-    assert config.meter_policy("M-1") is not config.meter_policy("M-2")
-    assert config.meter_policy("M-1").tariff is config.meter_policy("M-2").tariff
+    assert config.policies["M-1"] is not config.policies["M-2"]
+    assert config.policies["M-1"].tariff is config.policies["M-2"].tariff
 
 
 def test_gateway_defaults_match_the_bus() -> None:
