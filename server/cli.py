@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--seed", type=int, default=1, help="load profile seed (default 1)")
     sim.add_argument("--profile", default="sdm630", help="meter profile (default sdm630)")
+    sim.add_argument("--transport", choices=("tcp", "rtu-over-tcp"), default=None,
+                     help="framing the gateways speak: Modbus TCP (default) or RTU frames "
+                          "over TCP, as a serial-to-Ethernet converter does")
     sim.add_argument("--scenario", type=Path, help="scenario file (faults and expectations)")
     sim.add_argument("--fault", action="append", default=[], metavar="SPEC",
                      help="inject a fault, e.g. gw1/3:overload:power=45000,for=5s "

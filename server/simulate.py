@@ -63,7 +63,10 @@ def plan_from_config(config: ParkConfig, *, seed: int = 1) -> ParkPlan:
             MeterPlan(meter.unit, meter.profile, meter.relay_coil, meter.id, rated)
         )
     gateways = tuple(
-        GatewayPlan(gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]))
+        GatewayPlan(
+            gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]),
+            gateway.transport,
+        )
         for gateway in config.gateways
     )
     return ParkPlan(
@@ -89,6 +92,11 @@ def plan_from_args(args: argparse.Namespace, scenario: Scenario | None) -> ParkP
         if args.config is not None:
             if args.meters is not None:
                 raise UserError("give either --config or --meters, not both")
+            if args.transport is not None:
+                raise UserError(
+                    "--transport goes with --meters; with --config each gateway's "
+                    "`transport` key decides"
+                )
             config = load_config(Path(args.config))
             return plan_from_config(config, seed=args.seed)
         if args.meters is not None:
@@ -110,6 +118,7 @@ def plan_from_args(args: argparse.Namespace, scenario: Scenario | None) -> ParkP
             host=args.host,
             seed=args.seed,
             profile=profile,
+            transport=args.transport or "tcp",
         )
     except ConfigError:
         raise  # the CLI prints it as it is (it names the key and the line)
@@ -136,7 +145,8 @@ def _listing(park: SimPark) -> str:
         span = f"units {units[0]}-{units[-1]}" if len(units) > 1 else f"unit {units[0]}"
         if units != list(range(units[0], units[-1] + 1)):
             span = "units " + ",".join(str(unit) for unit in units)
-        lines.append(f"  {gateway_id:<10} {gateway.host}:{gateway.port:<6} {span}")
+        framing = "  (RTU over TCP)" if gateway.transport == "rtu-over-tcp" else ""
+        lines.append(f"  {gateway_id:<10} {gateway.host}:{gateway.port:<6} {span}{framing}")
     return "\n".join(lines)
 
 

@@ -90,6 +90,8 @@ class GatewayPlan:
     host: str
     port: int
     meters: tuple[MeterPlan, ...]
+    transport: str = "tcp"
+    """"tcp" (Modbus TCP) or "rtu-over-tcp" (RTU frames with CRC: a serial converter)."""
 
 
 @attrs.frozen
@@ -122,6 +124,7 @@ class ParkPlan:
         profile: str = "sdm630",
         relay_coil: int = 0,
         utc_offset_s: int = 0,
+        transport: str = "tcp",
     ) -> ParkPlan:
         """``gateways`` gateways ``gw1``.. on ``port``, ``port + 1``, ... (0: ephemeral each),
         ``meters`` spread evenly as units 1, 2, ... (the first gateways get one more if it does
@@ -150,7 +153,7 @@ class ParkPlan:
                 number += 1
                 meter_plans.append(MeterPlan(unit, profile, relay_coil, f"M-{number:04d}"))
             plans.append(GatewayPlan(f"gw{g + 1}", host, port + g if port else 0,
-                                     tuple(meter_plans)))
+                                     tuple(meter_plans), transport))
         return cls(tuple(plans), seed=seed, utc_offset_s=utc_offset_s)
 
 
@@ -232,6 +235,7 @@ class SimPark:
                 coil_log=self.coil_log,
                 host=gateway.host,
                 port=gateway.port,
+                transport=gateway.transport,
             )
 
     # --- lookup -------------------------------------------------------------------------------
