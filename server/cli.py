@@ -1,7 +1,10 @@
 """The ``wattkeeper`` command line: one sub-command per job, each with ``--help``.
 
 Errors a user can fix (a bad config, a data directory in use, a port taken) are printed to
-stderr in words, with a non-zero exit status and no traceback.
+stderr in words, with a non-zero exit status and no traceback. The long-running commands
+(``serve``, ``demo``) log to a file in their data directory (``server.logs``) and end every
+fatal error, theirs or a bug, with one line on stderr: ``wattkeeper serve: stopped: <reason>
+(details in <log file>)``; the traceback is in that file, never on the terminal.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from server.errors import UserError, interrupted_only
+from server.errors import fatal_reason, interrupted_only, user_message
+from server.logs import (
+    close_log_file,
+    configure_console,
+    current_log_file,
+    log_fatal,
+    open_log_file,
+)
 
 EXIT_FAILURE = 1
 
@@ -26,6 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
     # The config resolves every meter's profile (shipped or from its profile_files), so an
     # unknown or broken one is a config error with its line, before anything starts.
     config = load_config(Path(args.config))
+    log_file = open_log_file(config.server.data_dir)
+    logging.getLogger(__name__).info("wattkeeper serve: %s; log file %s", config.source, log_file)
     serve_forever(config)
     return 0
 
@@ -111,55 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_console(args.log_level)
     try:
         result: int = args.run(args)
         return result
-    except BaseExceptionGroup as group:
-        if interrupted_only(group):
-            return 130
-        raise
     except KeyboardInterrupt:
         return 130
-    except Exception as error:
-        message = _user_message(error)
+    except BaseException as error:
+        if interrupted_only(error):
+            return 130
+        if not isinstance(error, Exception | BaseExceptionGroup):
+            raise  # SystemExit and the like are not errors to word
+        log_file = current_log_file()
+        if log_file is not None:
+            # A long-running command that had started: one line, the details in its log.
+            reason = fatal_reason(error)
+            log_fatal(reason, error)
+            print(f"wattkeeper {args.command}: stopped: {reason} (details in {log_file})",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        message = user_message(error)
         if message is None:
             raise
         print(f"wattkeeper {args.command}: {message}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def _user_message(error: Exception) -> str | None:
-    """The words for errors a user can act on; None means a bug (traceback wanted)."""
-    from persistence.store import StoreError
-    from protocols.modbus.profiles import ProfileError
-    from server.config import ConfigError
-
-    if isinstance(error, BaseExceptionGroup):
-        # trio nurseries wrap errors in groups; a user error inside one is still the user's.
-        leaves = [leaf for leaf in _leaves(error) if isinstance(leaf, Exception)]
-        messages = [m for m in (_user_message(leaf) for leaf in leaves) if m is not None]
-        return "; ".join(messages) if messages and len(messages) == len(leaves) else None
-    # A profile error names the profile and what is wrong with it (or which ones exist).
-    if isinstance(error, ConfigError | StoreError | UserError | ProfileError):
-        return str(error)
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.strerror}: {error.filename}"
-    if isinstance(error, OSError):
-        return str(error)
-    return None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for inner in group.exceptions:
-        if isinstance(inner, BaseExceptionGroup):
-            leaves.extend(_leaves(inner))
-        else:
-            leaves.append(inner)
-    return leaves
+    finally:
+        close_log_file()
 
 
 if __name__ == "__main__":
