@@ -14,8 +14,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Final
 
-from server.errors import fatal_reason, interrupted_only, user_message
+from server.errors import UserError, fatal_reason, interrupted_only, user_message
 from server.logs import (
     close_log_file,
     configure_console,
@@ -56,15 +57,34 @@ def _sim(args: argparse.Namespace) -> int:
     return run_simulator_command(args)
 
 
+BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
+"""What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
+    import importlib.util
 
-    module = importlib.import_module(f"bench.{args.name}")
-    bench_main: Callable[[list[str]], int] = module.main
     forwarded = list(args.bench_args)
     if args.json:
         forwarded.append("--json")
-    return bench_main(forwarded)
+    # Checked before anything runs: bench modbus would otherwise find pymodbus missing only
+    # when its baseline phase starts, minutes in.
+    missing = sorted(name for name in BENCH_EXTRA if importlib.util.find_spec(name) is None)
+    try:
+        if missing:
+            raise ModuleNotFoundError(name=missing[0])
+        module = importlib.import_module(f"bench.{args.name}")
+        bench_main: Callable[[list[str]], int] = module.main
+        return bench_main(forwarded)
+    except ModuleNotFoundError as error:
+        name = (error.name or "").partition(".")[0]
+        if name not in BENCH_EXTRA:
+            raise
+        raise UserError(
+            f"the {args.name} benchmark needs {' and '.join(missing or [name])} from the bench "
+            "extra: pip install 'wattkeeper[bench]' (in a checkout: pip install -e '.[bench]')"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,9 @@ the change that adds it, not months later as an import cycle.
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 PACKAGES = ("server", "protocols", "actors", "persistence", "policies", "simulators", "bench")
+# (the dependency rules below parse these; "tests" is parsed only for third-party imports)
 
 ALLOWED: dict[str, frozenset[str]] = {
     # The pure core: nothing of the project (its own purity test lists the stdlib it may use).
@@ -100,3 +104,65 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
         "trio", "typing", "protocols.modbus", "protocols.policies",
         "server.config", "persistence.store",
     }
+
+
+# --- declared dependencies match imports ---------------------------------------------------
+
+PRODUCT = ("server", "protocols", "actors", "persistence", "policies", "simulators")
+
+
+def _requirements() -> dict[str, list[str]]:
+    """``runtime``, and each extra, as lists of pinned requirements from pyproject.toml."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {"runtime": project["dependencies"], **project["optional-dependencies"]}
+
+
+def _import_name(requirement: str) -> str:
+    """``"pytest-trio==0.8.*"`` -> ``pytest_trio`` (every package we use is named so)."""
+    return re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("-", "_")
+
+
+def _third_party(packages: tuple[str, ...]) -> set[str]:
+    ours = set(PACKAGES) | {"tests"}
+    found = set()
+    for package in packages:
+        for modules in _imports_by_file(package).values():
+            found |= {
+                module.split(".")[0] for module in modules
+            } - ours - set(sys.stdlib_module_names) - {"__future__"}
+    return found
+
+
+def test_the_server_declares_exactly_what_it_imports() -> None:
+    declared = {_import_name(r) for r in _requirements()["runtime"]}
+    assert _third_party(PRODUCT) == declared
+
+
+def test_the_benches_need_only_the_bench_extra() -> None:
+    requirements = _requirements()
+    declared = {_import_name(r) for r in requirements["runtime"] + requirements["bench"]}
+    assert _third_party(("bench",)) <= declared
+    # Nothing in the extra that no bench imports.
+    assert {_import_name(r) for r in requirements["bench"]} <= _third_party(("bench",))
+
+
+def test_dev_installs_the_bench_extra_and_the_tests_imports() -> None:
+    requirements = _requirements()
+    assert set(requirements["bench"]) <= set(requirements["dev"])  # the same pins
+    declared = {_import_name(r) for r in requirements["runtime"] + requirements["dev"]}
+    assert _third_party(("tests",)) <= declared
+
+
+def test_bench_says_which_extra_to_install_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+
+    # None in sys.modules: `import psutil` fails as if it were not installed.
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    monkeypatch.setitem(sys.modules, "pymodbus", None)
+    assert main(["bench", "core"]) == 1
+    assert capsys.readouterr().err == (
+        "wattkeeper bench: the core benchmark needs psutil and pymodbus from the bench extra: "
+        "pip install 'wattkeeper[bench]' (in a checkout: pip install -e '.[bench]')\n"
+    )
