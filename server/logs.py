@@ -7,7 +7,8 @@ sees on the terminal (or in ``journalctl``) must be lines they can act on, never
 group. So logging has two destinations:
 
 * the **console** (stderr), at ``--log-level`` (INFO by default), one line per record: a
-  record that carries a traceback is printed without it, ending ``(traceback in LOG)``;
+  record that carries a traceback is printed without it, ending ``(traceback in LOG)`` (the
+  short-lived commands, which have no log file, print tracebacks as before);
 * the **log file**, ``wattkeeper.log`` in the data directory (``server.data_dir`` for
   ``serve``; the ``--data`` directory for ``demo``), the same records *with* their tracebacks,
   rotated at 10 MiB with five old files kept (``wattkeeper.log.1`` ... ``.5``). If the data
@@ -53,9 +54,12 @@ _file_path: Path | None = None
 
 
 class ConsoleFormatter(logging.Formatter):
-    """One line per record: tracebacks and stacks are left to the log file."""
+    """One line per record: tracebacks and stacks are left to the log file. A command that
+    has no log file (``sim``, ``bench``) keeps them on the console: there is nowhere else."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if _file_path is None:
+            return super().format(record)
         saved = record.exc_info, record.exc_text, record.stack_info
         had_details = bool(record.exc_info or record.exc_text or record.stack_info)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
@@ -64,7 +68,7 @@ class ConsoleFormatter(logging.Formatter):
         finally:
             record.exc_info, record.exc_text, record.stack_info = saved
         line = line.replace("\n", " | ")  # a message with newlines stays one line
-        if had_details and _file_path is not None:
+        if had_details:
             line += f" (traceback in {_file_path})"
         return line
 

@@ -141,3 +141,16 @@ def test_the_console_shows_a_logged_traceback_as_one_line(tmp_path: Path) -> Non
         assert "ValueError: bad" in logging.Formatter().format(record)
     finally:
         close_log_file()
+
+
+def test_without_a_log_file_the_console_keeps_the_traceback() -> None:
+    """``sim`` and ``bench`` have no log file: a traceback must not vanish."""
+    close_log_file()
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        record = logging.getLogger("t").makeRecord(
+            "t", logging.ERROR, __file__, 1, "it broke", (), sys.exc_info()
+        )
+    text = ConsoleFormatter("%(message)s").format(record)
+    assert text.startswith("it broke\nTraceback") and "ValueError: bad value" in text
