@@ -19,6 +19,7 @@ store is closed, so a clean stop restarts without re-charging anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -34,7 +35,7 @@ from actors.runtime import Dispatcher
 from actors.snapshots import run_snapshotter, snapshot_dirty
 from actors.supervisor import MeterSupervisor, RestartIntensity
 from persistence.codec import decode_state, encode_state
-from persistence.journal import Journal, open_journal
+from persistence.journal import Journal, StorageUnavailable, open_journal
 from persistence.recovery import Apply, meter_entries_after, recover_states
 from persistence.store import Store, open_store
 from policies.meter import step
@@ -105,8 +106,8 @@ class HistoryBuffer:
 
     def flush(self, journal: Journal) -> None:
         if self.pending:
-            batch, self.pending = self.pending, []
-            journal.put_history_nowait(batch)
+            journal.put_history_nowait(self.pending)  # StorageUnavailable: kept for next time
+            self.pending = []
 
 
 async def _run_history_flusher(
@@ -119,7 +120,21 @@ async def _run_history_flusher(
     task_status.started()
     while True:
         await trio.sleep(interval_s)
-        buffer.flush(journal)
+        with contextlib.suppress(StorageUnavailable):  # the journal logs and alarms
+            buffer.flush(journal)
+
+
+def _unless_storage_down(
+    put: Callable[[list[tuple[str, bytes]]], None],
+) -> Callable[[list[tuple[str, bytes]]], None]:
+    """Snapshots refused while storage is down are skipped (a meter is snapshotted again after
+    its next change), so the snapshotter outlives the outage."""
+
+    def put_unless_down(items: list[tuple[str, bytes]]) -> None:
+        with contextlib.suppress(StorageUnavailable):
+            put(items)
+
+    return put_unless_down
 
 
 def _restorer(store: Store, opening: dict[str, int]) -> Callable[[MeterActor], MeterState]:
@@ -174,7 +189,7 @@ async def open_park(
 
             await nursery.start(dispatcher.run)
             await nursery.start(run_snapshotter, router, encode_state,
-                                journal.put_snapshots_nowait, interval)
+                                _unless_storage_down(journal.put_snapshots_nowait), interval)
             await nursery.start(_run_history_flusher, history, journal, 1.0)
             park = Park(config, store, journal, registry, supervisor, ledger, clock_ms)
             await nursery.start(run_collector_hygiene)
@@ -183,7 +198,7 @@ async def open_park(
             try:
                 yield park
             finally:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), contextlib.suppress(StorageUnavailable):
                     history.flush(journal)
                     await snapshot_dirty(router, encode_state, journal.put_snapshots_nowait)
                     await journal.flush()
