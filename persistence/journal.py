@@ -297,10 +297,9 @@ class Journal:
             await request.done.wait()
         if self._deaths != deaths:
             raise StorageUnavailable(
-                f"the journal writer stopped before everything queued was written "
-                f"({self._cause}); snapshots and history queued before it are lost and are "
-                f"written again with the next changes"
-            )
+                "the journal writer stopped before everything queued was written: snapshots "
+                "and history queued before it are lost (meters are snapshotted again when they "
+                "next change)", self._cause)
         if self._unreported_lost:
             lost, self._unreported_lost = self._unreported_lost, 0
             path = self._store.path
@@ -446,10 +445,8 @@ class Journal:
         self._deaths += 1
         self._cause = detail
         lost = StorageUnavailable(
-            f"the journal writer stopped while this was being recorded ({detail}); its "
-            f"outcome is unknown: retry with the same id, which is safe (an id is applied at "
-            f"most once)"
-        )
+            "storage failed while this was being recorded, so its outcome is unknown: retry "
+            "with the same id, which is safe (an id is applied at most once)", detail)
         for request in self._waiting.values():
             request.error = lost
             request.done.set()
@@ -469,7 +466,7 @@ class Journal:
                     f"{restarts.policy.period_s:.0f} s): trying again every "
                     f"{restarts.policy.max_delay_s:.1f} s until it stays up")
         availability = f"{detail}; {note}"
-        if self._available:
+        if self._available or (not self._ever_ready and self._deaths == 1):
             log.error("storage unavailable, money commands are refused: %s", availability)
             self._set_available(False, availability)
         elif restarts.too_often and not self._too_often:
@@ -498,9 +495,8 @@ class Journal:
             raise JournalBroken("the journal is closed")
         if not self._available:
             raise StorageUnavailable(
-                f"storage is unavailable ({self._cause}); nothing was done: retry with the "
-                f"same id in a few seconds"
-            )
+                "storage is unavailable, so nothing was done: retry with the same id in a few "
+                "seconds (the server log and the park's storage alarm say why)", self._cause)
 
     def _next_token(self) -> int:
         self._tokens += 1

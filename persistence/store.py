@@ -78,6 +78,12 @@ class StorageUnavailable(StoreError):
     code: ClassVar[str] = "unavailable"
     """The contract's error code for it (``unavailable``: storage down, nothing was done)."""
 
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        """Why storage is down, for operators (the message is for whoever sent the command;
+        the cause is also in the log and the availability detail)."""
+
 
 class StorageFull(StorageUnavailable):
     """The LMDB map reached ``max_map_size``; the work that did not fit was not written.
@@ -224,6 +230,12 @@ class Store:
             self._env.set_mapsize(new_size)
             self.map_grows += 1
             return new_size
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of dead processes (a killed journal writer's, say): LMDB keeps
+        every page a reader might see, so a stale slot would make ``data.mdb`` grow forever."""
+        self._check_open()
+        return self._env.reader_check()
 
     # -- lifetime ------------------------------------------------------------------------------
 

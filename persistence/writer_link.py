@@ -38,6 +38,7 @@ that is down.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -61,6 +62,8 @@ from persistence.writer_process import (
     FrameReader,
     frame,
 )
+
+log = logging.getLogger(__name__)
 
 OnResult = Callable[[list[Any]], None]
 OnReady = Callable[[list[Any]], None]
@@ -181,7 +184,13 @@ class WriterLink:
         # shielded close still needs this task to write what is queued and read the answers.
         with trio.CancelScope(shield=True):
             while not self._closing:
-                detail = await self._run_process(announce)
+                try:
+                    detail = await self._run_process(announce)
+                except Exception as error:
+                    # A bug on this side (reading or handling a frame): the process is killed
+                    # on the way out, and this counts as its death; the park goes on.
+                    log.exception("the link to the journal writer failed")
+                    detail = f"the link to the journal writer failed: {error!r}"
                 self._forget_queued()
                 if self._closing:
                     if detail:
@@ -219,8 +228,10 @@ class WriterLink:
                 self._abandon = starting
                 if self._closing:
                     starting.cancel()
-                first = await self._first_frame(stdout, reader)
-            self._abandon = None
+                try:
+                    first = await self._first_frame(stdout, reader)
+                finally:
+                    self._abandon = None
             if first is None or first[0] != READY:
                 if starting.cancelled_caught:
                     return ""  # closed while it was starting: nothing was sent to it

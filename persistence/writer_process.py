@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(args.data_dir, map_size=args.map_size,
                            max_map_size=args.max_map_size, lock=False)
         with store:
+            stale = store.clear_stale_readers()
+            if stale:
+                log.info("cleared %d reader slots of dead processes", stale)
             writer = Writer(store, chunk_puts=args.chunk_puts, max_records=args.max_records)
             write_all(out_fd, frame([READY, writer.last_seq, attrs.astuple(writer.counters)]))
             serve(writer, in_fd, out_fd)

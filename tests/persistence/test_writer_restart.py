@@ -115,8 +115,10 @@ async def test_a_killed_writer_is_restarted_and_says_so_to_the_availability_call
             with pytest.raises(StorageUnavailable) as refused:
                 await journal.record(topup("r-2"))
             assert refused.value.code == "unavailable"
-            assert "nothing was done" in str(refused.value)
-            assert "retry with the same id" in str(refused.value)
+            assert str(refused.value) == (
+                "storage is unavailable, so nothing was done: retry with the same id in a few "
+                "seconds (the server log and the park's storage alarm say why)")
+            assert refused.value.cause == "the journal writer process exited with code -9"
             with pytest.raises(StorageUnavailable):
                 journal.put_history_nowait([("M-1", 0, 5, 6, "flat")])
             with pytest.raises(StorageUnavailable):
@@ -309,10 +311,11 @@ async def test_a_writer_does_not_start_on_a_full_disk_and_the_journal_opens_unav
                 assert not journal.available
                 with pytest.raises(StorageUnavailable) as refused:
                     await journal.record(topup("r-1"))
-    message = str(refused.value)
-    assert f"the disk holding the data directory {tmp_path.resolve()} is full" in message
-    assert "bytes free on its filesystem" in message
-    assert "free space there or move data_dir" in message and "nothing was done" in message
+    assert "nothing was done" in str(refused.value)
+    cause = refused.value.cause  # for the operator: in the log and the availability detail
+    assert f"the disk holding the data directory {tmp_path.resolve()} is full" in cause
+    assert "bytes free on its filesystem" in cause
+    assert "free space there or move data_dir" in cause
     assert references(tmp_path) == []
 
 
@@ -363,7 +366,7 @@ DISK_FULL = """
                 try:
                     acked.append((await journal.record(big(f"full-{n}"))).entry.reference)
                 except StorageUnavailable as error:
-                    refused.append([f"full-{n}", str(error)])
+                    refused.append([f"full-{n}", str(error), error.cause])
                     await trio.sleep(0.01)
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
             with trio.fail_after(10):
@@ -402,10 +405,12 @@ def test_a_full_disk_refuses_money_says_why_and_recovers_once_space_is_freed(
     assert f"writing the data directory {tmp_path.resolve()} failed" in downs[0]
     assert "bytes free on its filesystem" in downs[0] and "free space there" in downs[0]
     assert report["events"][-1][0] is True
-    unknown = {reference for reference, message in report["refused"]
+    unknown = {reference for reference, message, _ in report["refused"]
                if "outcome is unknown" in message}
     assert all("outcome is unknown" in message or "nothing was done" in message
-               for _, message in report["refused"])
+               for _, message, _ in report["refused"])
+    assert all("writing the data directory" in cause
+               for _, _, cause in report["refused"])
     with open_store(tmp_path) as store:
         journaled = [reference for _, reference in references(store)]
     assert len(journaled) == len(set(journaled))
