@@ -20,7 +20,7 @@ tested without waiting.
 
 The defaults (0.1 s doubling to 5 s; more than 5 restarts in 60 s is too often) are argued in
 docs/decisions.md: the cap bounds how long money stays refused after the cause is gone, and at
-one attempt per 5 s a failing start costs about 2 % of a core.
+one attempt per 5 s a failing start costs about 3 % of a core.
 """
 
 from __future__ import annotations
