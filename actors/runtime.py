@@ -48,7 +48,6 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-
 log = logging.getLogger(__name__)
 
 
