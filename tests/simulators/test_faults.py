@@ -93,4 +93,8 @@ def test_spec_round_trips(fault: Fault) -> None:
         fault = attrs.evolve(fault, delay_s=0.25)
     if fault.kind == "rollback":
         fault = attrs.evolve(fault, for_s=None, to_kwh=3.0)
+    if fault.kind == "garble":
+        fault = attrs.evolve(fault, value_kwh=-3e38)
+    if fault.kind == "swap":
+        fault = attrs.evolve(fault, for_s=None, add_kwh=5000.0)
     assert parse_fault(fault.spec()) == fault
