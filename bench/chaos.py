@@ -557,6 +557,9 @@ async def run_bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     final = adapt.read_final_state(data_dir, config)
     for text in final.undecodable:
         run.violation(f"final state unreadable: {text}")
+    check_errors = adapt.check_data_dir(data_dir, config)
+    for text in (check_errors or [])[:5]:
+        run.violation(f"wattkeeper check: {text}")
     finals = {
         meter: MeterFinal(state.balance, state.bucket_minor, state.register_wh)
         for meter, state in final.states.items()
@@ -616,6 +619,7 @@ async def run_bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         "quarantine_ok": run.quarantine_ok,
         "swaps_replaced": run.swaps_replaced,
         "unsettled_meters": unsettled,
+        "check_errors": None if check_errors is None else len(check_errors),
         "measured_cycle_ms": _mean_cycle_ms(run.cycle_samples, args.gateways),
         "server_cpu_busy": server_busy,
         "sim_cpu_busy": sim_busy,

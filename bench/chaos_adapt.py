@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from bench.chaos_check import JournalRecord
 from persistence.codec import decode_entry, decode_interval
 from persistence.keys import split_meter_key, unpack_u64
 from persistence.recovery import recover_states
-from persistence.store import open_store
+from persistence.store import Store, open_store
 from policies.meter import step
 from policies.records import MeterState
 from server.app import Park, open_park
@@ -170,22 +170,56 @@ def _replayer(config: ParkConfig) -> dict[str, Callable[[MeterState, object], Me
     return {meter_id: one(policy) for meter_id, policy in config.policies.items()}
 
 
+def _open_readonly(data_dir: Path) -> Store:
+    """The data directory read-only (``persistence.readonly``), or, on a tree without it,
+    with the owner's lock (the server has stopped)."""
+    try:
+        from persistence.readonly import (  # type: ignore[import-not-found,unused-ignore]
+            open_store_readonly,
+        )
+    except ImportError:
+        return open_store(data_dir)
+    store: Store = open_store_readonly(data_dir)
+    return store
+
+
+def _recover(store: Store, opening: Mapping[str, int], replay: Any,
+             undecodable: list[str]) -> dict[str, MeterState]:
+    """``recover_states``, whether it quarantines (``Recovered``) or raises on a bad record."""
+    try:
+        result: Any = recover_states(store, opening, replay)
+    except Exception:  # one bad record: recover the others one by one, name the bad ones
+        states: dict[str, MeterState] = {}
+        for meter_id, balance in opening.items():
+            try:
+                states.update(_recover(store, {meter_id: balance}, replay, undecodable))
+            except Exception as error:
+                undecodable.append(f"{meter_id}: {error!r}")
+        return states
+    for meter_id, damage in getattr(result, "quarantined", {}).items():
+        undecodable.append(f"{meter_id}: {damage}")
+    return dict(getattr(result, "states", result))
+
+
+def check_data_dir(data_dir: Path, config: ParkConfig) -> list[str] | None:
+    """What ``wattkeeper check`` finds wrong in the data directory (None: no checker here)."""
+    try:
+        from persistence.check import check_store  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    with _open_readonly(data_dir) as store:
+        report = check_store(store, [meter.id for meter in config.meters])
+    return [str(finding) for finding in report.errors]
+
+
 def read_final_state(data_dir: Path, config: ParkConfig) -> FinalState:
     """Balances (snapshot + newer entries, as the next start would have them), the journal and
     the history sums, through the persistence APIs; nothing is written."""
     opening = {meter.id: meter.opening_balance for meter in config.meters}
     replay = _replayer(config)
     undecodable: list[str] = []
-    with open_store(data_dir) as store:
-        try:
-            states = recover_states(store, opening, replay)
-        except Exception:  # one bad record: recover the others one by one, name the bad ones
-            states = {}
-            for meter_id, balance in opening.items():
-                try:
-                    states.update(recover_states(store, {meter_id: balance}, replay))
-                except Exception as error:
-                    undecodable.append(f"{meter_id}: {error!r}")
+    with _open_readonly(data_dir) as store:
+        states = _recover(store, opening, replay, undecodable)
         journal: list[JournalRecord] = []
         history: dict[str, int] = {}
         with store.read() as txn:
