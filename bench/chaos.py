@@ -62,14 +62,13 @@ import trio
 
 from bench import chaos_adapt as adapt
 from bench.chaos_check import (
-    DEFINITE_REFUSALS,
     Attempt,
     CoilWrite,
     MeterFinal,
     MeterTruth,
-    Outcome,
     Overload,
     check_money,
+    outcome_of_error,
     protection_gaps,
 )
 from bench.chaos_procs import ServerDown, ServerGone, ServerHandle, SimHandle, StartFailed
@@ -137,11 +136,6 @@ gateway = "{gateway}"
 unit = {unit}
 """)
     return "".join(parts)
-
-
-def _outcome_of(code: str) -> Outcome:
-    """A refusal whose code promises nothing was done, or an unknown outcome."""
-    return "refused" if code in DEFINITE_REFUSALS else "unknown"
 
 
 def say(text: str) -> None:
@@ -251,7 +245,7 @@ class Run:
                 acked = True
                 break
             code = str(answer.get("code"))
-            outcome = _outcome_of(code)
+            outcome = outcome_of_error(code, str(answer.get("message", "")))
             self.attempts.append(Attempt(reference, meter, amount, outcome, code))
             if code not in RETRYABLE and outcome == "refused":
                 break
@@ -269,7 +263,8 @@ class Run:
                     repeat_of_ack=True))
             else:
                 code = str(answer.get("code"))
-                self.attempts.append(Attempt(reference, meter, amount, _outcome_of(code), code,
+                outcome = outcome_of_error(code, str(answer.get("message", "")))
+                self.attempts.append(Attempt(reference, meter, amount, outcome, code,
                                              repeat_of_ack=True))
 
     # -- choosing victims -----------------------------------------------------------------

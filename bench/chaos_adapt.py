@@ -1,23 +1,22 @@
-"""Where ``bench chaos`` meets server APIs that are still landing: one place to fix.
+"""Where ``bench chaos`` meets the server's APIs: one place to fix when they change.
 
 Theory of operation
 -------------------
-The chaos bench measures behaviour other changes are building (issue 10): the park clock
-(``server.clock.ParkClock``), ``Ledger.replace_meter``, ``MoneyAck.status``, error ``code``
-attributes, ``StorageUnavailable``. Everything the bench's server worker and checker need from
-the server goes through this module, written against the names in the interface notes, with a
-fallback for a tree that does not have them yet, so the bench runs (and reports violations)
-on any main in between. Each fallback says what it stands in for.
+Everything the bench's server worker and its checker need from the server goes through this
+module: opening the park on a steppable clock, money commands and how their errors map to the
+contract's codes, the writer's pid, faulted meters, a live snapshot restore, and reading the
+data directory back once the server has stopped. Where an API of issue 10 may not be on the
+tree yet (``persistence.readonly``, ``persistence.check``), the fallback says what it stands
+in for, so the bench runs (and reports violations) on any tree in between.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -29,7 +28,9 @@ from persistence.store import Store, open_store
 from policies.meter import step
 from policies.records import MeterState
 from server.app import Park, open_park
+from server.clock import ParkClock
 from server.config import ParkConfig
+from server.ledger import MoneyAck
 
 _CODES_BY_CLASS = {
     "BadRequest": "bad_request",
@@ -43,7 +44,8 @@ _CODES_BY_CLASS = {
 
 
 def error_code(error: BaseException) -> str:
-    """The contract's code for an error from the ledger (``code`` attribute, else by class)."""
+    """The contract's code for an error from the ledger: its ``code`` attribute, else by class
+    (``UnknownMeter``, ``Overloaded`` and ``MeterFaulted`` carry none)."""
     code = getattr(error, "code", None)
     if isinstance(code, str) and code:
         return code
@@ -53,75 +55,26 @@ def error_code(error: BaseException) -> str:
     return f"error:{type(error).__name__}"
 
 
-# --- the park's clock --------------------------------------------------------------------------
-
-
-class BenchClock(Protocol):
-    def wall_ms(self) -> int: ...
-    def step_wall(self, delta_ms: int) -> None: ...
-
-
-class _SteppedWallClock:
-    """Stands in for ``server.clock.ParkClock`` on a tree without it: a wall clock with an
-    offset. It cannot give the park a separate control clock; that is the point of the fault."""
-
-    def __init__(self) -> None:
-        self.offset_ms = 0
-
-    def wall_ms(self) -> int:
-        return time.time_ns() // 1_000_000 + self.offset_ms
-
-    def step_wall(self, delta_ms: int) -> None:
-        self.offset_ms += delta_ms
-
-
-def make_clock() -> BenchClock:
-    try:
-        from server.clock import ParkClock  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _SteppedWallClock()
-    clock: BenchClock = ParkClock()
-    return clock
+# --- the park and its money commands -----------------------------------------------------------
 
 
 @asynccontextmanager
-async def open_bench_park(config: ParkConfig, clock: BenchClock) -> AsyncIterator[Park]:
-    """``open_park`` with the field and the steppable clock."""
-    if isinstance(clock, _SteppedWallClock):
-        # Without ParkClock the buses stamp readings with their own default clock; point that
-        # default at ours, or a wall-clock step would reach only the supervisor.
-        from protocols.modbus.bus import GatewayBus
-
-        defaults = GatewayBus.__init__.__kwdefaults__
-        assert defaults is not None
-        defaults["clock"] = clock.wall_ms
-        async with open_park(config, clock_ms=clock.wall_ms, with_field=True) as park:
-            yield park
-        return
-    opener: Callable[..., Any] = open_park
-    async with opener(config, clock=clock, with_field=True) as park:
+async def open_bench_park(config: ParkConfig, clock: ParkClock) -> AsyncIterator[Park]:
+    """``open_park`` with the field and a clock whose wall the bench can step."""
+    async with open_park(config, clock=clock, with_field=True) as park:
         yield park
 
 
-# --- money commands ----------------------------------------------------------------------------
-
-
-def ack_fields(ack: object) -> dict[str, Any]:
+def ack_fields(ack: MoneyAck) -> dict[str, Any]:
     """A ``MoneyAck`` as the worker's answer: balance, duplicate, status."""
-    duplicate = bool(getattr(ack, "duplicate", False))
-    status = getattr(ack, "status", "duplicate" if duplicate else "applied")
-    return {"ok": True, "balance": getattr(ack, "balance", None), "duplicate": duplicate,
-            "status": status}
+    return {"ok": True, "balance": ack.balance, "duplicate": ack.duplicate,
+            "status": ack.status}
 
 
 async def replace_meter(park: Park, meter_id: str, reference: str, ts_ms: int, *,
                         start_wh: int, final_wh: int) -> dict[str, Any]:
-    method = getattr(park.ledger, "replace_meter", None)
-    if method is None:
-        return {"ok": False, "code": "unsupported",
-                "message": "this server has no Ledger.replace_meter"}
-    ack = await method(meter_id, reference, ts_ms, start_wh=start_wh, final_wh=final_wh,
-                       reason="bench chaos: meter swap")
+    ack = await park.ledger.replace_meter(meter_id, reference, ts_ms, start_wh=start_wh,
+                                          final_wh=final_wh, reason="bench chaos: meter swap")
     return ack_fields(ack)
 
 
@@ -130,8 +83,7 @@ async def replace_meter(park: Park, meter_id: str, reference: str, ts_ms: int, *
 
 def writer_pid(park: Park) -> int:
     """The journal writer process's pid (0 if there is none right now)."""
-    pid = getattr(park.journal, "writer_pid", 0)
-    return int(pid() if callable(pid) else pid or 0)
+    return park.journal.writer_pid
 
 
 def faulted_meters(park: Park) -> list[str]:

@@ -50,6 +50,14 @@ DEFINITE_REFUSALS = frozenset({
 money was moved"); any other error leaves the outcome unknown to the client."""
 
 
+def outcome_of_error(code: str, message: str) -> Outcome:
+    """A refusal, or an unknown outcome. ``unavailable`` also answers a request that was in
+    flight when the writer died, and then its message says the outcome is unknown."""
+    if code in DEFINITE_REFUSALS and "outcome is unknown" not in message:
+        return "refused"
+    return "unknown"
+
+
 @attrs.frozen
 class Attempt:
     """One money command as the client saw it."""

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``python -m bench.chaos_server PARK.toml [WALL_OFFSET_MS]`` loads the config, opens
 ``server.app.open_park(config)`` with the field (the Modbus buses poll the simulator process)
-and a steppable wall clock (``bench.chaos_adapt``; ``WALL_OFFSET_MS`` is where earlier steps
+and a ``ParkClock`` whose wall the bench steps (``WALL_OFFSET_MS`` is where earlier steps
 left the host's wall clock: a restarted server reads the same stepped clock), and prints one
 JSON line
 ``{"event": "ready", "pid", "writer_pid", "faulted": [...], "start_s"}``. It then reads one
@@ -51,6 +51,7 @@ import trio
 from bench import chaos_adapt as adapt
 from policies.records import NO_READING
 from server.app import Park
+from server.clock import ParkClock
 from server.config import load_config
 
 __all__ = ["main"]
@@ -88,7 +89,7 @@ async def _watch_writer(park: Park) -> None:
 
 
 class _Commands:
-    def __init__(self, park: Park, clock: adapt.BenchClock, stop: trio.CancelScope) -> None:
+    def __init__(self, park: Park, clock: ParkClock, stop: trio.CancelScope) -> None:
         self.park = park
         self.clock = clock
         self.stop = stop
@@ -141,7 +142,7 @@ class _Commands:
 
 async def _serve(config_path: Path, wall_offset_ms: int) -> None:
     config = load_config(config_path)
-    clock = adapt.make_clock()
+    clock = ParkClock()
     if wall_offset_ms:
         clock.step_wall(wall_offset_ms)
     started = time.perf_counter()

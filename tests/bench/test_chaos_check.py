@@ -14,6 +14,7 @@ from bench.chaos_check import (
     MeterTruth,
     Overload,
     check_money,
+    outcome_of_error,
     protection_gaps,
 )
 from policies.money import parse_price
@@ -177,3 +178,14 @@ def test_a_planned_server_stop_is_cut_out_and_restarts_the_allowance() -> None:
     # Without the planned window (the park fell over by itself) the same trip is 3.7 s late.
     report = protection_gaps([overload], writes, [], allowance_ms=1_500)
     assert report.max_gap_ms == 3_700.0
+
+
+def test_only_errors_that_promise_nothing_was_done_are_refusals() -> None:
+    assert outcome_of_error("unavailable", "storage is unavailable, so nothing was done") == (
+        "refused")
+    assert outcome_of_error("conflict", "reference already used") == "refused"
+    # The writer died with the request in flight: same code, but nobody knows what happened.
+    assert outcome_of_error(
+        "unavailable", "storage failed while this was being recorded, so its outcome is "
+        "unknown: retry with the same id") == "unknown"
+    assert outcome_of_error("error:RuntimeError", "boom") == "unknown"
