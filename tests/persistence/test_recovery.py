@@ -19,6 +19,7 @@ from persistence.recovery import (
     entries_after,
     load_snapshots,
     meter_entries_after,
+    Recovered,
     recover_states,
 )
 from persistence.store import Store, open_store
@@ -88,7 +89,7 @@ def test_tail_plan_after_a_clean_stop(store: Store, plans: list[str]) -> None:
                       for i, meter in enumerate(meters)})
     # Three entries after the snapshot: 13 - 10 <= 5 meters, so one pass over the tail.
     write(store, [topup(11, "M-1", 5), topup(12, "M-3", 7), topup(13, "M-1", 11)])
-    states = recover_states(store, dict.fromkeys(meters, 0), add)
+    states = recover_states(store, dict.fromkeys(meters, 0), add).states
     assert plans == ["tail"]
     assert {meter: (s.balance, s.journal_seq) for meter, s in states.items()} == {
         "M-0": (1_000, 10), "M-1": (1_001 + 5 + 11, 13), "M-2": (1_002, 10),
@@ -99,7 +100,7 @@ def test_tail_plan_after_a_clean_stop(store: Store, plans: list[str]) -> None:
 def test_index_plan_when_a_meter_was_never_snapshotted(store: Store, plans: list[str]) -> None:
     write(store, [topup(n, "M-1" if n % 2 else "M-10") for n in range(1, 21)])
     write(store, [], {"M-1": MeterState(balance=5_000, journal_seq=15)})
-    states = recover_states(store, {"M-1": 0, "M-10": 2_500, "M-2": 700}, add)
+    states = recover_states(store, {"M-1": 0, "M-10": 2_500, "M-2": 700}, add).states
     assert plans == ["index"]  # M-10 starts at seq 0: 20 entries > 3 meters
     # M-1: snapshot at 15 plus its entries 17 and 19.
     assert (states["M-1"].balance, states["M-1"].journal_seq) == (5_200, 19)
@@ -111,19 +112,19 @@ def test_index_plan_when_a_meter_was_never_snapshotted(store: Store, plans: list
 
 def test_no_meters_no_work(store: Store, plans: list[str]) -> None:
     write(store, [topup(1, "M-1")])
-    assert recover_states(store, {}, add) == {}
+    assert recover_states(store, {}, add) == Recovered({}, {})
     assert plans == []
 
 
 def test_an_empty_data_directory_recovers_opening_balances(store: Store) -> None:
-    assert recover_states(store, {"M-1": 100, "M-2": 0}, add) == {
+    assert recover_states(store, {"M-1": 100, "M-2": 0}, add).states == {
         "M-1": MeterState.opening(100), "M-2": MeterState.opening(0),
     }
 
 
 def test_snapshots_of_meters_not_configured_are_ignored_and_kept(store: Store) -> None:
     write(store, [topup(1, "gone")], {"gone": MeterState(balance=9, journal_seq=1)})
-    assert recover_states(store, {"M-1": 5}, add) == {"M-1": MeterState.opening(5)}
+    assert recover_states(store, {"M-1": 5}, add) == Recovered({"M-1": MeterState.opening(5)}, {})
     assert load_snapshots(store) == {"gone": MeterState(balance=9, journal_seq=1)}
 
 
@@ -135,7 +136,7 @@ def test_apply_can_differ_per_meter(store: Store) -> None:
         return attrs.evolve(state, balance=state.balance + 2 * message.amount,
                             journal_seq=message.seq)
 
-    states = recover_states(store, {"M-1": 0, "M-2": 0}, {"M-1": add, "M-2": double})
+    states = recover_states(store, {"M-1": 0, "M-2": 0}, {"M-1": add, "M-2": double}).states
     assert (states["M-1"].balance, states["M-2"].balance) == (100, 200)
 
 
@@ -156,7 +157,7 @@ async def test_recovery_with_the_real_policy_matches_the_journal(tmp_path: Path)
         return step(state, message, meter_policy)[0]
 
     with open_store(tmp_path) as store:
-        states = recover_states(store, {"M-1": 10_000, "M-2": 0}, apply)
+        states = recover_states(store, {"M-1": 10_000, "M-2": 0}, apply).states
     assert (states["M-1"].balance, states["M-1"].journal_seq) == (13_800, 2)
     assert (states["M-2"].balance, states["M-2"].journal_seq) == (300, 3)
 
@@ -185,9 +186,9 @@ def test_both_plans_find_exactly_the_newer_entries(
         expected = {meter: found for meter, found in expected.items() if found}
         oldest = min(state.journal_seq for state in states.values())
         with store.read() as txn:
-            assert recovery._tail_plan(txn, store, states, oldest) == expected
-            assert recovery._index_plan(txn, store, states) == expected
-        recovered = recover_states(store, opening, add)
+            assert recovery._tail_plan(txn, store, states, oldest) == (expected, [])
+            assert recovery._index_plan(txn, store, states) == (expected, [])
+        recovered = recover_states(store, opening, add).states
     for meter, state in states.items():
         assert recovered[meter].balance == sum(n for n, _ in expected.get(meter, []))
         assert recovered[meter].journal_seq == max(
