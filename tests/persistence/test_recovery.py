@@ -16,10 +16,10 @@ from persistence.codec import encode_entry, encode_state
 from persistence.entries import JournalEntry, MeterMessage
 from persistence.journal import open_journal
 from persistence.recovery import (
+    Recovered,
     entries_after,
     load_snapshots,
     meter_entries_after,
-    Recovered,
     recover_states,
 )
 from persistence.store import Store, open_store
