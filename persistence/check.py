@@ -47,7 +47,7 @@ from persistence.damage import (
     show_key,
     usable_meter_id,
 )
-from persistence.index import INDEXED_KEY
+from persistence.index import INDEXED_KEY, indexed_owner
 from persistence.keys import SEPARATOR, meter_key, unpack_u64
 from persistence.lmdb_types import Txn
 from persistence.store import SCHEMA_VERSION, Store
@@ -132,7 +132,8 @@ def check_store(
         if schema == SCHEMA_VERSION:
             last_seq = _last_seq(txn, store)
             indexed = _check_watermark(txn, store, last_seq, found)
-            expected_refs, expected_index = _check_journal(txn, store, indexed, counts, found)
+            expected_refs, expected_index = _check_journal(txn, store, indexed, configured,
+                                                          counts, found)
             _check_index(txn, store, indexed, expected_index, counts, found)
             _check_refs(txn, store, indexed, expected_refs, counts, found)
             _check_outcomes(txn, store, counts, found)
@@ -175,7 +176,8 @@ def _check_watermark(txn: Txn, store: Store, last_seq: int, found: _Findings) ->
 
 
 def _check_journal(
-    txn: Txn, store: Store, indexed: int, counts: dict[str, int], found: _Findings
+    txn: Txn, store: Store, indexed: int, configured: Collection[str] | None,
+    counts: dict[str, int], found: _Findings,
 ) -> tuple[int, int]:
     """Check every entry; returns how many ``refs`` and ``meter_journal`` keys the entries up
     to the watermark explain (each of them looked up)."""
@@ -189,6 +191,9 @@ def _check_journal(
         seq = unpack_u64(key)
         entry = read_entry(seq, value)
         if isinstance(entry, Damage):
+            if not entry.meter_id and seq <= indexed and configured:
+                indexed_under = indexed_owner(txn, store, configured, seq)
+                entry = attrs.evolve(entry, meter_id=indexed_under)
             owner = f"meter {entry.meter_id}" if entry.meter_id else "its meter cannot be read"
             found.error("journal", entry.key, f"{entry.problem} ({owner})")
         if seq > indexed:

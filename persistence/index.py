@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Final
 
@@ -82,6 +82,16 @@ def tail_entries(
             entry = read_entry(seq, value)
             if entry.meter_id == meter_id or (isinstance(entry, Damage) and not entry.meter_id):
                 yield seq, entry
+
+
+def indexed_owner(txn: Txn, store: Store, meters: Iterable[str], seq: int) -> str:
+    """Which of ``meters`` entry ``seq`` is indexed under, or ``""``: for an indexed entry
+    damaged past reading its meter id. One lookup per meter, so only for the rare damaged one."""
+    get, index = txn.get, store.meter_journal
+    for meter_id in meters:
+        if get(meter_key(meter_id, seq), db=index) is not None:
+            return meter_id
+    return ""
 
 
 def find_seq(txn: Txn, store: Store, key: bytes) -> int | None:

@@ -49,7 +49,7 @@ from persistence.damage import (
     state_problem,
 )
 from persistence.entries import JournalEntry, MeterMessage, Recorded, to_message
-from persistence.index import find_seq, indexed_through, tail_entries
+from persistence.index import find_seq, indexed_owner, indexed_through, tail_entries
 from persistence.keys import check_reference, meter_key, meter_prefix, pack_u64, unpack_u64
 from persistence.lmdb_types import Txn
 from persistence.store import Store
@@ -308,7 +308,7 @@ def _tail_plan(
 ) -> tuple[Pending, list[Damage]]:
     pending: Pending = {}
     damaged: list[Damage] = []
-    _add_tail(pending, damaged, txn, store, states, oldest)
+    _add_tail(pending, damaged, txn, store, states, oldest, indexed_through(txn, store))
     return pending, damaged
 
 
@@ -329,7 +329,7 @@ def _index_plan(
         else:
             if entries:
                 pending[meter_id] = entries
-    _add_tail(pending, damaged, txn, store, states, indexed)
+    _add_tail(pending, damaged, txn, store, states, indexed, indexed)
     return pending, damaged
 
 
@@ -340,11 +340,16 @@ def _add_tail(
     store: Store,
     states: dict[str, MeterState],
     after: int,
+    indexed: int,
 ) -> None:
     """Append each journal entry past ``after`` to its meter's list, if its state lacks it;
-    damaged entries to ``damaged``."""
+    damaged entries to ``damaged`` (one whose meter cannot be read, but which is indexed up to
+    ``indexed``, under the meter the index says, as the index plan would find it)."""
     for seq, entry in tail_entries(txn, store, after):
         if isinstance(entry, Damage):
+            if not entry.meter_id and seq <= indexed:
+                owner = indexed_owner(txn, store, states, seq)
+                entry = attrs.evolve(entry, meter_id=owner) if owner else entry
             damaged.append(entry)
             continue
         state = states.get(entry.meter_id)
