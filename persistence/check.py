@@ -18,9 +18,9 @@ What is checked, database by database (layout in ``persistence/store.py``):
   key, pointing back at it (``persistence.index``). A damaged entry is expected under what can
   still be read of it, as the writer indexes it.
 * ``meter_journal`` and ``refs``: no key more than the journal explains. Each expected key was
-  looked up above, so equal counts prove equal sets; only when the counts differ is the index
-  walked to name the keys that are not explained (past *W*, pointing at a missing entry, or at
-  another meter's or reference's entry).
+  looked up above, so when every key of the database was one of those found, the sets are
+  equal; only when there are more keys is the index walked to name those that are not
+  explained (past *W*, pointing at a missing entry, or at another meter's or reference's entry).
 * ``outcomes``: each is a balance, stored for an entry that exists.
 * ``snapshots``: each decodes and is usable, its ``journal_seq`` is not past the journal's end,
   and (a note, not an error) its meter is in the config.
@@ -132,10 +132,10 @@ def check_store(
         if schema == SCHEMA_VERSION:
             last_seq = _last_seq(txn, store)
             indexed = _check_watermark(txn, store, last_seq, found)
-            expected_refs, expected_index = _check_journal(txn, store, indexed, configured,
-                                                          counts, found)
-            _check_index(txn, store, indexed, expected_index, counts, found)
-            _check_refs(txn, store, indexed, expected_refs, counts, found)
+            matched_refs, matched_index = _check_journal(txn, store, indexed, configured,
+                                                        counts, found)
+            _check_index(txn, store, indexed, matched_index, counts, found)
+            _check_refs(txn, store, indexed, matched_refs, counts, found)
             _check_outcomes(txn, store, counts, found)
             _check_snapshots(txn, store, last_seq, configured, counts, found)
             _check_history(txn, store, counts, found)
@@ -179,10 +179,10 @@ def _check_journal(
     txn: Txn, store: Store, indexed: int, configured: Collection[str] | None,
     counts: dict[str, int], found: _Findings,
 ) -> tuple[int, int]:
-    """Check every entry; returns how many ``refs`` and ``meter_journal`` keys the entries up
-    to the watermark explain (each of them looked up)."""
+    """Check every entry; returns how many ``refs`` and ``meter_journal`` keys were found as the
+    entries up to the watermark expect them."""
     get, refs, index = txn.get, store.refs, store.meter_journal
-    expected_refs = expected_index = 0
+    matched_refs = matched_index = 0
     for key, value in txn.cursor(db=store.journal).iternext():
         counts["journal"] += 1
         if len(key) != 8:
@@ -199,13 +199,13 @@ def _check_journal(
         if seq > indexed:
             continue
         if entry.meter_id:
-            expected_index += 1
             if get(meter_key(entry.meter_id, seq), db=index) is None:
                 found.error("meter_journal", f"{quote(entry.meter_id)} seq {seq}",
                             f"missing: journal entry seq {seq} is up to the index watermark "
                             f"(seq {indexed}) but not indexed")
+            else:
+                matched_index += 1
         if entry.reference:
-            expected_refs += 1
             pointed = get(entry.reference.encode(), db=refs)
             if pointed is None:
                 found.error("refs", quote(entry.reference),
@@ -215,16 +215,18 @@ def _check_journal(
                 found.error("refs", quote(entry.reference),
                             f"points at {_seq_text(pointed)}, but journal entry seq {seq} has "
                             f"this reference too (one reference, two money events)")
-    return expected_refs, expected_index
+            else:
+                matched_refs += 1
+    return matched_refs, matched_index
 
 
 def _check_index(
-    txn: Txn, store: Store, indexed: int, expected: int, counts: dict[str, int],
+    txn: Txn, store: Store, indexed: int, matched: int, counts: dict[str, int],
     found: _Findings,
 ) -> None:
     counts["meter_journal"] = txn.stat(store.meter_journal)["entries"]
-    if counts["meter_journal"] == expected:
-        return  # every expected key was found: the same set (module docstring)
+    if counts["meter_journal"] == matched:
+        return  # every key is one the journal expects (module docstring)
     for key, _ in txn.cursor(db=store.meter_journal).iternext():
         if len(key) < 10 or key[-9:-8] != SEPARATOR:
             found.error("meter_journal", show_key(key), "not a meter id and sequence number")
@@ -251,11 +253,11 @@ def _check_index(
 
 
 def _check_refs(
-    txn: Txn, store: Store, indexed: int, expected: int, counts: dict[str, int],
+    txn: Txn, store: Store, indexed: int, matched: int, counts: dict[str, int],
     found: _Findings,
 ) -> None:
     counts["refs"] = txn.stat(store.refs)["entries"]
-    if counts["refs"] == expected:
+    if counts["refs"] == matched:
         return
     for key, value in txn.cursor(db=store.refs).iternext():
         reference = key.decode(errors="replace")
@@ -287,7 +289,7 @@ def _check_outcomes(txn: Txn, store: Store, counts: dict[str, int], found: _Find
         try:
             decode_outcome(value)
         except Exception as error:
-            found.error("outcomes", shown, f"not a stored balance: {describe(error)}")
+            found.error("outcomes", shown, describe(error))
             continue
         if txn.get(key, db=store.journal) is None:
             found.error("outcomes", shown, "an outcome of a journal entry that does not exist")
@@ -338,11 +340,15 @@ def _check_history(txn: Txn, store: Store, counts: dict[str, int], found: _Findi
 
 
 def _last_seq(txn: Txn, store: Store) -> int:
+    """The highest sequence number in the journal, past any key that is not one."""
     cursor = txn.cursor(db=store.journal)
     if not cursor.last():
         return 0
     key = cursor.key()
-    return unpack_u64(key) if len(key) == 8 else 0
+    if len(key) == 8:
+        return unpack_u64(key)
+    return max((unpack_u64(key) for key, _ in cursor.iternext() if len(key) == 8),
+               default=0) if cursor.first() else 0
 
 
 def _seq_text(raw: bytes) -> str:

@@ -83,11 +83,20 @@ def show_key(key: bytes) -> str:
     return f"0x{shown}{'...' if len(key) > 32 else ''}"
 
 
-def describe(error: Exception) -> str:
+def describe(error: BaseException) -> str:
     """What went wrong, in the words of a CodecError, else with the exception's type."""
     if isinstance(error, CodecError):
         return str(error)
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _worded(error: CodecError, what: str) -> CodecError:
+    """``error``, or, when the decoder's own words are empty (msgpack's FormatError has none),
+    one that names the decoder's exception."""
+    cause = error.__cause__
+    if cause is None or str(cause):
+        return error
+    return CodecError(f"{what}: {describe(cause)}")
 
 
 # --- snapshots ------------------------------------------------------------------------------
@@ -97,8 +106,8 @@ def checked_state(raw: bytes) -> MeterState:
     """Decode a snapshot and check it; CodecError for anything wrong with it."""
     try:
         state = decode_state(raw)
-    except CodecError:
-        raise
+    except CodecError as error:
+        raise _worded(error, "not a meter state snapshot") from error.__cause__
     except Exception as error:  # whatever else a damaged record provokes in the decoder
         raise CodecError(f"not a meter state snapshot: {describe(error)}") from error
     problem = state_problem(state)
@@ -204,8 +213,8 @@ def checked_entry(raw: bytes) -> JournalEntry:
     """Decode a journal entry and check it; CodecError for anything wrong with it."""
     try:
         entry = decode_entry(raw)
-    except CodecError:
-        raise
+    except CodecError as error:
+        raise _worded(error, "not a journal entry") from error.__cause__
     except Exception as error:
         raise CodecError(f"not a journal entry: {describe(error)}") from error
     problem = entry_problem(entry)
