@@ -53,6 +53,8 @@ async def snapshot_dirty(
         for actor in dirty:
             clear(actor)  # before reading the state: a later change lists the meter again
             done += 1
+            if actor.faulted:  # its stored record stays as it is (a quarantined one: to repair)
+                continue
             chunk.append((actor.meter_id, encode(actor.state)))
             if len(chunk) % check_every == 0 and clock() >= deadline:
                 put_nowait(chunk)
