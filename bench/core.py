@@ -62,6 +62,7 @@ from policies.meter_policy import MeterPolicy
 from policies.money import parse_amount, parse_price
 from policies.records import MeterState, Reading, RelayCommand
 from policies.tariff_records import Band, Calendar, Tariff
+from server.app import offer_snapshots
 from server.collector import run_collector_hygiene
 from server.ledger import Ledger
 
@@ -198,7 +199,7 @@ async def phase_runtime(bench: Bench, journal: Journal, opening: dict[str, int])
         bench.results["topup_curve"] = curve
         bench.results["index_catch_up_s"] = round(await wait_for_index(journal), 3)
         progress("top-ups measured and indexed")
-        await snapshot_dirty(router, encode_state, journal.put_snapshots_nowait)
+        await snapshot_dirty(router, encode_state, offer_snapshots(journal))
         nursery.cancel_scope.cancel()
 
 
@@ -339,7 +340,7 @@ async def measure_snapshot_stall(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(heartbeat)
         nursery.start_soon(offer_paced, bench, registry, 2.0)
-        written = await snapshot_dirty(router, encode_state, journal.put_snapshots_nowait)
+        written = await snapshot_dirty(router, encode_state, offer_snapshots(journal))
         assert written == bench.meters
         await journal.flush()
         done = True

@@ -40,8 +40,10 @@ from policies.records import (
     RelayState,
 )
 
-STATE_FORMAT: Final = 1
-ENTRY_FORMAT: Final = 1
+STATE_FORMAT: Final = 2
+"""Format 2 added ``reading_mono_ms``; format 1 snapshots are still read (see decode_state)."""
+ENTRY_FORMAT: Final = 2
+"""Format 2 added a replacement's registers and the control-clock time; 1 is still read."""
 
 
 class CodecError(ValueError):
@@ -89,17 +91,6 @@ def _intern_alarms(fields: tuple[Any, ...]) -> AlarmState:
     return record
 
 
-def _unpack_format(data: bytes, expected: int, what: str) -> Any:
-    """A versioned array; a format this version cannot read is refused, never misread."""
-    fields = _unpack(data)
-    if fields[0] != expected:
-        raise CodecError(
-            f"{what} format {fields[0]!r} is not readable by this version (reads format "
-            f"{expected})"
-        )
-    return fields
-
-
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
 
@@ -119,6 +110,7 @@ def encode_state(state: MeterState) -> bytes:
             state.residue,
             state.register_wh,
             state.reading_ms,
+            state.reading_mono_ms,
             state.power_w,
             state.month,
             state.month_wh,
@@ -159,13 +151,22 @@ def encode_state(state: MeterState) -> bytes:
 
 def decode_state(data: bytes) -> MeterState:
     try:
-        fields = _unpack_format(data, STATE_FORMAT, "meter state")
+        fields = _unpack(data)
+        if fields[0] == 1:
+            # Before the control clock: the wall label was the only clock.
+            fields = (STATE_FORMAT, *fields[1:5], fields[4], *fields[5:])
+        elif fields[0] != STATE_FORMAT:
+            raise CodecError(
+                f"meter state format {fields[0]!r} is not readable by this version (reads "
+                f"formats 1 and {STATE_FORMAT})"
+            )
         (
             _,
             balance,
             residue,
             register_wh,
             reading_ms,
+            reading_mono_ms,
             power_w,
             month,
             month_wh,
@@ -184,6 +185,7 @@ def decode_state(data: bytes) -> MeterState:
             residue,
             register_wh,
             reading_ms,
+            reading_mono_ms,
             power_w,
             month,
             month_wh,
@@ -216,15 +218,27 @@ def encode_entry(entry: JournalEntry) -> bytes:
             entry.reference,
             entry.ts_ms,
             entry.detail,
+            entry.start_wh,
+            entry.final_wh,
+            entry.mono_ms,
         )
     )
 
 
 def decode_entry(data: bytes) -> JournalEntry:
     try:
-        fields = _unpack_format(data, ENTRY_FORMAT, "journal entry")
-        _, kind, meter_id, amount, reference, ts_ms, detail = fields
-        return JournalEntry(kind, meter_id, amount, reference, ts_ms, detail)
+        fields = _unpack(data)
+        if fields[0] == 1:
+            _, kind, meter_id, amount, reference, ts_ms, detail = fields
+            return JournalEntry(kind, meter_id, amount, reference, ts_ms, detail)
+        if fields[0] != ENTRY_FORMAT:
+            raise CodecError(
+                f"journal entry format {fields[0]!r} is not readable by this version (reads "
+                f"formats 1 and {ENTRY_FORMAT})"
+            )
+        _, kind, meter_id, amount, reference, ts_ms, detail, start_wh, final_wh, mono_ms = fields
+        return JournalEntry(kind, meter_id, amount, reference, ts_ms, detail, start_wh,
+                            final_wh, mono_ms)
     except CodecError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as error:

@@ -19,18 +19,24 @@ from typing import Final
 
 import attrs
 
-from policies.records import AdjustmentApplied, TopUpApplied
+from policies.records import AdjustmentApplied, ReplaceMeter, TopUpApplied
 
-KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment", "quota_approval"})
+KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment", "quota_approval",
+                          "replace_meter"})
 
 
 class ReferenceConflict(ValueError):
     """A reference that was already used for a different money movement; nothing was written."""
 
+    code = "conflict"
+
 
 @attrs.frozen
 class JournalEntry:
-    """One money event. ``amount`` is in minor units (signed for adjustments)."""
+    """One money event (or operator command that money depends on). ``amount`` is in minor
+    units (signed for adjustments). ``start_wh``/``final_wh`` are a ``replace_meter``'s
+    registers (-1 elsewhere). ``ts_ms`` is the wall label, ``mono_ms`` the control-clock time
+    when it was recorded (-1: unknown, entries written before the control clock)."""
 
     kind: str
     meter_id: str
@@ -38,10 +44,14 @@ class JournalEntry:
     reference: str
     ts_ms: int
     detail: str = ""
+    start_wh: int = -1
+    final_wh: int = -1
+    mono_ms: int = -1
 
     def conflicts_with(self, other: JournalEntry) -> bool:
-        """Same reference but a different movement of money (ts and detail may differ)."""
-        return (self.kind, self.meter_id, self.amount) != (other.kind, other.meter_id, other.amount)
+        """Same reference but a different movement (ts, mono and detail may differ)."""
+        return (self.kind, self.meter_id, self.amount, self.start_wh, self.final_wh) != (
+            other.kind, other.meter_id, other.amount, other.start_wh, other.final_wh)
 
 
 @attrs.frozen
@@ -54,14 +64,18 @@ class Recorded:
     duplicate: bool = False
 
 
-MeterMessage = TopUpApplied | AdjustmentApplied
+MeterMessage = TopUpApplied | AdjustmentApplied | ReplaceMeter
 
 
 def to_message(seq: int, entry: JournalEntry) -> MeterMessage:
     """The message a meter actor applies for a committed entry (live and during recovery)."""
     if entry.kind == "topup":
-        return TopUpApplied(seq, entry.amount, entry.reference, entry.ts_ms)
-    return AdjustmentApplied(seq, entry.amount, entry.detail or entry.kind, entry.ts_ms)
+        return TopUpApplied(seq, entry.amount, entry.reference, entry.ts_ms, entry.mono_ms)
+    if entry.kind == "replace_meter":
+        return ReplaceMeter(seq, entry.start_wh, entry.final_wh, entry.detail, entry.ts_ms,
+                            entry.mono_ms)
+    return AdjustmentApplied(seq, entry.amount, entry.detail or entry.kind, entry.ts_ms,
+                             entry.mono_ms)
 
 
 def conflict_message(first: JournalEntry, again: JournalEntry) -> str:

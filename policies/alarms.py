@@ -17,12 +17,17 @@ Kinds and their lifecycles:
 * ``zero_balance`` - while ``balance <= 0``.
 * ``overload`` - raised at a trip, cleared at the automatic reclose or an operator reset
   (``policies.protection`` decides; the facade calls :func:`clear_kind`).
-* ``offline`` - while the unit does not answer (``ConnectivityChanged``).
+* ``offline`` - while the unit does not answer (``ConnectivityChanged``), or while it answers
+  with exceptions or garbage (``CommFault``, detail ``comm_fault: ...``, one alarm until the
+  next good reading: ``CommRestored``).
 * ``tamper`` - evidence, not a condition: a reading's tamper flag (detail "reading_flag"), a
-  register rollback ("register_rollback"), relay feedback contradicting the command
-  ("relay_mismatch"). There is nothing to watch that would clear it, so it is *latched*: it
-  stays until an operator acknowledges it, which clears it ("relay_mismatch" also clears when the
-  feedback agrees again). While one with the same detail is active, no duplicate is raised.
+  reading that is not physically possible (``policies.plausibility``: "register_out_of_range",
+  "register_rollback", "implausible_register", "implausible_power"), relay feedback
+  contradicting the command ("relay_mismatch"). There is nothing to watch that would clear it,
+  so it is *latched*: it stays until an operator acknowledges it, which clears it
+  ("relay_mismatch" also clears when the feedback agrees again; the register details when an
+  operator replaces the meter). While one with the same detail is active, no duplicate is
+  raised.
 
 Acknowledging marks an alarm seen (it stays active while its condition holds); acknowledging an
 already acknowledged alarm changes nothing; an unknown id is rejected ``unknown_alarm``.
@@ -54,8 +59,10 @@ OFFLINE: Final = "offline"
 TAMPER: Final = "tamper"
 
 READING_FLAG: Final = "reading_flag"
-REGISTER_ROLLBACK: Final = "register_rollback"
 RELAY_MISMATCH: Final = "relay_mismatch"
+
+COMM_FAULT: Final = "comm_fault"
+"""Detail prefix of the ``offline`` alarm for a unit that answers, but wrongly."""
 
 # Kinds cleared by acknowledgement (see the module docstring: evidence, not a condition).
 LATCHED_KINDS: Final = frozenset({TAMPER})
@@ -105,6 +112,22 @@ def clear_kind(
     if not cleared:
         return alarms, NO_EFFECTS
     return AlarmState(tuple(keep), alarms.low_level, alarms.next_number), tuple(cleared)
+
+
+def raise_comm_fault(alarms: AlarmState, ts_ms: int, detail: str) -> AlarmResult:
+    """One ``offline`` alarm for a misbehaving unit, however often it misbehaves."""
+    for alarm in alarms.active:
+        if alarm.kind == OFFLINE and alarm.detail.startswith(COMM_FAULT):
+            return alarms, NO_EFFECTS
+    new, raised = raise_alarm(alarms, OFFLINE, ts_ms, detail=f"{COMM_FAULT}: {detail}")
+    return new, (raised,)
+
+
+def clear_comm_fault(alarms: AlarmState, ts_ms: int) -> AlarmResult:
+    for alarm in alarms.active:
+        if alarm.kind == OFFLINE and alarm.detail.startswith(COMM_FAULT):
+            return clear_kind(alarms, OFFLINE, ts_ms, detail=alarm.detail)
+    return alarms, NO_EFFECTS
 
 
 def low_balance_level(

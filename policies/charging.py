@@ -11,11 +11,16 @@ equals the register change exactly.
 
 Cases, in order:
 
-* stale: ``ts_ms <= reading_ms`` (a duplicate or a reordered poll) - ignored, state unchanged;
-* first reading (``reading_ms == NO_READING``) - baseline only, nothing charged;
-* register went backwards (meter replaced or reset) - tamper alarm "register_rollback" and a
-  new baseline; never a negative charge;
-* otherwise the delta is charged.
+* stale: the reading's control time is not after the last good reading's (a duplicate or a
+  reordered poll) - ignored, state unchanged. Order is the control clock's (``mono_ms``), never
+  the wall clock's, so a wall-clock step cannot make every later reading look stale;
+* first reading (``reading_ms == NO_READING``) - baseline only, nothing charged (if its register
+  is in range);
+* implausible (``policies.plausibility``: out of range, backwards, or a bigger step than the
+  meter could have made since the last good reading) - a latched tamper alarm naming the check,
+  nothing charged, the baseline kept: the next plausible reading charges from it;
+* otherwise the delta is charged, over the interval between the two readings' wall labels
+  (the new one slewed if the wall clock stepped: ``plausibility.slewed_label``).
 
 History: energy and money are also accumulated per bucket of ``policy.interval_ms`` aligned to
 the epoch. When a reading reaches or passes the end of the current bucket, the delta is split
@@ -35,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policies import alarms as alarm_rules
+from policies import plausibility
 from policies.meter_policy import MeterPolicy
 from policies.money import charge
 from policies.records import (
@@ -45,6 +51,7 @@ from policies.records import (
     MeterState,
     Reading,
 )
+from policies.state import replace_state
 from policies.tariff import band_name_at, fast_price, month_at, price_interval
 
 ChargeResult = tuple[MeterState, tuple[Effect, ...]]
@@ -64,25 +71,35 @@ def closed_interval(policy: MeterPolicy, start_ms: int, wh: int, minor: int) -> 
 def charge_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> ChargeResult:
     """Apply one reading's register to the balance (see the module docstring)."""
     ts = reading.ts_ms
-    t0 = state.reading_ms
-    if ts <= t0:
+    mono = reading.mono_ms
+    if mono < 0:
+        mono = ts
+    mono0 = state.reading_mono_ms
+    if mono <= mono0:
         return state, NO_EFFECTS
+    t0 = state.reading_ms
     r0 = state.register_wh
     if t0 == NO_READING or r0 == NO_READING:
-        return _baseline(state, reading, policy, ())
+        if not plausibility.register_in_range(reading.register_wh, policy):
+            return implausible(state, reading.ts_ms, plausibility.REGISTER_OUT_OF_RANGE)
+        return _baseline(state, reading.register_wh, ts, mono, reading.power_w, policy, ())
+    elapsed = mono - mono0
+    problem = plausibility.register_problem(r0, reading.register_wh, elapsed, policy)
+    if problem is not None:
+        return implausible(state, reading.ts_ms, problem)
+    label = plausibility.slewed_label(t0, ts, elapsed)
     wh = reading.register_wh - r0
-    if wh < 0:
-        return _rollback(state, reading, policy)
     bucket_start = state.bucket_start_ms
-    if bucket_start >= 0 and ts < bucket_start + policy.interval_ms:
-        price = fast_price(policy.tariff, t0, ts, state.month, state.month_wh, wh)
+    if bucket_start >= 0 and label < bucket_start + policy.interval_ms:
+        price = fast_price(policy.tariff, t0, label, state.month, state.month_wh, wh)
         if price >= 0:
             minor, residue = charge(wh, price, state.residue)
             return MeterState(
                 state.balance - minor,
                 residue,
                 reading.register_wh,
-                ts,
+                label,
+                mono,
                 reading.power_w,
                 state.month,
                 state.month_wh + wh,
@@ -96,21 +113,29 @@ def charge_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> 
                 state.credit,
                 state.alarms,
             ), NO_EFFECTS
-    return _charge_split(state, reading, policy, wh)
+    return charge_split(state, reading.register_wh, label, mono, reading.power_w, policy, wh)
 
 
-def _charge_split(
-    state: MeterState, reading: Reading, policy: MeterPolicy, wh: int
+def charge_split(
+    state: MeterState,
+    register_wh: int,
+    label: int,
+    mono: int,
+    power_w: float,
+    policy: MeterPolicy,
+    wh: int,
 ) -> ChargeResult:
+    """Charge ``wh`` over the labels ``state.reading_ms``..``label`` in pieces (tariff segments,
+    history buckets), closing every finished bucket; ``register_wh``/``label``/``mono``
+    become the new baseline."""
     interval = policy.interval_ms
     t0 = state.reading_ms
-    ts = reading.ts_ms
     current = state.bucket_start_ms
     if current < 0:
         current = bucket_of(t0, interval)
     next_boundary = bucket_of(current, interval) + interval
-    cuts: Sequence[int] = range(next_boundary, ts, interval) if next_boundary < ts else ()
-    priced = price_interval(policy.tariff, t0, ts, wh, state.month, state.month_wh, cuts)
+    cuts: Sequence[int] = range(next_boundary, label, interval) if next_boundary < label else ()
+    priced = price_interval(policy.tariff, t0, label, wh, state.month, state.month_wh, cuts)
 
     effects: list[Effect] = []
     residue = state.residue
@@ -127,7 +152,7 @@ def _charge_split(
         total += minor
         bucket_wh += piece.wh
         bucket_minor += minor
-    last = bucket_of(ts, interval)
+    last = bucket_of(label, interval)
     if last > current:
         if bucket_wh or bucket_minor:
             effects.append(closed_interval(policy, current, bucket_wh, bucket_minor))
@@ -135,9 +160,10 @@ def _charge_split(
     new = MeterState(
         state.balance - total,
         residue,
-        reading.register_wh,
-        ts,
-        reading.power_w,
+        register_wh,
+        label,
+        mono,
+        power_w,
         priced.month,
         priced.month_wh,
         current,
@@ -154,16 +180,23 @@ def _charge_split(
 
 
 def _baseline(
-    state: MeterState, reading: Reading, policy: MeterPolicy, effects: tuple[Effect, ...]
+    state: MeterState,
+    register_wh: int,
+    label: int,
+    mono: int,
+    power_w: float,
+    policy: MeterPolicy,
+    effects: tuple[Effect, ...],
 ) -> ChargeResult:
     """Take the reading as the new baseline: nothing charged, time and buckets move on."""
-    ts = reading.ts_ms
     interval = policy.interval_ms
-    month = month_at(policy.tariff, ts)
+    if label < state.reading_ms:
+        label = state.reading_ms  # labels never go backwards (bucket order)
+    month = month_at(policy.tariff, label)
     month_wh = state.month_wh if month == state.month else 0
     current = state.bucket_start_ms
     bucket_wh, bucket_minor = state.bucket_wh, state.bucket_minor
-    last = bucket_of(ts, interval)
+    last = bucket_of(label, interval)
     if current < 0:
         current, bucket_wh, bucket_minor = last, 0, 0
     elif last > current:
@@ -173,9 +206,10 @@ def _baseline(
     new = MeterState(
         state.balance,
         state.residue,
-        reading.register_wh,
-        ts,
-        reading.power_w,
+        register_wh,
+        label,
+        mono,
+        power_w,
         month,
         month_wh,
         current,
@@ -191,16 +225,21 @@ def _baseline(
     return new, effects
 
 
-def _rollback(state: MeterState, reading: Reading, policy: MeterPolicy) -> ChargeResult:
-    """Register went backwards: tamper alarm, new baseline, no charge for the unknown delta."""
-    alarms, raised = alarm_rules.raise_once(
-        state.alarms, alarm_rules.TAMPER, reading.ts_ms, detail=alarm_rules.REGISTER_ROLLBACK
-    )
-    if alarms is not state.alarms:
-        state = MeterState(
-            state.balance, state.residue, state.register_wh, state.reading_ms, state.power_w,
-            state.month, state.month_wh, state.bucket_start_ms, state.bucket_wh,
-            state.bucket_minor, state.journal_seq, state.online, state.relay, state.protection,
-            state.credit, alarms,
-        )
-    return _baseline(state, reading, policy, raised)
+def implausible(state: MeterState, ts_ms: int, detail: str) -> ChargeResult:
+    """A reading that cannot be charged: a latched tamper alarm (once per detail), nothing
+    else changes; the baseline stays the last good reading."""
+    alarms, raised = alarm_rules.raise_once(state.alarms, alarm_rules.TAMPER, ts_ms,
+                                            detail=detail)
+    if alarms is state.alarms:
+        return state, NO_EFFECTS
+    return replace_state(state, alarms=alarms), raised
+
+
+def rebaseline(
+    state: MeterState, register_wh: int, ts_ms: int, policy: MeterPolicy
+) -> ChargeResult:
+    """An operator's new register baseline (a replaced or reset meter): nothing charged; the
+    time of the last good reading stays, so the next reading's allowance counts from it."""
+    mono = state.reading_mono_ms if state.reading_mono_ms >= 0 else ts_ms
+    label = state.reading_ms if state.reading_ms >= 0 else ts_ms
+    return _baseline(state, register_wh, label, mono, state.power_w, policy, ())

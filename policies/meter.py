@@ -30,20 +30,24 @@ from typing import Any, Final
 
 from policies import alarms as alarm_rules
 from policies import credit as credit_rules
-from policies import protection
-from policies.charging import charge_reading
+from policies import plausibility, protection
+from policies.charging import charge_reading, charge_split, rebaseline
 from policies.meter_policy import MeterPolicy
 from policies.money import CHARGE_UNITS_PER_MINOR
+from policies.plausibility import STEP_SLACK_MS
 from policies.records import (
     NO_EFFECTS,
     AcknowledgeAlarm,
     AdjustmentApplied,
     CommandRejected,
+    CommFault,
+    CommRestored,
     ConnectivityChanged,
     Effect,
     MeterState,
     Reading,
     RelayFeedback,
+    ReplaceMeter,
     ResetLockout,
     SetManualRelay,
     TopUpApplied,
@@ -85,17 +89,27 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
 
     The hot path, one function without calls in the common case. None means "take the full
     path" (``validate_reading``, then ``on_reading``): the reading is invalid, stale, the first,
-    a rollback; it crosses a tariff segment or a history bucket, or the tariff has tiers; the
-    balance ends at or below an alarm level; the relay is open, power is over the limit or an
-    overload is pending; or the tamper flag is set. A state returned here is exactly what
-    the full path returns, with no effects; a property test holds the two together.
+    implausible (``policies.plausibility``), its wall label disagrees with the control clock;
+    it crosses a tariff segment or a history bucket, or the tariff has tiers; the balance ends
+    at or below an alarm level; the relay is open, power is over the limit (or not plausible)
+    or an overload is pending; or the tamper flag is set. A state returned here is exactly
+    what the full path returns, with no effects; a property test holds the two together.
     """
     ts = reading.ts_ms
     t0 = state.reading_ms
+    mono = reading.mono_ms
+    if mono < 0:
+        mono = ts
+    elapsed = mono - state.reading_mono_ms
+    labelled = ts - t0
+    # Not stale, and the label moves with the control clock (within the jitter that
+    # plausibility.slewed_label takes as it comes).
+    if elapsed <= 0 or labelled <= 0 or labelled - elapsed > 2 or elapsed - labelled > 2:
+        return None
     tariff = policy.tariff
     seg = tariff.hot_segment[0]
     if not seg[0] <= t0 < ts <= seg[1]:
-        if not 0 <= t0 < ts:
+        if t0 < 0:
             return None
         seg = segment_at(tariff, t0)
         if ts > seg[1]:
@@ -107,6 +121,10 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
     if (
         wh < 0
         or r0 < 0
+        # plausibility.register_problem's step bound, without the resolution slack (a step
+        # that needs the slack takes the full path, which adds it)
+        or wh > (elapsed + STEP_SLACK_MS) * policy.step_wh_per_ms
+        or reading.register_wh > policy.max_register_wh
         or seg[4] != state.month
         or tariff.tiers
         or bucket_start < 0
@@ -119,7 +137,7 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
     power = reading.power_w
     if (
         balance > policy.quiet_balance
-        and power <= policy.quiet_power_w
+        and policy.quiet_power_floor_w <= power <= policy.quiet_power_w
         and not reading.tamper
         and isfinite(power + reading.voltage_v + reading.current_a)  # see validate_reading
         and state.relay.closed
@@ -133,6 +151,7 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
             residue,
             reading.register_wh,
             ts,
+            mono,
             power,
             state.month,
             state.month_wh + wh,
@@ -151,30 +170,40 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
 
 def on_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> StepResult:
     """Apply a validated reading (the hot path; see the module docstring)."""
+    mono = reading.mono_ms if reading.mono_ms >= 0 else reading.ts_ms
+    if mono <= state.reading_mono_ms:
+        return state, NO_EFFECTS  # stale: a duplicate or reordered poll
+    # An implausible register comes back unchanged (but for a new tamper alarm); protection
+    # below still looks at its power, which is a register of its own.
     new, effects = charge_reading(state, reading, policy)
-    if new is state:
-        return state, NO_EFFECTS
     levels = policy.alarm_levels
     quiet = levels[0] if levels and levels[0] > 0 else 0
     limit = policy.overload_w
+    power = reading.power_w
     if (
         new.balance > quiet
         and new.relay.closed
         and new.alarms.low_level == 0
         and new.protection.over_since_ms == NOT_OVER
-        and (reading.power_w <= limit or limit <= 0)
+        and (power <= limit or limit <= 0)
+        and policy.quiet_power_floor_w <= power <= policy.power_ceiling_w
         and not reading.tamper
     ):
         # Nothing but money and energy changed: balance far from every threshold (a charge only
         # lowers it, so no alarm can clear either), relay closed, no overload brewing.
         return new, effects
-    return _reading_slow_path(new, reading, policy, effects)
+    return _reading_slow_path(new, reading, policy, effects, state.power_w)
 
 
 def _reading_slow_path(
-    state: MeterState, reading: Reading, policy: MeterPolicy, effects: tuple[Effect, ...]
+    state: MeterState,
+    reading: Reading,
+    policy: MeterPolicy,
+    effects: tuple[Effect, ...],
+    last_power_w: float,
 ) -> StepResult:
     ts = reading.ts_ms
+    mono = reading.mono_ms if reading.mono_ms >= 0 else ts
     alarms = state.alarms
     extra: list[Effect] = list(effects)
     if reading.tamper:
@@ -182,9 +211,19 @@ def _reading_slow_path(
             alarms, alarm_rules.TAMPER, ts, detail=alarm_rules.READING_FLAG
         )
         extra.extend(fx)
-    prot, relay, tripped = protection.observe_power(
-        state.protection, state.relay, reading.power_w, ts, policy
-    )
+    prot, relay = state.protection, state.relay
+    if plausibility.power_plausible(reading.power_w, policy):
+        prot, relay, tripped = protection.observe_power(prot, relay, reading.power_w, mono,
+                                                        policy)
+    else:
+        # Noise, not a measurement: neither an overload nor the end of one.
+        tripped = False
+        alarms, fx = alarm_rules.raise_once(
+            alarms, alarm_rules.TAMPER, ts, detail=plausibility.IMPLAUSIBLE_POWER
+        )
+        extra.extend(fx)
+        if state.power_w != last_power_w:
+            state = replace_state(state, power_w=last_power_w)  # keep the last good value
     if tripped:
         # A new trip is news even if an older overload alarm was never cleared.
         alarms, fx = alarm_rules.clear_kind(alarms, alarm_rules.OVERLOAD, ts)
@@ -194,7 +233,7 @@ def _reading_slow_path(
         extra.append(raised)
     if alarms is not state.alarms or prot is not state.protection or relay is not state.relay:
         state = replace_state(state, alarms=alarms, protection=prot, relay=relay)
-    return settle(state, policy, ts, tuple(extra))
+    return settle(state, policy, ts, tuple(extra), mono_ms=mono)
 
 
 def settle(
@@ -204,19 +243,24 @@ def settle(
     effects: tuple[Effect, ...] = NO_EFFECTS,
     *,
     operator: bool = False,
+    mono_ms: int = -1,
 ) -> StepResult:
-    """Bring credit, balance alarms, relay and overload alarm in line with ``state`` at ``ts_ms``.
+    """Bring credit, balance alarms, relay and overload alarm in line with ``state`` at wall
+    label ``ts_ms`` and control time ``mono_ms`` (``ts_ms`` when not given: one clock).
 
     ``effects`` (already produced by the caller) are appended after the relay command.
     """
+    if mono_ms < 0:
+        mono_ms = ts_ms
     credit = credit_rules.settle_emergency(state.credit, state.balance, policy)
     alarms, alarm_fx = alarm_rules.update_balance_alarms(state.alarms, state.balance, policy,
                                                          ts_ms)
     if credit is not state.credit or alarms is not state.alarms:
         state = replace_state(state, credit=credit, alarms=alarms)
-    relay, command = protection.decide_relay(state, policy, ts_ms, operator=operator)
+    relay, command = protection.decide_relay(state, policy, ts_ms, operator=operator,
+                                             mono_ms=mono_ms)
     overload_fx = NO_EFFECTS
-    if not protection.overload_holding(state.protection, relay, ts_ms, policy):
+    if not protection.overload_holding(state.protection, relay, mono_ms, policy):
         alarms, overload_fx = alarm_rules.clear_kind(alarms, alarm_rules.OVERLOAD, ts_ms)
     if relay is not state.relay or alarms is not state.alarms:
         state = replace_state(state, relay=relay, alarms=alarms)
@@ -241,14 +285,14 @@ def _top_up(state: MeterState, message: TopUpApplied, policy: MeterPolicy) -> St
     if message.seq > state.journal_seq and _quiet_top_up(state, message.amount, policy):
         s = state
         return MeterState(
-            s.balance + message.amount, s.residue, s.register_wh, s.reading_ms, s.power_w,
-            s.month, s.month_wh, s.bucket_start_ms, s.bucket_wh, s.bucket_minor, message.seq,
-            s.online, s.relay, s.protection, s.credit, s.alarms,
+            s.balance + message.amount, s.residue, s.register_wh, s.reading_ms,
+            s.reading_mono_ms, s.power_w, s.month, s.month_wh, s.bucket_start_ms, s.bucket_wh,
+            s.bucket_minor, message.seq, s.online, s.relay, s.protection, s.credit, s.alarms,
         ), NO_EFFECTS
     new = credit_rules.apply_top_up(state, message, policy)
     if new is state:
         return state, NO_EFFECTS
-    return settle(new, policy, message.ts_ms)
+    return settle(new, policy, message.ts_ms, mono_ms=message.mono_ms)
 
 
 def _quiet_top_up(state: MeterState, amount: int, policy: MeterPolicy) -> bool:
@@ -281,7 +325,7 @@ def _adjustment(state: MeterState, message: AdjustmentApplied, policy: MeterPoli
     new = credit_rules.apply_adjustment(state, message, policy)
     if new is state:
         return state, NO_EFFECTS
-    return settle(new, policy, message.ts_ms)
+    return settle(new, policy, message.ts_ms, mono_ms=message.mono_ms)
 
 
 def _manual_relay(state: MeterState, message: SetManualRelay, policy: MeterPolicy) -> StepResult:
@@ -291,7 +335,7 @@ def _manual_relay(state: MeterState, message: SetManualRelay, policy: MeterPolic
     relay = protection.set_manual(state.relay, message)
     if relay is not state.relay:
         state = replace_state(state, relay=relay)
-    return settle(state, policy, message.ts_ms, operator=True)
+    return settle(state, policy, message.ts_ms, operator=True, mono_ms=message.mono_ms)
 
 
 def _reset_lockout(state: MeterState, message: ResetLockout, policy: MeterPolicy) -> StepResult:
@@ -299,7 +343,7 @@ def _reset_lockout(state: MeterState, message: ResetLockout, policy: MeterPolicy
     alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.OVERLOAD, message.ts_ms)
     if prot is not state.protection or relay is not state.relay or alarms is not state.alarms:
         state = replace_state(state, protection=prot, relay=relay, alarms=alarms)
-    return settle(state, policy, message.ts_ms, fx, operator=True)
+    return settle(state, policy, message.ts_ms, fx, operator=True, mono_ms=message.mono_ms)
 
 
 def _acknowledge(state: MeterState, message: AcknowledgeAlarm, policy: MeterPolicy) -> StepResult:
@@ -308,7 +352,38 @@ def _acknowledge(state: MeterState, message: AcknowledgeAlarm, policy: MeterPoli
         return state, effects
     # Settling on every state change keeps time-based decisions (a friendly period that has
     # ended, a due reclose) from waiting for the next reading.
-    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, effects)
+    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, effects,
+                  mono_ms=message.mono_ms)
+
+
+def _replace_meter(state: MeterState, message: ReplaceMeter, policy: MeterPolicy) -> StepResult:
+    """The operator replaced the meter: charge the old one's last register (when known and
+    plausible), take the new register as the baseline, resolve the register tamper alarms."""
+    if credit_rules.is_replay(state, message.seq):
+        return state, NO_EFFECTS
+    if not plausibility.register_in_range(message.start_wh, policy):
+        return state, (CommandRejected(
+            "bad_request", f"new register {message.start_wh} Wh is out of the meter's range"),)
+    ts = message.ts_ms
+    effects: tuple[Effect, ...] = NO_EFFECTS
+    if message.final_wh >= 0 and state.register_wh >= 0 and state.reading_ms >= 0:
+        wh = message.final_wh - state.register_wh
+        if wh < 0 or not plausibility.register_in_range(message.final_wh, policy):
+            return state, (CommandRejected(
+                "bad_request", f"the old meter's final register {message.final_wh} Wh is below "
+                f"its last good reading ({state.register_wh} Wh) or out of range"),)
+        if wh:
+            label = max(ts, state.reading_ms + 1)
+            state, effects = charge_split(state, message.final_wh, label,
+                                          state.reading_mono_ms, state.power_w, policy, wh)
+    state, more = rebaseline(state, message.start_wh, ts, policy)
+    alarms = state.alarms
+    cleared: list[Effect] = []
+    for detail in sorted(plausibility.REGISTER_DETAILS):
+        alarms, fx = alarm_rules.clear_kind(alarms, alarm_rules.TAMPER, ts, detail=detail)
+        cleared.extend(fx)
+    state = replace_state(state, alarms=alarms, journal_seq=message.seq)
+    return settle(state, policy, ts, effects + more + tuple(cleared), mono_ms=message.mono_ms)
 
 
 def _connectivity(
@@ -323,7 +398,21 @@ def _connectivity(
         alarms, fx = alarm_rules.raise_once(state.alarms, alarm_rules.OFFLINE, ts,
                                             detail=message.detail)
     state = replace_state(state, online=message.online, alarms=alarms)
-    return settle(state, policy, ts, fx)
+    return settle(state, policy, ts, fx, mono_ms=message.mono_ms)
+
+
+def _comm_fault(state: MeterState, message: CommFault, policy: MeterPolicy) -> StepResult:
+    alarms, fx = alarm_rules.raise_comm_fault(state.alarms, message.ts_ms, message.detail)
+    if alarms is state.alarms:
+        return state, fx
+    return replace_state(state, alarms=alarms), fx
+
+
+def _comm_restored(state: MeterState, message: CommRestored, policy: MeterPolicy) -> StepResult:
+    alarms, fx = alarm_rules.clear_comm_fault(state.alarms, message.ts_ms)
+    if alarms is state.alarms:
+        return state, fx
+    return replace_state(state, alarms=alarms), fx
 
 
 def _relay_feedback(state: MeterState, message: RelayFeedback, policy: MeterPolicy) -> StepResult:
@@ -336,7 +425,7 @@ def _relay_feedback(state: MeterState, message: RelayFeedback, policy: MeterPoli
                                             detail=alarm_rules.RELAY_MISMATCH)
     if alarms is state.alarms:
         return state, fx
-    return settle(replace_state(state, alarms=alarms), policy, ts, fx)
+    return settle(replace_state(state, alarms=alarms), policy, ts, fx, mono_ms=message.mono_ms)
 
 
 TRANSITIONS: Final[dict[type, Callable[[MeterState, Any, MeterPolicy], StepResult]]] = {
@@ -348,6 +437,9 @@ TRANSITIONS: Final[dict[type, Callable[[MeterState, Any, MeterPolicy], StepResul
     AcknowledgeAlarm: _acknowledge,
     ConnectivityChanged: _connectivity,
     RelayFeedback: _relay_feedback,
+    ReplaceMeter: _replace_meter,
+    CommFault: _comm_fault,
+    CommRestored: _comm_restored,
 }
 
 

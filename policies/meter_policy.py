@@ -7,6 +7,7 @@ same parameters may share one instance, which keeps memory per meter small.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import attrs
 
@@ -43,6 +44,12 @@ class MeterPolicy:
     * anti-chatter: at most ``max_switches`` automatic relay switches per
       ``switch_window_ms``; past that, automatic closing waits (opening for safety never waits).
     * ``interval_ms``: length of a history interval (15 minutes by default).
+    * plausibility (``policies.plausibility``): ``max_power_w`` is the most the meter can
+      physically deliver (W; for water and gas the flow in L/h), from its profile or the
+      meter's config; ``max_register_wh`` the largest value its register can show. A register
+      step beyond ``max_power_w`` x the elapsed control time (with a margin), a register out of
+      range or going backwards, and a power beyond ``max_power_w`` x a margin are not charged
+      or acted on. ``inf`` (the default for policies built by hand) bounds nothing.
     """
 
     tariff: Tariff
@@ -61,13 +68,34 @@ class MeterPolicy:
     offline_opens_relay: bool = False
     interval_ms: int = 900_000
     decimals: int = 2
+    max_power_w: float = math.inf
+    max_register_wh: int = 10**15
     # Derived once for the reading hot path (``policies.meter.quiet_reading``): a balance above
     # ``quiet_balance`` is above every alarm level and zero; power up to ``quiet_power_w`` can
     # not start an overload (infinite when overload protection is off).
     quiet_balance: int = attrs.field(
         init=False, eq=False, repr=False,
         default=attrs.Factory(lambda self: max((0, *self.alarm_levels)), takes_self=True))
+    # Power beyond +/- ``power_ceiling_w`` is noise (``policies.plausibility``).
+    power_ceiling_w: float = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(lambda self: self.max_power_w * POWER_MARGIN, takes_self=True))
+    quiet_power_floor_w: float = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(lambda self: -self.power_ceiling_w, takes_self=True))
     quiet_power_w: float = attrs.field(
         init=False, eq=False, repr=False,
         default=attrs.Factory(
-            lambda self: self.overload_w if self.overload_w > 0 else math.inf, takes_self=True))
+            lambda self: min(self.overload_w if self.overload_w > 0 else math.inf,
+                             self.power_ceiling_w), takes_self=True))
+    # Wh a register may advance per ms of control time, margin included (plausibility).
+    step_wh_per_ms: float = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(
+            lambda self: self.max_power_w * STEP_MARGIN / 3_600_000, takes_self=True))
+
+
+STEP_MARGIN: Final = 1.25
+"""A register step may be 25 % above ``max_power_w`` x elapsed: rated maxima are nominal."""
+POWER_MARGIN: Final = 1.5
+"""A power reading up to 50 % above ``max_power_w`` is a (faulty) load, beyond it noise."""

@@ -21,6 +21,10 @@ open with its last reason. A close caused directly by an operator command is not
 A ``RelayCommand`` is emitted only when the commanded position or reason changes, so a steady
 state costs nothing downstream.
 
+Time: every delay here (overload delay, reclose, lockout window, anti-chatter window) is
+measured on the control clock (``mono_ms``), so a wall-clock step neither trips nor recloses
+anything; only the friendly-period question (local time) reads the wall label ``ts_ms``.
+
 Overload (:func:`observe_power`): power above ``overload_w`` (when > 0) on consecutive readings
 since ``over_since_ms`` for at least ``overload_delay_ms`` is a trip. The trip time is kept in
 ``ProtectionState.trip_ms`` (trimmed to ``lockout_window_ms``); ``lockout_trips`` trips within
@@ -53,23 +57,25 @@ MANUAL_ACTIONS: Final = ("open", "auto")
 NOT_OVER: Final = -1
 
 
-def overload_holding(protection: ProtectionState, relay: RelayState, ts_ms: int,
+def overload_holding(protection: ProtectionState, relay: RelayState, mono_ms: int,
                      policy: MeterPolicy) -> bool:
-    """Does overload keep the relay open at ``ts_ms`` (lockout, or a trip not yet reclosed)?"""
+    """Does overload keep the relay open at control time ``mono_ms`` (lockout, or a trip not
+    yet reclosed)?"""
     if relay.locked_out:
         return True
     trips = protection.trip_ms
-    return bool(trips) and ts_ms < trips[-1] + policy.overload_reclose_ms
+    return bool(trips) and mono_ms < trips[-1] + policy.overload_reclose_ms
 
 
 def observe_power(
     protection: ProtectionState,
     relay: RelayState,
     power_w: float,
-    ts_ms: int,
+    mono_ms: int,
     policy: MeterPolicy,
 ) -> tuple[ProtectionState, RelayState, bool]:
-    """Track over-limit power across readings; returns (protection, relay, tripped now).
+    """Track over-limit power across readings at control time ``mono_ms``; returns (protection,
+    relay, tripped now).
 
     Unchanged records are returned by identity.
     """
@@ -78,19 +84,19 @@ def observe_power(
         if protection.over_since_ms == NOT_OVER:
             return protection, relay, False
         return ProtectionState(NOT_OVER, protection.trip_ms), relay, False
-    if overload_holding(protection, relay, ts_ms, policy):
+    if overload_holding(protection, relay, mono_ms, policy):
         if protection.over_since_ms == NOT_OVER:
             return protection, relay, False
         return ProtectionState(NOT_OVER, protection.trip_ms), relay, False
     since = protection.over_since_ms
-    if since == NOT_OVER or since > ts_ms:
-        since = ts_ms
-    if ts_ms - since < policy.overload_delay_ms:
+    if since == NOT_OVER or since > mono_ms:
+        since = mono_ms
+    if mono_ms - since < policy.overload_delay_ms:
         if since == protection.over_since_ms:
             return protection, relay, False
         return ProtectionState(since, protection.trip_ms), relay, False
-    horizon = ts_ms - policy.lockout_window_ms
-    trips = (*(t for t in protection.trip_ms if t > horizon), ts_ms)
+    horizon = mono_ms - policy.lockout_window_ms
+    trips = (*(t for t in protection.trip_ms if t > horizon), mono_ms)
     locked = relay.locked_out or (0 < policy.lockout_trips <= len(trips))
     if locked != relay.locked_out:
         relay = RelayState(relay.closed, relay.reason, relay.manual_open, relay.manual_reason,
@@ -98,12 +104,15 @@ def observe_power(
     return ProtectionState(NOT_OVER, trips), relay, True
 
 
-def desired_position(state: MeterState, policy: MeterPolicy, ts_ms: int) -> tuple[bool, str | None]:
-    """(closed, reason) the relay should have now, ignoring anti-chatter."""
+def desired_position(
+    state: MeterState, policy: MeterPolicy, ts_ms: int, mono_ms: int
+) -> tuple[bool, str | None]:
+    """(closed, reason) the relay should have at wall label ``ts_ms`` and control time
+    ``mono_ms``, ignoring anti-chatter."""
     relay = state.relay
     if relay.manual_open:
         return False, MANUAL
-    if overload_holding(state.protection, relay, ts_ms, policy):
+    if overload_holding(state.protection, relay, mono_ms, policy):
         return False, OVERLOAD
     if state.balance <= 0 and not supply_allowed_by_credit(state, policy, ts_ms):
         return False, ZERO_BALANCE
@@ -112,43 +121,52 @@ def desired_position(state: MeterState, policy: MeterPolicy, ts_ms: int) -> tupl
     return True, None
 
 
-def _recent_switches(relay: RelayState, ts_ms: int, policy: MeterPolicy) -> tuple[int, ...]:
-    horizon = ts_ms - policy.switch_window_ms
-    recent = tuple(t for t in relay.switch_ms if t > horizon)
+def _recent_switches(relay: RelayState, mono_ms: int, policy: MeterPolicy) -> tuple[int, ...]:
+    horizon = mono_ms - policy.switch_window_ms
+    # A switch "in the future" was stamped by a clock that has since been corrected (a replay
+    # labelled by a stepped wall clock): it is not evidence of chatter now.
+    recent = tuple(t for t in relay.switch_ms if horizon < t <= mono_ms)
     keep = max(policy.max_switches, 1)
     return recent[-keep:]
 
 
-def close_allowed(relay: RelayState, ts_ms: int, policy: MeterPolicy) -> bool:
-    """Anti-chatter: may the relay be closed automatically at ``ts_ms``?"""
+def close_allowed(relay: RelayState, mono_ms: int, policy: MeterPolicy) -> bool:
+    """Anti-chatter: may the relay be closed automatically at ``mono_ms``?"""
     if policy.max_switches <= 0:
         return True
-    return len(_recent_switches(relay, ts_ms, policy)) < policy.max_switches
+    return len(_recent_switches(relay, mono_ms, policy)) < policy.max_switches
 
 
 def decide_relay(
-    state: MeterState, policy: MeterPolicy, ts_ms: int, *, operator: bool = False
+    state: MeterState,
+    policy: MeterPolicy,
+    ts_ms: int,
+    *,
+    operator: bool = False,
+    mono_ms: int = -1,
 ) -> tuple[RelayState, RelayCommand | None]:
-    """The relay state after re-deciding at ``ts_ms``, and the command if anything changed.
+    """The relay state after re-deciding at wall label ``ts_ms`` and control time ``mono_ms``
+    (``ts_ms`` when not given), and the command if anything changed.
 
     ``operator`` is True when the triggering message is an operator command: such a close is
     not delayed by anti-chatter (the operator asked for it), but it still counts as a switch.
     """
-    closed, reason = desired_position(state, policy, ts_ms)
+    mono = ts_ms if mono_ms < 0 else mono_ms
+    closed, reason = desired_position(state, policy, ts_ms, mono)
     relay = state.relay
     if closed:
         if relay.closed:
             return relay, None
-        if not operator and not close_allowed(relay, ts_ms, policy):
+        if not operator and not close_allowed(relay, mono, policy):
             return relay, None
-        switches = (*_recent_switches(relay, ts_ms, policy), ts_ms)
+        switches = (*_recent_switches(relay, mono, policy), mono)
         new = RelayState(True, None, relay.manual_open, relay.manual_reason, relay.locked_out,
                          switches)
         return new, RelayCommand(True, None, ts_ms)
     if not relay.closed and relay.reason == reason:
         return relay, None
     switches = (
-        (*_recent_switches(relay, ts_ms, policy), ts_ms) if relay.closed else relay.switch_ms
+        (*_recent_switches(relay, mono, policy), mono) if relay.closed else relay.switch_ms
     )
     new = RelayState(False, reason, relay.manual_open, relay.manual_reason, relay.locked_out,
                      switches)

@@ -7,24 +7,31 @@ Theory of operation
 1. the LMDB store (exclusive lock on the data directory) and the journal writer process;
 2. recovery: every configured meter's state = its snapshot + newer journal entries (or its
    opening balance when it has neither); a meter whose record cannot be used starts faulted
-   (quarantined, ``MeterSupervisor.quarantine``), the others start normally;
+   (quarantined, ``MeterSupervisor.quarantine``), the others start normally; then the control
+   clock is anchored past every recovered time (``server.clock``), so it continues across the
+   restart;
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
 4. periodic work: snapshots of changed meters, interval history flushes;
 5. the field side: one bus task per Modbus gateway (``server.field``).
 
 The ``Park`` it yields is what protocol adapters (websocket hub, HTTP, OPC UA, the demo) talk
-to. On exit every changed meter is snapshotted once more, the journal is flushed, then the
+to. Nothing a meter or the field does can end it: a meter's failure is its supervisor's (a
+restart, then ``faulted``), a state that cannot be snapshotted restarts that meter, storage
+that refuses work leaves snapshots and history for the next round. On exit every changed
+meter is snapshotted once more, the journal is flushed, then the
 store is closed, so a clean stop restarts without re-charging anything.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Final
 
 import trio
 
@@ -37,11 +44,12 @@ from actors.supervisor import MeterSupervisor, NotRestorable, RestartIntensity
 from persistence.codec import encode_state
 from persistence.damage import Damage, DamagedRecord
 from persistence.journal import Journal, open_journal
-from persistence.recovery import Apply, recover_meter, recover_states
-from persistence.store import Store, open_store
+from persistence.recovery import Apply, find_reference, recover_meter, recover_states
+from persistence.store import Store, StoreError, open_store
 from policies.meter import step
 from policies.meter_policy import MeterPolicy
 from policies.records import IntervalClosed, MeterState
+from server.clock import ParkClock
 from server.collector import run_collector_hygiene
 from server.config import ParkConfig
 from server.field import Field, start_field
@@ -49,9 +57,16 @@ from server.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_HISTORY: Final = 500_000
+"""Closed intervals kept while storage cannot take them (~100 bytes each); oldest dropped."""
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class SnapshotFailed:
+    """Stands in for "the message" when a meter's state could not be snapshotted."""
 
 
 class Park:
@@ -65,7 +80,7 @@ class Park:
         registry: ParkRegistry,
         supervisor: MeterSupervisor,
         ledger: Ledger,
-        clock_ms: Callable[[], int],
+        clock: ParkClock,
     ) -> None:
         self.config = config
         self.store = store
@@ -75,15 +90,33 @@ class Park:
         self.dispatcher = registry.dispatcher
         self.supervisor = supervisor
         self.ledger = ledger
-        self.clock_ms = clock_ms
+        self.clock = clock
+        self.clock_ms = clock.wall_ms
         self.tenants = {meter.id: meter.tenant for meter in config.meters}
         self.field: Field | None = None
 
     async def snapshot_now(self) -> int:
         """Snapshot every changed meter and wait until it is on disk (before a backup, say)."""
-        written = await snapshot_dirty(self.router, encode_state, self.journal.put_snapshots_nowait)
+        written = await snapshot_dirty(self.router, encode_state, offer_snapshots(self.journal),
+                                       on_encode_error=self.supervisor_restart)
         await self.journal.flush()
         return written
+
+    def supervisor_restart(self, actor: MeterActor, error: Exception) -> None:
+        self.supervisor.child_failed(actor, SnapshotFailed(), error)
+
+
+def offer_snapshots(journal: Journal) -> Callable[[list[tuple[str, bytes]]], bool]:
+    """The snapshotter's put: False (nothing queued) while storage refuses work."""
+
+    def put(items: list[tuple[str, bytes]]) -> bool:
+        try:
+            journal.put_snapshots_nowait(items)
+        except StoreError:
+            return False
+        return True
+
+    return put
 
 
 def _replayers(policies: Mapping[str, MeterPolicy]) -> dict[str, Apply]:
@@ -106,9 +139,18 @@ class HistoryBuffer:
             (meter_id, interval.start_ms, interval.wh, interval.minor, interval.band))
 
     def flush(self, journal: Journal) -> None:
-        if self.pending:
-            batch, self.pending = self.pending, []
+        """Hand the pending intervals to the journal; kept (bounded) while it refuses them."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        try:
             journal.put_history_nowait(batch)
+        except StoreError:
+            lost = len(batch) - MAX_PENDING_HISTORY
+            if lost > 0:
+                log.error("storage is down: %d history intervals dropped (oldest)", lost)
+                del batch[:lost]
+            self.pending = batch + self.pending
 
 
 async def _run_history_flusher(
@@ -124,6 +166,24 @@ async def _run_history_flusher(
         buffer.flush(journal)
 
 
+def log_alarm(event: AlarmEvent) -> None:
+    """The alarm sink every server has: one log line per alarm event."""
+    level = logging.WARNING if event.state == "active" else logging.INFO
+    where = event.meter_id or "park"
+    log.log(level, "alarm %s %s %s on %s%s", event.alarm_id, event.kind, event.state, where,
+            f": {event.detail}" if event.detail else "")
+
+
+def _highest_control_time(states: Mapping[str, MeterState]) -> int:
+    """The latest control-clock time any recovered state remembers (the clock's anchor)."""
+    highest = -1
+    for state in states.values():
+        times = (state.reading_mono_ms, state.protection.over_since_ms,
+                 *state.protection.trip_ms, *state.relay.switch_ms)
+        highest = max(highest, *times)
+    return highest
+
+
 def _restorer(store: Store, opening: dict[str, int]) -> Callable[[MeterActor], MeterState]:
     """Rebuild one actor's state from its persisted snapshot + its newer journal entries."""
 
@@ -136,6 +196,19 @@ def _restorer(store: Store, opening: dict[str, int]) -> Callable[[MeterActor], M
             raise NotRestorable(str(error)) from error
 
     return restore
+
+
+def _is_recorded(store: Store) -> Callable[[str], bool]:
+    """Whether a reference is in the journal already (its recording may be damaged: then it
+    is, all the same)."""
+
+    def is_recorded(reference: str) -> bool:
+        try:
+            return find_reference(store, reference) is not None
+        except DamagedRecord:
+            return True
+
+    return is_recorded
 
 
 def _report_skipped(router: EffectRouter, skipped: tuple[Damage, ...], now: int) -> None:
@@ -157,12 +230,15 @@ async def open_park(
     config: ParkConfig,
     *,
     clock_ms: Callable[[], int] = wall_clock_ms,
+    clock: ParkClock | None = None,
     restart_intensity: RestartIntensity | None = None,
     snapshot_interval_s: float | None = None,
     with_field: bool = True,
 ) -> AsyncIterator[Park]:
     """Start a park (see the module docstring); ``with_field=False`` skips the Modbus buses,
-    for tests and tools that feed readings themselves."""
+    for tests and tools that feed readings themselves. ``clock`` (or just a wall clock,
+    ``clock_ms``) is for tests and benches that step time."""
+    clock = clock or ParkClock(clock_ms)
     interval = snapshot_interval_s or config.server.snapshot_interval_s
     with open_store(config.server.data_dir) as store:
         async with open_journal(store) as journal, trio.open_nursery() as nursery:
@@ -171,9 +247,12 @@ async def open_park(
             policies = config.policies
 
             recovered = recover_states(store, opening, _replayers(policies))
+            if not clock.anchored:
+                clock.anchor(_highest_control_time(recovered.states))
             router = EffectRouter()
             supervisor = MeterSupervisor(
-                _restorer(store, opening), router, clock_ms, restart_intensity or RestartIntensity()
+                _restorer(store, opening), router, clock.mono_ms,
+                restart_intensity or RestartIntensity()
             )
             dispatcher = Dispatcher(supervisor.child_failed)
             registry = ParkRegistry(dispatcher, router)
@@ -188,30 +267,35 @@ async def open_park(
                 router.mark_dirty(actor)  # a first snapshot pins the opening balance
             for meter_id, damage in recovered.quarantined.items():
                 supervisor.quarantine(registry.get(meter_id), str(damage))
-            _report_skipped(router, recovered.skipped, clock_ms())
+            _report_skipped(router, recovered.skipped, clock.wall_ms())
             log.info("recovered %d meters in %.2f s (%d quarantined)", len(registry),
                      time.perf_counter() - started, len(recovered.quarantined))
 
-            ledger = Ledger(registry, journal)
+            ledger = Ledger(registry, journal, clock.mono_ms, _is_recorded(store))
             journal.set_on_committed(ledger.on_committed)
             history = HistoryBuffer()
             router.history_sink = history.add
 
+            park = Park(config, store, journal, registry, supervisor, ledger, clock)
             await nursery.start(dispatcher.run)
-            await nursery.start(run_snapshotter, router, encode_state,
-                                journal.put_snapshots_nowait, interval)
+            await nursery.start(functools.partial(
+                run_snapshotter, router, encode_state, offer_snapshots(journal), interval,
+                on_encode_error=park.supervisor_restart))
             await nursery.start(_run_history_flusher, history, journal, 1.0)
-            park = Park(config, store, journal, registry, supervisor, ledger, clock_ms)
             await nursery.start(run_collector_hygiene)
             if with_field:
-                park.field = await start_field(config, registry, router, nursery)
+                park.field = await start_field(config, registry, router, nursery, clock)
             try:
                 yield park
             finally:
                 with trio.CancelScope(shield=True):
                     history.flush(journal)
-                    await snapshot_dirty(router, encode_state, journal.put_snapshots_nowait)
-                    await journal.flush()
+                    await snapshot_dirty(router, encode_state, offer_snapshots(journal),
+                                         on_encode_error=park.supervisor_restart)
+                    try:
+                        await journal.flush()
+                    except StoreError as error:  # storage down: what is queued is lost
+                        log.error("the last snapshots were not written: %s", error)
                 nursery.cancel_scope.cancel()
 
 
@@ -221,7 +305,8 @@ def serve_forever(config: ParkConfig) -> None:
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
-            async with open_park(config):
+            async with open_park(config) as park:
+                park.router.alarm_sinks.append(log_alarm)
                 async for _ in stop_requests:
                     log.info("SIGTERM: stopping")
                     return

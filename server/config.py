@@ -1306,6 +1306,11 @@ class _ParkReader:
             ),
             "offline_opens_relay": t.boolean("offline_opens_relay", pd["offline_opens_relay"]),
             "interval_ms": interval_ms,
+            # Plausibility: the profile's limits, or what this meter's wiring allows (a
+            # breaker, a CT ratio): W for electricity, L/h of flow for water and gas.
+            "max_power_w": self.max_power(t, profile_record),
+            "max_register_wh": (profile_record.limits.max_register
+                                if profile_record is not None else 10**15),
         }
         tariff_record = tariffs.get(tariff)
         if tariff_record is not None and "interval" not in t.failed:
@@ -1333,6 +1338,18 @@ class _ParkReader:
             policy=policy,
             kind=cast(Literal["electricity", "water", "gas"], kind),
         )
+
+    @staticmethod
+    def max_power(t: _Table, profile: Profile | None) -> float:
+        """``max_power_w``: the meter's own bound, at most what its profile says it can do."""
+        rated = profile.limits.max_rate if profile is not None else 1e12
+        if not t.has("max_power_w"):
+            return rated
+        value = t.number("max_power_w", rated)
+        if "max_power_w" not in t.failed and not 0 < value <= rated:
+            t.fail("max_power_w", f"must be > 0 and at most the profile's {rated:g} "
+                                  "(its [limits]; a profile file can raise them)")
+        return value
 
     @staticmethod
     def read_friendly(t: _Table) -> FriendlyPeriod:

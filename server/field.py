@@ -35,9 +35,11 @@ time, the listener asks the meter's bus for an early poll just after the delay (
 "early polls"); the policy, unchanged, then sees its confirming reading on time. Meters with
 no overload limit cost one comparison per reading.
 
-Garbage and exception replies are not meter-policy matters: the listener raises one
-``comm_fault`` alarm per meter (cleared by the next good reading) so an operator sees a
-misbehaving gateway or meter without the alarm stream being flooded once per poll.
+Garbage and exception replies go to the meter as ``CommFault`` (once, until the next good
+reading, which sends ``CommRestored``): its alarm policy raises one ``offline`` alarm with
+detail ``comm_fault: ...`` (an id like every other alarm's, ``<meter id>/<number>``), so an
+operator sees a misbehaving gateway or meter without the alarm stream being flooded once per
+poll. Everything the listener tells a meter carries the control-clock time (``server.clock``).
 
 After a restart the physical coils may not match what the meters' states command (someone
 switched a relay by hand, a gateway power-cycled), so every meter's commanded position is
@@ -48,24 +50,30 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
 import trio
 
-from actors.effects import AlarmEvent, EffectRouter
+from actors.effects import EffectRouter
 from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
-from policies.records import ConnectivityChanged, Reading, RelayCommand, RelayFeedback
+from policies.records import (
+    CommFault,
+    CommRestored,
+    ConnectivityChanged,
+    Reading,
+    RelayCommand,
+    RelayFeedback,
+)
 from protocols.modbus.bus import BusGateway, GatewayBus, UnitBinding
 from protocols.modbus.profiles import Profile
+from server.clock import ParkClock
 from server.config import GatewaySection, ParkConfig
 
 log = logging.getLogger(__name__)
-
-COMM_FAULT = "comm_fault"
 
 OVERLOAD_MARGIN_S: Final = 0.002
 """An early poll goes this long after the overload delay ends (timestamps are whole ms)."""
@@ -183,14 +191,23 @@ class RunQueueGate:
                     await trio.sleep(IDLE_RECHECK_S)
 
 
+def _one_clock() -> int:
+    return -1  # no control clock: messages carry the wall label only (tools, tests)
+
+
 class MeterBusListener:
     """Routes bus observations into meter actors (see the module docstring)."""
 
     def __init__(
-        self, registry: ParkRegistry, router: EffectRouter, gate: RunQueueGate | None = None
+        self,
+        registry: ParkRegistry,
+        router: EffectRouter,
+        gate: RunQueueGate | None = None,
+        mono_ms: Callable[[], int] = _one_clock,
     ) -> None:
         self._registry = registry
         self._router = router
+        self._mono_ms = mono_ms
         self.gate = gate if gate is not None else RunQueueGate(registry.dispatcher)
         self._comm_alarmed: set[int] = set()
         # Per registry key (filled by attach): overload limit (W; 0 = none), delay (s), bus.
@@ -221,25 +238,26 @@ class MeterBusListener:
                 over.discard(meter_key)
             if comm_alarmed and meter_key in comm_alarmed:
                 comm_alarmed.discard(meter_key)
-                self._publish_comm(meter_key, "cleared", reading.ts_ms, "")
+                self._tell(meter_key, CommRestored(reading.ts_ms, reading.mono_ms))
 
     def poll_allowance(self, bus: GatewayBus, wanted: int) -> int:
         return self.gate.poll_allowance(bus, wanted)
 
     def connectivity(self, meter_key: int, online: bool, ts_ms: int, detail: str) -> None:
-        actor = self._registry.by_key(meter_key)
-        self._registry.tell_nowait(actor, ConnectivityChanged(online, ts_ms, detail))
+        self._tell(meter_key, ConnectivityChanged(online, ts_ms, detail, self._mono_ms()))
 
     def relay_feedback(self, meter_key: int, closed: bool, ts_ms: int) -> None:
-        actor = self._registry.by_key(meter_key)
-        self._registry.tell_nowait(actor, RelayFeedback(closed, ts_ms))
+        self._tell(meter_key, RelayFeedback(closed, ts_ms, self._mono_ms()))
 
     def poll_failed(self, meter_key: int, kind: str, detail: str, ts_ms: int) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
         if kind == "timeout" or meter_key in self._comm_alarmed:
             return  # timeouts are the offline rule's business (bus offline_after)
         self._comm_alarmed.add(meter_key)
-        self._publish_comm(meter_key, "active", ts_ms, f"{kind}: {detail}")
+        self._tell(meter_key, CommFault(f"{kind}: {detail}", ts_ms, self._mono_ms()))
+
+    def _tell(self, meter_key: int, message: object) -> None:
+        self._registry.tell_nowait(self._registry.by_key(meter_key), message)
 
     def _confirm_overload(self, meter_key: int) -> None:
         bus = self._bus_by_key[meter_key]
@@ -247,12 +265,6 @@ class MeterBusListener:
             # The reading's timestamp is in whole ms: one more makes the delay surely elapsed.
             at = trio.current_time() + self._overload_delay_s[meter_key] + OVERLOAD_MARGIN_S
             bus.poll_at_nowait(meter_key, at)
-
-    def _publish_comm(self, meter_key: int, state: str, ts_ms: int, detail: str) -> None:
-        meter_id = self._registry.by_key(meter_key).meter_id
-        self._router.publish_alarm(
-            AlarmEvent(f"{meter_id}/{COMM_FAULT}", meter_id, COMM_FAULT, 0, state, ts_ms, detail)
-        )
 
 
 def bus_gateway(section: GatewaySection) -> BusGateway:
@@ -278,6 +290,7 @@ def build_buses(
     registry: ParkRegistry,
     listener: MeterBusListener,
     profiles: dict[str, Profile] | None = None,
+    clock: ParkClock | None = None,
 ) -> tuple[list[GatewayBus], list[GatewayBus | None]]:
     """One bus per gateway, and for each registry key the bus its meter hangs on.
 
@@ -293,7 +306,11 @@ def build_buses(
     buses: list[GatewayBus] = []
     bus_by_key: list[GatewayBus | None] = [None] * len(registry)
     for gateway in config.gateways:
-        bus = GatewayBus(bus_gateway(gateway), bindings[gateway.id], listener)
+        if clock is None:
+            bus = GatewayBus(bus_gateway(gateway), bindings[gateway.id], listener)
+        else:
+            bus = GatewayBus(bus_gateway(gateway), bindings[gateway.id], listener,
+                             clock=clock.wall_ms, mono_clock=clock.mono_ms)
         buses.append(bus)
         for binding in bindings[gateway.id]:
             bus_by_key[binding.meter_key] = bus
@@ -307,11 +324,15 @@ class Field:
 
 
 async def start_field(
-    config: ParkConfig, registry: ParkRegistry, router: EffectRouter, nursery: trio.Nursery
+    config: ParkConfig,
+    registry: ParkRegistry,
+    router: EffectRouter,
+    nursery: trio.Nursery,
+    clock: ParkClock,
 ) -> Field:
     """Start every gateway's bus and route relay commands to them."""
-    listener = MeterBusListener(registry, router)
-    buses, bus_by_key = build_buses(config, registry, listener)
+    listener = MeterBusListener(registry, router, mono_ms=clock.mono_ms)
+    buses, bus_by_key = build_buses(config, registry, listener, clock=clock)
     listener.attach(bus_by_key)
 
     def command_relay(actor: MeterActor, command: RelayCommand) -> None:

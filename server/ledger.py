@@ -5,7 +5,7 @@ Theory of operation
 Every path that moves money (websocket, HTTP, OPC UA, admin tools) calls the ``Ledger``; none
 talks to a meter actor about money directly. A top-up goes through three steps:
 
-1. validate (known meter, not faulted, amount > 0, a reference) — nothing is written on error;
+1. validate (known meter, amount > 0, a reference) — nothing is written on error;
 2. ``journal.record`` — returns once the entry is committed and fsynced (group commit), or
    returns the first recording when the reference was seen before (idempotency lives in the
    journal, so it survives restarts);
@@ -20,11 +20,25 @@ The acknowledgement carries the balance right after that top-up was applied. It 
 into the journal (``record_outcome_nowait``) so a repeated reference gets the same answer even
 after a restart. If the process died after the commit but before the outcome was stored, the
 top-up is applied during recovery and a repeat is answered with the meter's current balance.
+
+Answers tell the truth about money (``MoneyAck.status``): "applied" (in the balance given),
+"duplicate" (a repeat of an earlier recording; no second movement) or "pending": the entry is
+durable in the journal but its meter is faulted, so it is applied when the meter restarts
+(from snapshot + journal, which includes it); a repeat says "pending" again until then. A
+faulted meter is no reason to refuse a tenant's payment, and "no money was moved" would be
+false once the entry is written. When the journal cannot write (storage down), nothing is
+written and the error says so (``StorageUnavailable``, code ``unavailable``).
+
+Every entry carries the control-clock time it was recorded at (``mono_ms``), so the meter
+applies it live and on replay with the same time: relay decisions (anti-chatter, reclose)
+are measured on the control clock, never on the wall label.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final, Literal
 
 import attrs
 
@@ -32,29 +46,54 @@ from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
+from persistence.entries import to_message
 from persistence.journal import Journal, JournalEntry, Recorded
-from policies.records import AdjustmentApplied, TopUpApplied
 
-MAX_REFERENCE_LENGTH = 128
-RECENT_OUTCOMES = 65_536
+MAX_REFERENCE_LENGTH: Final = 128
+RECENT_OUTCOMES: Final = 65_536
+
+Status = Literal["applied", "duplicate", "pending"]
 
 
 class BadRequest(ValueError):
     """The command itself is wrong (amount, reference); nothing was written."""
 
+    code = "bad_request"
+
 
 @attrs.frozen
 class MoneyAck:
+    """The answer to a money command. ``balance`` is the meter's balance right after it was
+    applied ("applied"), as first answered ("duplicate"), or its last known balance while the
+    entry waits for a faulted meter ("pending")."""
+
     reference: str
     meter_id: str
     balance: int
     duplicate: bool = False
+    status: Status = "applied"
+
+
+def _no_control_clock() -> int:
+    return -1
+
+
+def _nothing_known(reference: str) -> bool:
+    return False
 
 
 class Ledger:
-    def __init__(self, registry: ParkRegistry, journal: Journal) -> None:
+    def __init__(
+        self,
+        registry: ParkRegistry,
+        journal: Journal,
+        mono_ms: Callable[[], int] = _no_control_clock,
+        is_recorded: Callable[[str], bool] = _nothing_known,
+    ) -> None:
         self._registry = registry
         self._journal = journal
+        self._mono_ms = mono_ms
+        self._is_recorded = is_recorded  # reference -> in the journal already (a repeat)
         # seq -> reply of the delivery request; filled by on_committed before record() returns.
         self._deliveries: dict[int, Reply] = {}
         # reference -> reply, so a concurrent duplicate can wait for the first one's balance.
@@ -64,24 +103,51 @@ class Ledger:
     # -- commands -------------------------------------------------------------------------
 
     async def top_up(self, meter_id: str, amount: int, reference: str, ts_ms: int) -> MoneyAck:
-        if amount <= 0:
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise BadRequest("amount must be > 0")
-        return await self._move(JournalEntry("topup", meter_id, amount, reference, ts_ms, ""))
+        return await self._move(JournalEntry("topup", meter_id, amount, reference, ts_ms, "",
+                                             mono_ms=self._mono_ms()))
 
     async def adjust(
         self, meter_id: str, amount: int, reference: str, ts_ms: int, reason: str
     ) -> MoneyAck:
         """A signed correction (admin) or an apportioned charge; ``reason`` is journaled."""
-        if amount == 0:
-            raise BadRequest("an adjustment must not be zero")
-        entry = JournalEntry("adjustment", meter_id, amount, reference, ts_ms, reason)
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+            raise BadRequest("an adjustment must be a non-zero whole number of minor units")
+        entry = JournalEntry("adjustment", meter_id, amount, reference, ts_ms, reason,
+                             mono_ms=self._mono_ms())
+        return await self._move(entry)
+
+    async def replace_meter(
+        self,
+        meter_id: str,
+        reference: str,
+        ts_ms: int,
+        *,
+        start_wh: int,
+        final_wh: int = -1,
+        reason: str = "",
+    ) -> MoneyAck:
+        """The meter was physically replaced (or its register reset): journaled like money,
+        because it decides what the next reading charges. ``final_wh`` is the old meter's last
+        register (charged from the last good reading; -1 if unknown), ``start_wh`` the new
+        one's (the next baseline)."""
+        for name, value in (("start_wh", start_wh), ("final_wh", final_wh)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1 or (
+                    name == "start_wh" and value < 0):
+                raise BadRequest(f"{name} must be a whole number of Wh >= 0, got {value!r}")
+        last_good = self._registry.get(meter_id).state.register_wh
+        if 0 <= final_wh < last_good and not self._is_recorded(reference):
+            # The policy refuses it too; saying so before writing keeps the journal clean.
+            raise BadRequest(f"the old meter's final register {final_wh} Wh is below its last "
+                             f"good reading ({last_good} Wh)")
+        entry = JournalEntry("replace_meter", meter_id, 0, reference, ts_ms, reason,
+                             start_wh=start_wh, final_wh=final_wh, mono_ms=self._mono_ms())
         return await self._move(entry)
 
     async def _move(self, entry: JournalEntry) -> MoneyAck:
         _check_reference(entry.reference)
-        actor = self._registry.get(entry.meter_id)
-        if actor.faulted:
-            raise MeterFaulted(f"meter {entry.meter_id} is faulted; no money was moved")
+        self._registry.get(entry.meter_id)  # UnknownMeter before anything is written
         recorded = await self._journal.record(entry)
         if recorded.duplicate:
             return await self._repeat(recorded)
@@ -89,12 +155,20 @@ class Ledger:
         # Usually applied already (on_committed delivers at once); then a second wait would
         # only cost another trip through the scheduler.
         try:
-            balance = _balance_of(reply.result() if reply.done else await reply.wait())
-        except Exception:
-            # Applying it crashed the actor (the restart replayed the durable entry) or the
-            # meter is faulted: a repeat must not keep finding this failed delivery.
+            outcome = reply.result() if reply.done else await reply.wait()
+        except (MeterFaulted, ActorCrashed):
+            # The entry is durable. A crash restarted the actor from snapshot + journal, which
+            # applied it; a faulted meter applies it when it restarts. Either way the money
+            # is not lost, and the answer must not say otherwise.
             self._in_flight.pop(entry.reference, None)
-            raise
+            return self._unconfirmed(entry, duplicate=False)
+        rejection = _rejection_of(outcome)
+        if rejection is not None:
+            # The policy refused the command (a replacement's registers): it is journaled, and
+            # replays refuse it the same way; answer as a bad request.
+            self._in_flight.pop(entry.reference, None)
+            raise BadRequest(rejection)
+        balance = _balance_of(outcome)
         self._remember(entry.reference, balance)
         self._journal.record_outcome_nowait(recorded, balance)
         return MoneyAck(entry.reference, entry.meter_id, balance)
@@ -108,24 +182,30 @@ class Ledger:
         elif entry.reference in self._in_flight:
             try:
                 balance = _balance_of(await self._in_flight[entry.reference].wait())
-            except ActorCrashed:
-                # The first delivery crashed its actor; the restart applied the entry.
-                balance = self._registry.get(entry.meter_id).state.balance
+            except (MeterFaulted, ActorCrashed):
+                return self._unconfirmed(entry, duplicate=True)
         else:
-            # Committed before a crash that lost its outcome: recovery applied it already.
-            balance = self._registry.get(entry.meter_id).state.balance
-        return MoneyAck(entry.reference, entry.meter_id, balance, duplicate=True)
+            # Committed before a crash that lost its outcome (recovery applied it), or waiting
+            # for a faulted meter.
+            return self._unconfirmed(entry, duplicate=True)
+        return MoneyAck(entry.reference, entry.meter_id, balance, duplicate=True,
+                        status="duplicate")
+
+    def _unconfirmed(self, entry: JournalEntry, *, duplicate: bool) -> MoneyAck:
+        """The answer for a durable entry whose application we did not see: pending while its
+        meter is faulted (or its state predates the entry), else applied in its balance."""
+        actor = self._registry.get(entry.meter_id)
+        status: Status = "duplicate" if duplicate else "applied"
+        if actor.faulted:
+            status = "pending"
+        return MoneyAck(entry.reference, entry.meter_id, actor.state.balance,
+                        duplicate=duplicate, status=status)
 
     # -- delivery, called by the journal on the trio thread in seq order -----------------------
 
     def on_committed(self, entries: list[tuple[int, JournalEntry]]) -> None:
         for seq, entry in entries:
-            message: object
-            if entry.kind == "topup":
-                message = TopUpApplied(seq, entry.amount, entry.reference, entry.ts_ms)
-            else:
-                message = AdjustmentApplied(seq, entry.amount, entry.detail or entry.kind,
-                                            entry.ts_ms)
+            message = to_message(seq, entry)  # what recovery replays, exactly
             reply = Reply()
             self._deliveries[seq] = reply
             self._in_flight[entry.reference] = reply
@@ -152,3 +232,8 @@ def _check_reference(reference: str) -> None:
 def _balance_of(outcome: object) -> int:
     assert isinstance(outcome, CommandOutcome)
     return outcome.state.balance
+
+
+def _rejection_of(outcome: object) -> str | None:
+    assert isinstance(outcome, CommandOutcome)
+    return None if outcome.rejection is None else outcome.rejection.message

@@ -69,6 +69,7 @@ gateway: each bus has its own task, stream and timers.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import struct
 import time
@@ -94,6 +95,8 @@ if TYPE_CHECKING:
     from policies.records import Reading
     from protocols.modbus.codec import Response
     from protocols.modbus.profiles import Profile
+
+log = logging.getLogger(__name__)
 
 COMMAND_LATENCIES_KEPT: Final = 4_096
 
@@ -190,6 +193,8 @@ class BusStatistics:
     """New polls are held back: the listener allowed none (back-pressure)."""
     holds: int
     """How many times polling was held back since the bus started."""
+    internal_errors: int = 0
+    """Unexpected exceptions (bugs) the bus survived by reconnecting."""
 
 
 # --- per-unit and per-command state (private, mutable, slotted: touched on every reply) ----------
@@ -265,11 +270,15 @@ class GatewayBus:
         listener: BusListener,
         *,
         clock: Callable[[], int] = wall_clock_ms,
+        mono_clock: Callable[[], int] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
         self.gateway = gateway
         self._listener = listener
         self._clock = clock
+        # The control clock readings are ordered by (server.clock); without one they carry
+        # only the wall label (tools, tests).
+        self._mono_clock = mono_clock
         self._timeout_s = gateway.timeout_ms / 1000
         self._interval_s = gateway.poll_interval_ms / 1000
         pipeline: RequestPipeline[_Token]
@@ -318,6 +327,7 @@ class GatewayBus:
         self._unsent_commands: dict[int, _Command] = {}
 
         self._polls = 0
+        self._internal_errors = 0
         self._failed = {"timeout": 0, "exception": 0, "garbage": 0}
         self._reconnects = 0
         self._cycles = 0
@@ -404,6 +414,7 @@ class GatewayBus:
             p99_command_ms=p99,
             held=self._held,
             holds=self._holds,
+            internal_errors=self._internal_errors,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -428,6 +439,13 @@ class GatewayBus:
                     except PROTOCOL_ERRORS as error:
                         detail = f"garbage from gateway: {error}"
                         self._blame_garbage(detail)
+                    except Exception as error:
+                        # A bug here or in a listener must cost this gateway one reconnect,
+                        # never the park: every other bus, and the actors, go on.
+                        self._internal_errors += 1
+                        log.exception("gateway %s: internal error, reconnecting",
+                                      self.gateway.gateway_id)
+                        detail = f"internal error: {error!r}"
                     self._abandon_work(await connection.aclose())
                     self._reconnects += 1
                     # Units only count as unreachable once a whole period passes unconnected.
@@ -590,6 +608,7 @@ class GatewayBus:
 
     def _on_completions(self, completions: list[tuple[_Token, Response]]) -> None:
         ts_ms = self._clock()
+        mono_ms = -1 if self._mono_clock is None else self._mono_clock()
         keys: list[int] = []
         readings: list[Reading] = []
         for token, response in completions:
@@ -607,7 +626,7 @@ class GatewayBus:
                 continue
             unit.sent = False
             try:
-                reading = unit.decode(unit.blocks, ts_ms)
+                reading = unit.decode(unit.blocks, ts_ms, mono_ms)
             except (ValueError, IndexError, struct.error) as error:  # NaN, short payload
                 self._fail_poll(unit, "garbage", f"undecodable registers: {error}", ts_ms)
                 continue

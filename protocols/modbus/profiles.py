@@ -17,7 +17,7 @@ Loading a profile compiles two things, so that polling costs as little as possib
   many meters accept fewer). Reading a few unused registers costs a few bytes; another request
   costs a round trip on a slow RS-485 bus and a whole request's CPU on both sides, so the
   Eastron profiles allow gaps up to 64 and poll in ONE request (0x0000..0x0049).
-* ``decode(blocks, ts_ms) -> Reading`` — the conversion at the edge. For each block one
+* ``decode(blocks, ts_ms, mono_ms=-1) -> Reading`` — the conversion at the edge. For each block one
   precompiled ``struct.Struct`` (pad bytes over the gaps) unpacks every value in one C call;
   a small function generated from the profile (as attrs generates ``__init__``) picks the
   values, applies the scales and builds the :class:`~policies.records.Reading`. Measured about
@@ -35,6 +35,12 @@ counts it as garbage), never a bogus reading.
 
 The relay (or valve) is a coil: ``relay`` says which functions read and write it; its address
 comes from each meter's ``relay_coil`` in the park config, not from the profile.
+
+Limits: ``[limits]`` says what the meter can physically do, for the plausibility checks that
+every reading passes before it is charged (``policies.plausibility``): ``max_power_w`` (for
+water and gas ``max_flow`` in m3/h), the most it can deliver, and ``max_import``, the largest
+value its register shows (in ``import_energy``'s unit). Left out, they default to
+``DEFAULT_LIMITS`` for the profile's kind: loose bounds that still refuse the absurd.
 """
 
 from __future__ import annotations
@@ -55,10 +61,12 @@ from protocols.modbus.codec import MAX_READ_REGISTERS
 
 __all__ = [
     "DATA_TYPES",
+    "DEFAULT_LIMITS",
     "KINDS",
     "QUANTITIES",
     "CoilSpec",
     "Decoder",
+    "Limits",
     "Profile",
     "ProfileError",
     "ReadBlock",
@@ -94,11 +102,18 @@ ENERGY_UNITS: Final = {"kWh": 1000.0, "Wh": 1.0, "m3": 1000.0}
 FLOW_UNITS: Final = {"m3/h": 1000.0, "L/h": 1.0}
 """flow unit -> factor to litres per hour (what ``Reading.power_w`` holds for water/gas)."""
 
+DEFAULT_LIMITS: Final = {
+    # kind: (max rate in register units per hour, max register in the import unit)
+    "electricity": (1_000_000.0, 99_999_999.0),  # 1 MW; an 8-digit kWh register
+    "water": (100_000.0, 99_999_999.0),  # 100 m3/h in L/h; an 8-digit m3 register
+    "gas": (100_000.0, 99_999_999.0),
+}
 DEFAULT_MAX_GAP: Final = 20
 PROFILES_PACKAGE: Final = "protocols.modbus"
 PROFILES_DIR: Final = "profiles"
 
-Decoder = Callable[[Sequence[bytes], int], Reading]
+Decoder = Callable[..., Reading]
+"""``decode(blocks, ts_ms, mono_ms=-1)``: the wall label and the control-clock time."""
 
 
 class ProfileError(ValueError):
@@ -152,6 +167,15 @@ class CoilSpec:
 
 
 @attrs.frozen
+class Limits:
+    """What the meter can physically do (see the module docstring), in register units:
+    ``max_rate`` per hour (W, or L/h for water and gas), ``max_register`` (Wh or L)."""
+
+    max_rate: float
+    max_register: int
+
+
+@attrs.frozen
 class ReadBlock:
     """One Modbus read of a poll: ``count`` registers from ``address`` with ``function``."""
 
@@ -183,6 +207,10 @@ class Profile:
     description: str = ""
     max_gap: int = DEFAULT_MAX_GAP
     max_registers: int = MAX_READ_REGISTERS
+    max_rate: float | None = None
+    """``[limits]`` max_power_w (or max_flow x 1000); None = the kind's default."""
+    max_import: float | None = None
+    """``[limits]`` max_import in the import unit; None = the kind's default."""
     read_plan: tuple[ReadBlock, ...] = attrs.field(init=False)
     decode: Decoder = attrs.field(init=False, eq=False, repr=False, default=_not_compiled)
     decode_source: str = attrs.field(init=False, eq=False, repr=False, default="")
@@ -201,6 +229,13 @@ class Profile:
             if spec.quantity == quantity:
                 return spec
         return None
+
+    @property
+    def limits(self) -> Limits:
+        rate, top = DEFAULT_LIMITS[self.kind]
+        rate = rate if self.max_rate is None else self.max_rate
+        top = top if self.max_import is None else self.max_import
+        return Limits(rate, round(top * self.energy_factor))
 
     @property
     def energy_factor(self) -> float:
@@ -253,7 +288,7 @@ def _compile_decoder(profile: Profile, plan: tuple[ReadBlock, ...]) -> tuple[Dec
     """One ``struct.Struct`` per block and a generated function (module docstring)."""
     namespace: dict[str, Any] = {"Reading": Reading, "isfinite": math.isfinite}
     expressions: dict[str, str] = {}
-    lines = ["def decode(blocks, ts_ms):"]
+    lines = ["def decode(blocks, ts_ms, mono_ms=-1):"]
     flat_index = 0
     unpack_terms = []
     for block_number, block in enumerate(plan):
@@ -311,7 +346,8 @@ def _compile_decoder(profile: Profile, plan: tuple[ReadBlock, ...]) -> tuple[Dec
     # OverflowError, and the bus expects ValueError for undecodable registers.
     lines.append("    if not isfinite(e + p):")
     lines.append("        raise ValueError(f'register values not finite: energy {e}, power {p}')")
-    lines.append(f"    return Reading(ts_ms, round(e), p, {voltage}, {current}, {tamper})")
+    lines.append(
+        f"    return Reading(ts_ms, round(e), p, {voltage}, {current}, {tamper}, mono_ms)")
     source = "\n".join(lines) + "\n"
     exec(compile(source, f"<profile {profile.name} decode>", "exec"), namespace)
     decode: Decoder = namespace["decode"]
@@ -373,6 +409,10 @@ def _validate(profile: Profile) -> None:
         raise ProfileError(f"{where}: values.flow.unit must be one of {', '.join(FLOW_UNITS)}")
     if profile.relay.function_read not in (1, 2) or profile.relay.function_write != 5:
         raise ProfileError(f"{where}: relay reads with function 1 or 2 and writes with 5")
+    for key, value in (("max_power_w or max_flow", profile.max_rate),
+                       ("max_import", profile.max_import)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= 1e12):
+            raise ProfileError(f"{where}: limits.{key} must be a positive number up to 1e12")
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -402,9 +442,15 @@ def _no_unknown_keys(table: Mapping[str, Any], known: frozenset[str], where: str
 
 
 _VALUE_KEYS: Final = frozenset({"function", "address", "type", "word_order", "scale", "unit"})
-_TOP_KEYS: Final = frozenset({"name", "kind", "description", "read_plan", "relay", "values"})
+_TOP_KEYS: Final = frozenset(
+    {"name", "kind", "description", "read_plan", "relay", "values", "limits"})
 _PLAN_KEYS: Final = frozenset({"max_gap", "max_registers"})
 _RELAY_KEYS: Final = frozenset({"function_read", "function_write"})
+_LIMIT_KEYS: Final = {
+    "electricity": frozenset({"max_power_w", "max_import"}),
+    "water": frozenset({"max_flow", "max_import"}),
+    "gas": frozenset({"max_flow", "max_import"}),
+}
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Profile:
@@ -417,6 +463,17 @@ def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Prof
         _no_unknown_keys(plan, _PLAN_KEYS, f"{source}: read_plan")
         relay = _table(data, "relay", source)
         _no_unknown_keys(relay, _RELAY_KEYS, f"{source}: relay")
+        limits = _table(data, "limits", source)
+        _no_unknown_keys(limits, _LIMIT_KEYS.get(kind, frozenset()), f"{source}: limits")
+        max_rate = None
+        if "max_power_w" in limits:
+            max_rate = float(_typed(limits, "max_power_w", (int, float), f"{source}: limits", 0))
+        elif "max_flow" in limits:  # m3/h -> L/h, the unit power_w carries for water and gas
+            max_rate = 1000.0 * _typed(limits, "max_flow", (int, float), f"{source}: limits", 0)
+        max_import = None
+        if "max_import" in limits:
+            max_import = float(_typed(limits, "max_import", (int, float), f"{source}: limits",
+                                      0))
         values: list[ValueSpec] = []
         for quantity, table in _table(data, "values", source).items():
             where = f"{source}: values.{quantity}"
@@ -447,6 +504,8 @@ def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Prof
             max_registers=_typed(
                 plan, "max_registers", int, f"{source}: read_plan", MAX_READ_REGISTERS
             ),
+            max_rate=max_rate,
+            max_import=max_import,
         )
     except ProfileError as error:
         message = str(error)

@@ -1,4 +1,6 @@
-"""Charging readings: baseline, stale, rollback, exact money over splits, history buckets."""
+"""Charging readings: baseline, stale, rollback, exact money over splits, history buckets.
+
+The plausibility checks have their own tests (test_plausibility.py)."""
 
 from __future__ import annotations
 
@@ -54,18 +56,18 @@ def test_stale_and_duplicate_readings_are_ignored() -> None:
         assert new is state and fx == ()
 
 
-def test_register_rollback_is_tamper_and_new_baseline() -> None:
+def test_register_rollback_is_tamper_and_keeps_the_baseline() -> None:
     pol = policy()
     state, _ = feed(MeterState.opening(10_000), [Reading(T0, 5000, 0.0),
                                                   Reading(T0 + 1000, 6000, 0.0)], pol)
     balance = state.balance
     state, fx = charge_reading(state, Reading(T0 + 2000, 10, 0.0), pol)
-    assert state.balance == balance and state.register_wh == 10
+    assert state.balance == balance and state.register_wh == 6000
     [raised] = fx
     assert isinstance(raised, AlarmRaised)
     assert (raised.kind, raised.detail) == ("tamper", "register_rollback")
-    state, _ = charge_reading(state, Reading(T0 + 3000, 1010, 0.0), pol)
-    assert state.balance == balance - 100  # charged from the new baseline
+    state, _ = charge_reading(state, Reading(T0 + 3000, 6100, 0.0), pol)
+    assert state.balance == balance - 10  # charged from the last good register
 
 
 def test_history_buckets_close_with_exact_energy_and_money() -> None:

@@ -25,11 +25,14 @@ from policies.records import (
     AcknowledgeAlarm,
     AdjustmentApplied,
     CommandRejected,
+    CommFault,
+    CommRestored,
     ConnectivityChanged,
     MeterState,
     Reading,
     RelayCommand,
     RelayFeedback,
+    ReplaceMeter,
     ResetLockout,
     SetManualRelay,
     TopUpApplied,
@@ -67,7 +70,7 @@ def test_step_rejects_unknown_messages_and_table_covers_all_inputs() -> None:
     assert new is state and isinstance(fx[0], CommandRejected) and fx[0].code == "unsupported"
     assert set(TRANSITIONS) == {Reading, TopUpApplied, AdjustmentApplied, SetManualRelay,
                                 ResetLockout, AcknowledgeAlarm, ConnectivityChanged,
-                                RelayFeedback}
+                                RelayFeedback, ReplaceMeter, CommFault, CommRestored}
 
 
 def test_common_reading_reuses_sub_records_and_no_effects() -> None:
@@ -106,7 +109,8 @@ def message_sequences(draw: st.DrawFn) -> list[Any]:
     for _ in range(draw(st.integers(1, 60))):
         ts += draw(st.sampled_from([0, 1, 500, 1000, 2000, 30_000, 600_000, 3_600_000]))
         kind = draw(st.sampled_from(["reading"] * 6 + ["topup", "adjust", "manual", "reset",
-                                                       "online", "feedback", "ack", "replay"]))
+                                                       "online", "feedback", "ack", "replay",
+                                                       "replace", "comm"]))
         if kind == "reading":
             register = max(0, register + draw(st.integers(-200, 2000)))
             out.append(Reading(ts, register, draw(st.sampled_from([0.0, 500.0, 2500.0])),
@@ -125,6 +129,13 @@ def message_sequences(draw: st.DrawFn) -> list[Any]:
                                       "test", ts))
         elif kind == "reset":
             out.append(ResetLockout(ts))
+        elif kind == "replace":
+            seq += 1
+            register = draw(st.integers(0, 50_000))
+            out.append(ReplaceMeter(seq, register, draw(st.sampled_from([-1, register, 0])),
+                                    "swap", ts))
+        elif kind == "comm":
+            out.append(draw(st.sampled_from([CommFault("garbage: x", ts), CommRestored(ts)])))
         elif kind == "online":
             out.append(ConnectivityChanged(draw(st.booleans()), ts))
         elif kind == "feedback":
@@ -134,7 +145,7 @@ def message_sequences(draw: st.DrawFn) -> list[Any]:
     return out
 
 
-MONEY_MESSAGES = (Reading, TopUpApplied, AdjustmentApplied)
+MONEY_MESSAGES = (Reading, TopUpApplied, AdjustmentApplied, ReplaceMeter)
 
 
 def relay_allowed(state: MeterState, pol: MeterPolicy, ts: int) -> bool:
@@ -160,10 +171,10 @@ def test_random_sequences_keep_every_invariant(
         # ever lower it (charges are never negative).
         if not isinstance(message, MONEY_MESSAGES):
             assert new.balance == state.balance
-        if isinstance(message, Reading):
+        if isinstance(message, Reading | ReplaceMeter):
             assert new.balance <= state.balance
         # A replayed journal event changes nothing at all.
-        if isinstance(message, TopUpApplied | AdjustmentApplied) and (
+        if isinstance(message, TopUpApplied | AdjustmentApplied | ReplaceMeter) and (
             message.seq <= state.journal_seq
         ):
             assert new is state and effects == ()

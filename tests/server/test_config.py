@@ -751,13 +751,26 @@ def test_bad_default_is_reported_once_at_its_own_line() -> None:
 def test_identical_meters_share_one_policy() -> None:
     config = load(BASE)
     assert config.meter_policy("M-1") is not config.meter_policy("M-2")  # tariffs differ
-    same = replace(BASE, 'tariff = "tou"', 'tariff = "flat"')
+    # Same tariff and profile (the profile's limits are policy too).
+    same = replace(replace(BASE, 'tariff = "tou"', 'tariff = "flat"'),
+                   'profile = "sdm120"', 'profile = "sdm630"')
     config = load(same)
     assert config.meter_policy("M-1") is config.meter_policy("M-2")
     different = replace(same, "overload_w = 30000", "overload_w = 30001", 2)
     config = load(different)
     assert config.meter_policy("M-1") is not config.meter_policy("M-2")
     assert config.meter_policy("M-1").tariff is config.meter_policy("M-2").tariff
+
+
+def test_a_meter_takes_its_profiles_limits_and_may_lower_its_power_bound() -> None:
+    config = load(BASE)
+    assert config.meter_policy("M-1").max_power_w == 83_000  # sdm630's [limits]
+    assert config.meter_policy("M-2").max_power_w == 12_500  # sdm120's
+    assert config.meter_policy("M-1").max_register_wh == 9_999_999_900
+    lowered = replace(BASE, 'profile = "sdm120"', 'profile = "sdm120"\nmax_power_w = 7000')
+    assert load(lowered).meter_policy("M-2").max_power_w == 7000
+    with pytest.raises(ConfigError, match=r"max_power_w: must be > 0 and at most .*12500"):
+        load(replace(BASE, 'profile = "sdm120"', 'profile = "sdm120"\nmax_power_w = 90000'))
 
 
 def test_gateway_defaults_match_the_bus() -> None:

@@ -83,13 +83,14 @@ async def test_zero_balance_opens_relay_and_topup_closes_it(tmp_path: Path) -> N
         park.router.relay_sink = lambda actor, command: commands.append((actor.meter_id, command))
         actor = park.registry.get("M-0")
         park.registry.deliver_reading_nowait(actor.key, Reading(T0, 0, 5_000.0))
-        # 100.00 at 1.00/kWh is 100 kWh: 100.5 kWh later the balance is -0.50.
-        park.registry.deliver_reading_nowait(actor.key, Reading(T0 + 60_000, 100_500, 5_000.0))
+        # 100.00 at 1.00/kWh is 100 kWh: 100.5 kWh (21 h at 5 kW) later the balance is -0.50.
+        later = T0 + 21 * 3_600_000
+        park.registry.deliver_reading_nowait(actor.key, Reading(later, 100_500, 5_000.0))
         while park.dispatcher.queue_depth:
             await trio.sleep(0.001)
         assert actor.state.balance == -50
-        assert commands[-1] == ("M-0", RelayCommand(False, "zero_balance", T0 + 60_000))
-        ack = await park.ledger.top_up("M-0", 10_00, "rescue", T0 + 61_000)
+        assert commands[-1] == ("M-0", RelayCommand(False, "zero_balance", later))
+        ack = await park.ledger.top_up("M-0", 10_00, "rescue", later + 1_000)
         assert ack.balance == 9_50
         assert commands[-1][1].closed
         assert actor.state.relay.closed
