@@ -42,6 +42,8 @@ def damaged_entries(entry: JournalEntry) -> dict[str, bytes]:
     good = encode_entry(entry)
     return {
         "cut in its reference": good[: good.index(entry.reference.encode()) + 2],
+        "cut after its reference": good[: good.index(entry.reference.encode())
+                                        + len(entry.reference.encode()) + 1],
         "a string amount": tampered(good, 3, "1.00"),
         "an amount beyond 64 bits": tampered(good, 3, 2**64 - 1),
         "an unknown kind": tampered(good, 1, "gift"),

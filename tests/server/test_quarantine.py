@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from persistence.codec import encode_entry
+from persistence.damage import DamagedRecord
 from persistence.entries import JournalEntry
 from persistence.index import indexed_through
 from persistence.keys import pack_u64
@@ -194,3 +195,26 @@ async def test_a_quarantined_meter_runs_again_after_repair_and_reset(
     async with open_park(config, with_field=False) as park:  # and it stays healthy
         assert park.supervisor.faulted_meters == frozenset()
         assert park.registry.get("M-1").state.balance == balances["M-1"] - 1_00 + 5_00
+
+
+async def test_a_repeat_of_a_damaged_entrys_reference_is_refused_not_fatal(
+    tmp_path: Path,
+) -> None:
+    """The writer finds the reference (indexed under what could be read of it) and answers with
+    the damaged first recording: that must be one refused command, not a dead journal."""
+    config = small_park(tmp_path / "park", meters=3)
+    balances = await _run_a_while(config)
+    entry = JournalEntry("topup", "M-2", 30_00, "first-2", T0)
+    damaged = damaged_entries(entry)["cut after its reference"]
+    with open_store(config.server.data_dir) as store:
+        seq = _seq_of(store, "first-2")
+        poke_entry(store, seq, damaged)
+        txn = store.begin_write()
+        txn.delete(b"M-2", db=store.snapshots)  # type: ignore[attr-defined]
+        txn.commit()
+
+    async with open_park(config, with_field=False) as park:
+        assert park.supervisor.faulted_meters == {"M-2"}
+        with pytest.raises(DamagedRecord, match=rf"^journal\[seq {seq}\]: not a journal entry"):
+            await park.ledger.top_up("M-2", 30_00, "first-2", T0)
+        await _healthy_meters_work(park, ["M-0", "M-1"], balances)
