@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from actors.effects import AlarmEvent, EffectRouter
+from actors.meter import MeterActor
+from actors.supervisor import MeterSupervisor
 from persistence.codec import encode_entry
 from persistence.damage import DamagedRecord
 from persistence.entries import JournalEntry
@@ -26,6 +29,7 @@ from tests.persistence.damaged import (
     poke,
     poke_entry,
 )
+from tests.policies.builders import policy
 from tests.server.parks import small_park
 
 T0 = 1_790_000_000_000
@@ -218,3 +222,32 @@ async def test_a_repeat_of_a_damaged_entrys_reference_is_refused_not_fatal(
         with pytest.raises(DamagedRecord, match=rf"^journal\[seq {seq}\]: not a journal entry"):
             await park.ledger.top_up("M-2", 30_00, "first-2", T0)
         await _healthy_meters_work(park, ["M-0", "M-1"], balances)
+
+
+def test_quarantine_raises_the_faulted_alarm_naming_the_key_without_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = EffectRouter()
+    alarms: list[AlarmEvent] = []
+    router.alarm_sinks.append(alarms.append)
+    restores: list[str] = []
+
+    def restore(actor: MeterActor) -> MeterState:
+        restores.append(actor.meter_id)
+        return MeterState.opening(OPENING)
+
+    supervisor = MeterSupervisor(restore, router, lambda: 5_000)
+    actor = MeterActor("M-3", 0, policy(), MeterState.opening(OPENING), router)
+    reason = 'snapshots["M-3"]: not a meter state snapshot: FormatError'
+
+    supervisor.quarantine(actor, reason)
+
+    assert actor.faulted and restores == [] and supervisor.statistics().restarts == 0
+    assert alarms == [AlarmEvent(alarm_id="M-3/faulted", meter_id="M-3", kind="offline",
+                                 level=0, state="active", ts_ms=5_000,
+                                 detail=f"faulted: {reason}")]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"meter M-3 quarantined: {reason}; repair the record (docs/operations.md), then reset "
+        f"the meter"]
+    supervisor.reset(actor)
+    assert not actor.faulted and restores == ["M-3"]
