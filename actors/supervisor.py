@@ -111,8 +111,8 @@ class MeterSupervisor:
         """Start ``actor`` faulted, without a restart attempt: its stored record (named in
         ``reason``, e.g. ``snapshots["M-0003"]: ...``) cannot be used. The alarm is the one a
         faulted meter raises; :meth:`reset` tries again once the record is repaired."""
-        log.error("meter %s quarantined: %s; repair the record (docs/operations.md), then reset "
-                  "the meter", actor.meter_id, reason)
+        log.error("meter %s quarantined: %s; the record is kept for repair (docs/operations.md, "
+                  "\"A corrupt record\")", actor.meter_id, reason)
         self._mark_faulted(actor, reason, self._clock_ms())
 
     def reset(self, actor: MeterActor) -> None:

@@ -70,7 +70,7 @@ def print_report(report: CheckReport, out: TextIO) -> None:
         print(
             f"NOT OK: {_count(report.error_count, 'problem')}. A meter whose snapshot or journal "
             f"entry is named above starts faulted (quarantined) until that record is restored "
-            f"from a backup; then reset the meter. See docs/operations.md, \"A corrupt record\".",
+            f"from a backup: see docs/operations.md, \"A corrupt record\".",
             file=out,
         )
 

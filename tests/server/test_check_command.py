@@ -156,7 +156,7 @@ async def test_check_runs_beside_a_running_park_without_disturbing_it(tmp_path: 
         "  journal[seq 3]: not a journal entry: FormatError (meter M-2)",
         '  refs["pay-2"]: points at journal entry seq 3, whose reference is unreadable',
         "NOT OK: 2 problems. A meter whose snapshot or journal entry is named above starts "
-        "faulted (quarantined) until that record is restored from a backup; then reset the "
-        'meter. See docs/operations.md, "A corrupt record".',
+        "faulted (quarantined) until that record is restored from a backup: see "
+        'docs/operations.md, "A corrupt record".',
     ]
     assert result.stdout.splitlines()[1].split()[:2] == ["journal", "6"]

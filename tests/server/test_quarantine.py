@@ -100,7 +100,8 @@ async def test_a_damaged_snapshot_quarantines_its_meter_and_the_others_run(
         reason = park.supervisor.fault_reason("M-1")
         assert reason is not None and reason.startswith('snapshots["M-1"]: ')
         assert park.router.alarms == 1  # the offline alarm, "faulted: <reason>"
-        assert f"meter M-1 quarantined: {reason}; repair the record" in caplog.text
+        assert (f'meter M-1 quarantined: {reason}; the record is kept for repair '
+                f'(docs/operations.md, "A corrupt record")') in caplog.text
         assert "Traceback" not in caplog.text
         assert victim.state == MeterState.opening(OPENING)  # a placeholder, shown as faulted
         park.registry.deliver_reading_nowait(victim.key, Reading(T0 + 120_000, 12_000, 100.0))
@@ -247,7 +248,7 @@ def test_quarantine_raises_the_faulted_alarm_naming_the_key_without_a_restart(
                                  level=0, state="active", ts_ms=5_000,
                                  detail=f"faulted: {reason}")]
     assert [record.getMessage() for record in caplog.records] == [
-        f"meter M-3 quarantined: {reason}; repair the record (docs/operations.md), then reset "
-        f"the meter"]
+        f'meter M-3 quarantined: {reason}; the record is kept for repair (docs/operations.md, '
+        f'"A corrupt record")']
     supervisor.reset(actor)
     assert not actor.faulted and restores == ["M-3"]
