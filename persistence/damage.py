@@ -124,8 +124,10 @@ def _ints(values: object) -> bool:
     return type(values) is tuple and all(_int(value) for value in values)
 
 
-_INT_FIELDS: Final = ("balance", "residue", "register_wh", "reading_ms", "month", "month_wh",
-                      "bucket_start_ms", "bucket_wh", "bucket_minor", "journal_seq")
+_INT_FIELDS: Final = ("balance", "residue", "register_wh", "reading_ms", "reading_mono_ms",
+                      "month", "month_wh", "bucket_start_ms", "bucket_wh", "bucket_minor",
+                      "journal_seq")
+"""Every ``int`` field of ``MeterState`` (a test keeps this list complete)."""
 _int_fields: Final = operator.attrgetter(*_INT_FIELDS)
 _VALID_LIMIT: Final = 65_536
 _valid_parts: dict[int, object] = {}
@@ -140,17 +142,17 @@ def state_problem(state: MeterState) -> str | None:
     the integer fields tested in C, and sub-records that are the shared defaults or were
     checked before."""
     ints = _int_fields(state)
-    a, b, c, d, e, f, g, h, i, j = ints
+    a, b, c, d, e, f, g, h, i, j, k = ints
     if not (
         type(a) is int is type(b) is type(c) is type(d) is type(e) is type(f) is type(g)
-        is type(h) is type(i) is type(j)
+        is type(h) is type(i) is type(j) is type(k)
         # msgpack gives integers in [-2**63, 2**64 - 1]: only the top can be out of range
-        and max(ints) <= INT_MAX and j >= 0
+        and max(ints) <= INT_MAX and k >= 0
     ):
         for name, value in zip(_INT_FIELDS, ints, strict=True):
             if not _int(value):
                 return f"{name} is {value!r}, not a 64-bit integer"
-        return f"journal_seq is {j}"
+        return f"journal_seq is {k}"
     power = state.power_w
     if (type(power) is not float and type(power) is not int) or not math.isfinite(power):
         return f"power_w is {power!r}, not a finite number"
