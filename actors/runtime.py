@@ -38,6 +38,7 @@ cumulative register, so nothing is lost), commands are refused with ``overloaded
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import deque
@@ -46,6 +47,8 @@ from typing import Any, Protocol
 
 import attrs
 import trio
+
+log = logging.getLogger(__name__)
 
 
 class Actor(Protocol):
@@ -156,7 +159,12 @@ class Dispatcher:
 
     def _fail(self, actor: Actor, message: object, error: Exception) -> None:
         self._failures += 1
-        self._on_failure(actor, message, error)
+        try:
+            self._on_failure(actor, message, error)
+        except Exception:
+            # The supervisor itself failed on this one: the dispatcher must still go on, or
+            # every meter stops being protected for one meter's sake.
+            log.critical("failure handler failed for %r", actor, exc_info=True)
 
     def statistics(self) -> DispatcherStatistics:
         return DispatcherStatistics(

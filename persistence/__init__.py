@@ -11,7 +11,8 @@ Modules, one job each:
 * ``writer``    — the LMDB write transactions: batches, group commit, map growth;
 * ``index``     — ``refs`` and ``meter_journal``, written behind the journal, and its tail;
 * ``writer_process`` — the process those run in (no GIL shared with the control loop);
-* ``writer_link`` — the trio side of that process: spawn, stream work, read results;
+* ``writer_link`` — the trio side of that process: spawn and restart it, stream work, read results;
+* ``restarts``  — how soon a dead writer is restarted (backoff, restart intensity);
 * ``journal``   — the trio side: idempotent ``record``, ordered delivery, ``*_nowait`` writes;
 * ``recovery``  — snapshots + newer journal entries back into meter states;
 * ``history``   — interval history read back for reports.

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Final, cast
+from typing import ClassVar, Final, cast
 
 import lmdb
 
@@ -69,8 +69,26 @@ class DataDirInUse(StoreError):
     """Another process (or another open in this one) owns the data directory."""
 
 
-class StorageFull(StoreError):
-    """The LMDB map reached ``max_map_size``; the work that did not fit was not written."""
+class StorageUnavailable(StoreError):
+    """The journal cannot write now (its writer is restarting, the disk is full): money is
+    refused. Nothing of the refused call was done, unless the message says its outcome is
+    unknown (it was in flight when the writer died); a retry with the same reference is safe
+    either way, because a reference is applied at most once."""
+
+    code: ClassVar[str] = "unavailable"
+    """The contract's error code for it (``unavailable``: storage down, nothing was done)."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        """Why storage is down, for operators (the message is for whoever sent the command;
+        the cause is also in the log and the availability detail)."""
+
+
+class StorageFull(StorageUnavailable):
+    """The LMDB map reached ``max_map_size``; the work that did not fit was not written.
+
+    A kind of :class:`StorageUnavailable` (same ``code``), so one ``except`` covers both."""
 
 
 class SchemaMismatch(StoreError):
@@ -204,13 +222,20 @@ class Store:
             if current >= self.max_map_size:
                 raise StorageFull(
                     f"the data directory {self.path} is full: the LMDB map reached its maximum "
-                    f"of {_human(self.max_map_size)}; the last write was not stored. Free space "
-                    f"by archiving old history, or raise max_map_size"
+                    f"of {_human(self.max_map_size)} and the last write was not stored "
+                    f"({free_space(self.path)}); raise max_map_size if the disk has room, else "
+                    f"free space there or move data_dir to a larger disk"
                 )
             new_size = min(current * 2, self.max_map_size)
             self._env.set_mapsize(new_size)
             self.map_grows += 1
             return new_size
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of dead processes (a killed journal writer's, say): LMDB keeps
+        every page a reader might see, so a stale slot would make ``data.mdb`` grow forever."""
+        self._check_open()
+        return self._env.reader_check()
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -377,6 +402,33 @@ def _open_databases(env: Env, path: Path) -> dict[str, Db]:
 def _last_seq(txn: Txn, journal: Db) -> int:
     cursor = txn.cursor(db=journal)
     return unpack_u64(cursor.key()) if cursor.last() else 0
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged process may still write on ``path``'s filesystem (None if unknown)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def free_space(path: Path) -> str:
+    """``"N bytes free on its filesystem"``, for messages about a full or failing disk."""
+    free = free_bytes(path)
+    if free is None:
+        return "free space on its filesystem unknown"
+    return f"{free:,} bytes free on its filesystem"
+
+
+def write_failed_message(path: Path, error: BaseException) -> str:
+    """What to tell an operator when LMDB could not write (``mdb_txn_commit: Input/output
+    error`` is what a full disk, a file-size limit or a failing disk look like)."""
+    return (
+        f"writing the data directory {path} failed ({error}; {free_space(path)}): if the disk "
+        f"is full, free space there or move data_dir to a larger disk; otherwise check the "
+        f"disk (the kernel log says more)"
+    )
 
 
 def _human(size: int) -> str:

@@ -41,6 +41,12 @@ the background chunk is dropped first (snapshots are an optimisation; history is
 lost), then the index chunk is left out (the tail stays in memory and on disk; indexing stops
 until a restart) and the money records retried alone; if even they do not fit they fail with
 :class:`StorageFull`. Either way nothing is half-written.
+
+Any other LMDB error from a transaction (``mdb_txn_commit: Input/output error`` is what a full
+disk or a file-size limit looks like) is raised as a :class:`StoreError` whose message names the
+data directory, the free bytes on its filesystem and what to do; the writer process sends it to
+the server and exits, and the server starts a fresh one (``persistence.writer_link``). LMDB
+has written nothing of the failed transaction.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from persistence.codec import decode_outcome, encode_interval, encode_outcome
 from persistence.index import PendingIndex
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, unpack_u64
 from persistence.lmdb_types import Txn
-from persistence.store import StorageFull, Store, StoreError
+from persistence.store import StorageFull, Store, StoreError, write_failed_message
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,8 @@ MAX_INDEX_LAG = 200_000
 
 
 class JournalBroken(StoreError):
-    """The writer failed (a disk error, say); nothing more can be recorded."""
+    """The journal is closed; nothing more can be recorded. (A writer that died is restarted:
+    while it is down the journal raises ``StorageUnavailable`` instead.)"""
 
 
 @attrs.define(eq=False)
@@ -241,6 +248,8 @@ class Writer:
                 break
             except lmdb.MapFullError:
                 pass
+            except lmdb.Error as error:
+                raise StoreError(write_failed_message(self.store.path, error)) from error
             try:
                 new_size = self.store.grow_map()
                 log.info("LMDB map grown to %d bytes", new_size)

@@ -28,7 +28,17 @@ Frames both ways are a 4-byte big-endian length and a msgpack array (``frame``).
 Replies: ``[READY, last_seq, counters]`` once at start; per transaction ``[RESULT, committed
 [[token, seq]...], duplicates [[token, first_seq, raw_entry, outcome]...], failed [[token,
 message]...], outcomes [[reference, outcome]...], markers [token...], dropped, counters]``;
-``[BROKEN, message]`` before exiting on an error (a disk error, a bug).
+``[BROKEN, message]`` before exiting on an error (a disk error, a bug); for a disk error the
+message is the operator's (``store.write_failed_message``: the path, the free bytes, what to do).
+The server restarts a writer that exited (``persistence.writer_link``), so exiting is how this
+process recovers from an LMDB environment left in doubt by a failed commit.
+
+A writer does not start on a filesystem with less than ``MIN_FREE_BYTES`` free: it would be
+READY and then die on the first commit, and the server would flap between "storage is back"
+and "storage is down" on every money command. Refusing to start keeps a full disk one steady
+outage (with the free bytes in its message) until space is freed. ``SIGXFSZ`` is ignored, so a
+file-size limit (``ulimit -f``, systemd ``LimitFSIZE=``) is an I/O error reported like a full
+disk rather than a silent kill.
 
 If the server dies, the kernel kills this process too (``PR_SET_PDEATHSIG``): a writer
 outliving its server could commit journal entries behind the back of the next server on the
@@ -46,12 +56,20 @@ import select
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import lmdb
 import msgpack
 
-from persistence.store import open_store
+from persistence.store import (
+    StoreError,
+    free_bytes,
+    free_space,
+    open_store,
+    write_failed_message,
+)
 from persistence.writer import Background, BatchResult, RecordRequest, Writer
 
 RECORD: Final = 0
@@ -64,6 +82,9 @@ RESULT: Final = 1
 BROKEN: Final = 2
 
 _HEADER: Final = 4
+MIN_FREE_BYTES: Final = 1 << 20
+"""Below this, a writer refuses to start (see the module docstring); a money commit needs a
+few pages, a snapshot chunk some hundreds of KiB."""
 _PR_SET_PDEATHSIG: Final = 1
 
 log = logging.getLogger("persistence.writer_process")
@@ -158,6 +179,16 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def check_free_space(data_dir: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    free = free_bytes(Path(data_dir))
+    if free is not None and free < min_free_bytes:
+        raise StoreError(
+            f"the disk holding the data directory {data_dir} is full "
+            f"({free_space(Path(data_dir))}; the journal writer needs {min_free_bytes:,} to "
+            f"start): free space there or move data_dir to a larger disk"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_dir")
@@ -166,22 +197,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-puts", type=int, default=1000)
     parser.add_argument("--max-records", type=int, default=2000)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--min-free-bytes", type=int, default=MIN_FREE_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="wattkeeper journal writer: %(message)s")
     die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop (stdin EOF)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an I/O error instead
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
+        check_free_space(args.data_dir, args.min_free_bytes)
         store = open_store(args.data_dir, map_size=args.map_size,
                            max_map_size=args.max_map_size, lock=False)
         with store:
+            stale = store.clear_stale_readers()
+            if stale:
+                log.info("cleared %d reader slots of dead processes", stale)
             writer = Writer(store, chunk_puts=args.chunk_puts, max_records=args.max_records)
             write_all(out_fd, frame([READY, writer.last_seq, attrs.astuple(writer.counters)]))
             serve(writer, in_fd, out_fd)
     except BaseException as error:
-        log.exception("journal writer failed")
+        if isinstance(error, lmdb.Error):  # not from a transaction (those are StoreErrors)
+            error = StoreError(write_failed_message(Path(args.data_dir), error))
+        if isinstance(error, StoreError):  # a message for the operator: one line is enough
+            log.error("%s", error)
+            message = str(error)
+        else:  # a bug: the traceback is for us
+            log.exception("journal writer failed")
+            message = f"{type(error).__name__}: {error}"
         with contextlib.suppress(OSError):  # the server may be gone already
-            write_all(out_fd, frame([BROKEN, f"{type(error).__name__}: {error}"]))
+            write_all(out_fd, frame([BROKEN, message]))
         return 1
     return 0
 

@@ -405,14 +405,16 @@ def _comm_fault(state: MeterState, message: CommFault, policy: MeterPolicy) -> S
     alarms, fx = alarm_rules.raise_comm_fault(state.alarms, message.ts_ms, message.detail)
     if alarms is state.alarms:
         return state, fx
-    return replace_state(state, alarms=alarms), fx
+    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, fx,
+                  mono_ms=message.mono_ms)
 
 
 def _comm_restored(state: MeterState, message: CommRestored, policy: MeterPolicy) -> StepResult:
     alarms, fx = alarm_rules.clear_comm_fault(state.alarms, message.ts_ms)
     if alarms is state.alarms:
         return state, fx
-    return replace_state(state, alarms=alarms), fx
+    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, fx,
+                  mono_ms=message.mono_ms)
 
 
 def _relay_feedback(state: MeterState, message: RelayFeedback, policy: MeterPolicy) -> StepResult:

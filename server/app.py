@@ -35,7 +35,7 @@ from typing import Final
 
 import trio
 
-from actors.effects import AlarmEvent, EffectRouter
+from actors.effects import ALARM_ID_SEPARATOR, PARK_ALARM_PREFIX, AlarmEvent, EffectRouter
 from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
@@ -174,6 +174,25 @@ def log_alarm(event: AlarmEvent) -> None:
             f": {event.detail}" if event.detail else "")
 
 
+def _storage_alarm(
+    router: EffectRouter, registry: ParkRegistry, clock: ParkClock
+) -> Callable[[bool, str], None]:
+    """The park-level ``storage`` alarm, raised while the journal cannot write. When storage
+    comes back every meter is listed for the next snapshot: chunks handed to a writer that
+    died may never have reached the disk."""
+
+    def changed(available: bool, detail: str) -> None:
+        router.publish_alarm(AlarmEvent(
+            alarm_id=f"{PARK_ALARM_PREFIX}{ALARM_ID_SEPARATOR}storage", meter_id="",
+            kind="storage", level=0, state="cleared" if available else "active",
+            ts_ms=clock.wall_ms(), detail=detail))
+        if available:
+            for actor in registry:
+                router.mark_dirty(actor)
+
+    return changed
+
+
 def _highest_control_time(states: Mapping[str, MeterState]) -> int:
     """The latest control-clock time any recovered state remembers (the clock's anchor)."""
     highest = -1
@@ -219,7 +238,8 @@ def _report_skipped(router: EffectRouter, skipped: tuple[Damage, ...], now: int)
                   owner)
     if skipped:
         router.publish_alarm(AlarmEvent(
-            alarm_id="park/damaged_record", meter_id="", kind="storage", level=0,
+            alarm_id=f"{PARK_ALARM_PREFIX}{ALARM_ID_SEPARATOR}damaged_record", meter_id="",
+            kind="storage", level=0,
             state="active", ts_ms=now,
             detail=f"{len(skipped)} damaged journal entries of no configured meter were "
                    f"skipped, first {skipped[0]}"))
@@ -271,6 +291,9 @@ async def open_park(
             log.info("recovered %d meters in %.2f s (%d quarantined)", len(registry),
                      time.perf_counter() - started, len(recovered.quarantined))
 
+            journal.set_on_availability(_storage_alarm(router, registry, clock))
+            if not journal.available:
+                _storage_alarm(router, registry, clock)(False, "the journal writer did not start")
             ledger = Ledger(registry, journal, clock.mono_ms, _is_recorded(store))
             journal.set_on_committed(ledger.on_committed)
             history = HistoryBuffer()

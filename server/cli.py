@@ -1,7 +1,10 @@
 """The ``wattkeeper`` command line: one sub-command per job, each with ``--help``.
 
 Errors a user can fix (a bad config, a data directory in use, a port taken) are printed to
-stderr in words, with a non-zero exit status and no traceback.
+stderr in words, with a non-zero exit status and no traceback. The long-running commands
+(``serve``, ``demo``) log to a file in their data directory (``server.logs``) and end every
+fatal error, theirs or a bug, with one line on stderr: ``wattkeeper serve: stopped: <reason>
+(details in <log file>)``; the traceback is in that file, never on the terminal.
 """
 
 from __future__ import annotations
@@ -11,22 +14,20 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Final
 
-EXIT_USAGE = 2
+from server.errors import UserError, fatal_reason, interrupted_only, user_message
+from server.logs import (
+    close_log_file,
+    configure_console,
+    current_log_file,
+    log_fatal,
+    open_log_file,
+)
+
 EXIT_FAILURE = 1
 
 BENCHMARKS = ("core", "modbus")
-
-
-class UserError(Exception):
-    """An error that is the user's to fix; printed without a traceback."""
-
-
-def interrupted_only(error: BaseException) -> bool:
-    """Ctrl-C, possibly wrapped in trio's nursery exception groups (one per nursery level)."""
-    if isinstance(error, BaseExceptionGroup):
-        return all(interrupted_only(inner) for inner in error.exceptions)
-    return isinstance(error, KeyboardInterrupt)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,6 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
     # The config resolves every meter's profile (shipped or from its profile_files), so an
     # unknown or broken one is a config error with its line, before anything starts.
     config = load_config(Path(args.config))
+    log_file = open_log_file(config.server.data_dir)
+    logging.getLogger(__name__).info("wattkeeper serve: %s; log file %s", config.source, log_file)
     serve_forever(config)
     return 0
 
@@ -60,15 +63,34 @@ def _check(args: argparse.Namespace) -> int:
     return run_check_command(args)
 
 
+BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
+"""What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
+    import importlib.util
 
-    module = importlib.import_module(f"bench.{args.name}")
-    bench_main: Callable[[list[str]], int] = module.main
     forwarded = list(args.bench_args)
     if args.json:
         forwarded.append("--json")
-    return bench_main(forwarded)
+    # Checked before anything runs: bench modbus would otherwise find pymodbus missing only
+    # when its baseline phase starts, minutes in.
+    missing = sorted(name for name in BENCH_EXTRA if importlib.util.find_spec(name) is None)
+    try:
+        if missing:
+            raise ModuleNotFoundError(name=missing[0])
+        module = importlib.import_module(f"bench.{args.name}")
+        bench_main: Callable[[list[str]], int] = module.main
+        return bench_main(forwarded)
+    except ModuleNotFoundError as error:
+        name = (error.name or "").partition(".")[0]
+        if name not in BENCH_EXTRA:
+            raise
+        raise UserError(
+            f"the {args.name} benchmark needs {' and '.join(missing or [name])} from the bench "
+            "extra: pip install 'wattkeeper[bench]' (in a checkout: pip install -e '.[bench]')"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--seed", type=int, default=1, help="load profile seed (default 1)")
     sim.add_argument("--profile", default="sdm630", help="meter profile (default sdm630)")
+    sim.add_argument("--transport", choices=("tcp", "rtu-over-tcp"), default=None,
+                     help="framing the gateways speak: Modbus TCP (default) or RTU frames "
+                          "over TCP, as a serial-to-Ethernet converter does")
     sim.add_argument("--scenario", type=Path, help="scenario file (faults and expectations)")
     sim.add_argument("--fault", action="append", default=[], metavar="SPEC",
                      help="inject a fault, e.g. gw1/3:overload:power=45000,for=5s "
@@ -130,55 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_console(args.log_level)
     try:
         result: int = args.run(args)
         return result
-    except BaseExceptionGroup as group:
-        if interrupted_only(group):
-            return 130
-        raise
     except KeyboardInterrupt:
         return 130
-    except Exception as error:
-        message = _user_message(error)
+    except BaseException as error:
+        if interrupted_only(error):
+            return 130
+        if not isinstance(error, Exception | BaseExceptionGroup):
+            raise  # SystemExit and the like are not errors to word
+        log_file = current_log_file()
+        if log_file is not None:
+            # A long-running command that had started: one line, the details in its log.
+            reason = fatal_reason(error)
+            log_fatal(reason, error)
+            print(f"wattkeeper {args.command}: stopped: {reason} (details in {log_file})",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        message = user_message(error)
         if message is None:
             raise
         print(f"wattkeeper {args.command}: {message}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def _user_message(error: Exception) -> str | None:
-    """The words for errors a user can act on; None means a bug (traceback wanted)."""
-    from persistence.store import StoreError
-    from protocols.modbus.profiles import ProfileError
-    from server.config import ConfigError
-
-    if isinstance(error, BaseExceptionGroup):
-        # trio nurseries wrap errors in groups; a user error inside one is still the user's.
-        leaves = [leaf for leaf in _leaves(error) if isinstance(leaf, Exception)]
-        messages = [m for m in (_user_message(leaf) for leaf in leaves) if m is not None]
-        return "; ".join(messages) if messages and len(messages) == len(leaves) else None
-    # A profile error names the profile and what is wrong with it (or which ones exist).
-    if isinstance(error, ConfigError | StoreError | UserError | ProfileError):
-        return str(error)
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.strerror}: {error.filename}"
-    if isinstance(error, OSError):
-        return str(error)
-    return None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for inner in group.exceptions:
-        if isinstance(inner, BaseExceptionGroup):
-            leaves.extend(_leaves(inner))
-        else:
-            leaves.append(inner)
-    return leaves
+    finally:
+        close_log_file()
 
 
 if __name__ == "__main__":

@@ -5,18 +5,24 @@ Theory of operation
 Loading is three passes over one file, and nothing is started unless all three succeed:
 
 1. **Syntax.** ``tomllib`` parses the text into plain dicts. Its errors already carry a line and
-   column; they are reworded into the same ``file:line: ...`` shape as everything else.
+   column; they are reworded into the same ``file:line: ...`` shape as everything else. A file
+   above ``MAX_CONFIG_BYTES`` is refused unread, and one nested deeper than
+   ``protocols.toml_limits.MAX_NESTING`` is refused with its line before ``tomllib``'s
+   recursion could end in a traceback.
 2. **Validation.** Each table is read through a :class:`_Table` view that knows its key path
    (``meters[3]``) and remembers which keys were asked for. Every accessor converts and checks
    one value (durations, money, times, addresses, Modbus ranges) and, on a bad value, records a
    problem and returns a harmless placeholder instead of raising, so that *every* problem in the
    file is found in one run. A key nobody asked for is a typo and gets a "did you mean"
-   suggestion. Cross-references (a meter's tariff and gateway, duplicate ids, duplicate Modbus
-   addresses) are checked once all sections are read. The Modbus profiles are resolved here
-   too: the shipped ones plus the files named by ``profile_files`` (loaded with
-   ``protocols.modbus.profiles.load_profile_file``), so a meter's ``profile`` and ``kind`` are
-   checked against real register maps and the config hands the field and the simulator the
-   very ``Profile`` objects it checked against.
+   suggestion. Values must also be ones storage can keep (ids within ``MAX_ID_BYTES`` and
+   without control characters, money within ``MAX_AMOUNT_MINOR``, prices within
+   ``MAX_PRICE_MINOR_PER_KWH``): refused here with their line, they cannot surface later as a
+   refused top-up or a skipped snapshot. Cross-references (a meter's tariff and gateway,
+   duplicate ids, duplicate Modbus addresses) are checked once all sections are read. The
+   Modbus profiles are resolved here too: the shipped ones plus the files named by
+   ``profile_files`` (loaded with ``protocols.modbus.profiles.load_profile_file``), so a
+   meter's ``profile`` and ``kind`` are checked against real register maps and the config hands
+   the field and the simulator the very ``Profile`` objects it checked against.
 3. **Locating.** Only if there were problems: ``tomllib`` reports no positions, so a small
    scanner (:func:`_locate_keys`) walks the (already valid) source text and maps every key path
    to the line where it is written: tables, arrays of tables counted by index, inline tables in
@@ -50,10 +56,26 @@ from urllib.parse import urlsplit
 import attrs
 
 from policies.meter_policy import FriendlyPeriod, MeterPolicy
-from policies.money import MoneyError, format_amount, parse_amount, parse_price
+from policies.money import (
+    CHARGE_UNITS_PER_MINOR,
+    MAX_AMOUNT_MINOR,
+    WH_PER_KWH,
+    MoneyError,
+    format_amount,
+    format_price,
+    parse_amount,
+    parse_price,
+)
 from policies.tariff import interval_misalignment
 from policies.tariff_records import MINUTES_PER_DAY, Band, Calendar, Season, Tariff, Tier
-from protocols.modbus.profiles import Profile, ProfileError, builtin_profiles, load_profile_file
+from protocols.modbus.profiles import (
+    MAX_PROFILE_FILE_BYTES,
+    Profile,
+    ProfileError,
+    builtin_profiles,
+    load_profile_file,
+)
+from protocols.toml_limits import TomlNestingError, parse_toml
 
 KeyPath = tuple[str | int, ...]
 """A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
@@ -61,10 +83,37 @@ KeyPath = tuple[str | int, ...]
 ROLES: Final = ("viewer", "operator", "admin")
 METER_KINDS: Final = ("electricity", "water", "gas")
 OPCUA_SECURITY: Final = ("none", "sign-encrypt")
-GATEWAY_TRANSPORTS: Final = ("tcp",)
+GATEWAY_TRANSPORTS: Final = ("tcp", "rtu-over-tcp")
+"""Modbus TCP (MBAP), or RTU frames with their CRC over the TCP stream: what serial-to-Ethernet
+converters in transparent mode and 4G DTUs speak (``protocols.modbus.rtu``)."""
 MAX_COMMAND_SLOTS: Final = 16
-"""Modbus TCP only: the bus speaks no RTU framing yet, and accepting a value nothing can run
-would only move the error from start-up to the field."""
+
+# --- what storage can keep ---------------------------------------------------------------
+# A value the config accepts must be one the journal and the snapshots can hold, or the
+# mistake surfaces later as a refused top-up or a skipped snapshot instead of here, with its
+# line (docs/configuration.md, "Limits").
+
+MAX_ID_BYTES: Final = 128
+"""Ids (meters, gateways, tenants, users, tariffs, bands, seasons), in UTF-8 bytes. LMDB keys
+hold at most 511 bytes and a per-meter key adds 9 (``persistence.keys``); 128 is the ledger's
+limit for references too, and leaves room for keys that combine an id with something else."""
+
+MAX_PRICE_MINOR_PER_KWH: Final = 10**8
+"""The highest price, in minor units per kWh (1,000,000.00 per kWh at two decimals). At that
+price a whole 32-bit Wh register (4.3 GWh) costs 4.3 x 10^14 minor units, 1/20,000 of what a
+64-bit integer holds, so no register delta a meter can show overflows a charge or a balance."""
+_MAX_PRICE_UNITS_PER_WH: Final = MAX_PRICE_MINOR_PER_KWH * CHARGE_UNITS_PER_MINOR // WH_PER_KWH
+
+MAX_TIER_KWH: Final = 10**9
+"""The highest tier cap (1 TWh in a month: no meter comes near it)."""
+
+MAX_CONFIG_BYTES: Final = 64 << 20
+"""The largest park config read (64 MiB: about 200,000 meters written out key by key; a
+100,000-meter park is ~10 MB, which ``tomllib`` takes seconds to parse)."""
+
+# NUL splits storage keys (persistence.keys); the other C0/C1 controls and the Unicode line
+# separators would break the one-line log and error messages an id appears in.
+_CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 MODBUS_UNIT_MIN, MODBUS_UNIT_MAX = 1, 247  # 0 is broadcast, 248..255 are reserved
 MODBUS_ADDRESS_MAX = 65535
@@ -160,14 +209,15 @@ class User:
 
 @attrs.frozen
 class GatewaySection:
-    """A Modbus TCP gateway (or a Modbus TCP meter). Defaults match ``BusGateway``'s."""
+    """A Modbus TCP gateway (or a Modbus TCP meter), or a serial converter speaking RTU over
+    TCP (``transport``). Defaults match ``BusGateway``'s."""
 
     id: str
     host: str
     port: int
     poll_interval_ms: int = 1000
     timeout_ms: int = 1000
-    transport: Literal["tcp"] = "tcp"
+    transport: Literal["tcp", "rtu-over-tcp"] = "tcp"
     window: int = 1
     retries: int = 1
     offline_after: int = 3
@@ -266,26 +316,21 @@ class ParkConfig:
         """
         if text.startswith("\ufeff"):  # a BOM from Windows editors is not a TOML error
             text = text[1:]
+        # Characters <= bytes: encode only a text that might be over the limit.
+        if len(text) > MAX_CONFIG_BYTES // 4 and len(text.encode()) > MAX_CONFIG_BYTES:
+            raise ConfigError([_too_big_problem(source_name, len(text.encode()))])
         try:
-            document = tomllib.loads(text)
+            document = parse_toml(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError([_syntax_problem(error, source_name)]) from None
+        except TomlNestingError as error:
+            raise ConfigError([Problem(source_name, error.line, "", str(error))]) from None
         reader = _ParkReader(document, base_dir or Path())
         config = reader.read(source_name)
         if reader.problems.items:
             raise ConfigError(reader.problems.located(text, source_name))
         assert config is not None  # read() returns None only when it recorded problems
         return config
-
-    def meter_policy(self, meter_id: str) -> MeterPolicy:
-        return self.policies[meter_id]
-
-    def meters_by_gateway(self) -> dict[str, list[MeterSection]]:
-        """Gateway id -> its meters in file order (every gateway present, maybe empty)."""
-        grouped: dict[str, list[MeterSection]] = {gateway.id: [] for gateway in self.gateways}
-        for meter in self.meters:
-            grouped[meter.gateway].append(meter)
-        return grouped
 
     def user(self, name: str) -> User | None:
         return next((user for user in self.users if user.name == name), None)
@@ -299,6 +344,9 @@ def load_config(path: Path | str) -> ParkConfig:
     """Read a park config file; every problem (including an unreadable file) is a ConfigError."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:  # refused before reading it into memory
+            raise ConfigError([_too_big_problem(str(path), size)])
         text = path.read_bytes().decode("utf-8")
     except OSError as error:
         reason = error.strerror or str(error)
@@ -387,7 +435,7 @@ def parse_listen(value: object) -> ListenAddress:
 def _show(value: object) -> str:
     """A value as the user wrote it, with its TOML type when that is the mistake."""
     if isinstance(value, str):
-        return f'"{value}"'
+        return _quoted(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -395,6 +443,50 @@ def _show(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return repr(value)
+
+
+_SHOWN_CHARS: Final = 60
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters escaped (``\\x00``, ``\\n``), a long one cut
+    short with its length."""
+    shown = text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS]
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+    return f"{shown}...({len(text)} characters)" if len(text) > _SHOWN_CHARS else shown
+
+
+def _quoted(text: str) -> str:
+    """A string in double quotes, as the user would recognise it, on one line."""
+    return f'"{_printable(text)}"'
+
+
+_PLAIN_DECIMAL: Final = re.compile(r"[+-]?\d+(?:\.\d*)?")
+
+
+def _over(value: object, decimals: int, limit: int) -> bool:
+    """Whether ``value`` is a plain decimal string of more than ``limit`` minor units (other
+    refusals, such as an exponent, keep the money module's words)."""
+    if not isinstance(value, str) or not _PLAIN_DECIMAL.fullmatch(value):
+        return False
+    return abs(Decimal(value).scaleb(decimals)) > limit
+
+
+def id_problem(value: str, what: str) -> str | None:
+    """Why ``value`` cannot be an id storage keeps (``MAX_ID_BYTES``), or None."""
+    if not value:
+        return f"{what} must not be empty"
+    if _CONTROL_CHARS.search(value):
+        shown = _quoted(value)
+        return f"{what} must not contain control characters (NUL, tab, newline), got {shown}"
+    if value != value.strip():
+        return f"{what} must not start or end with whitespace, got {_quoted(value)}"
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        shown = _quoted(value)
+        return f"{what} must be at most {MAX_ID_BYTES} bytes of UTF-8; this one has {size}: {shown}"
+    return None
 
 
 def _type_name(value: object) -> str:
@@ -421,19 +513,19 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            key = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
+            key = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else _quoted(part)
             text += f".{key}" if text else key
     return text
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    return f" (did you mean {_quoted(close[0])}?)" if close else ""
 
 
 def _known(choices: Iterable[str], limit: int = 8) -> str:
     names = sorted(choices)
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(_printable(name) for name in names[:limit])
     more = f", ... {len(names) - limit} more" if len(names) > limit else ""
     return f"(known: {shown}{more})" if names else "(none defined)"
 
@@ -532,20 +624,30 @@ class _Table:
             return ""
         if choices is not None and value not in choices:
             self.fail(
-                key, f'must be one of {", ".join(choices)}; got "{value}"{_suggest(value, choices)}'
+                key,
+                f"must be one of {', '.join(choices)}; got {_show(value)}"
+                f"{_suggest(value, choices)}",
             )
             return ""
         return value
 
     def name(self, key: str, what: str) -> str:
         """An identifier others refer to: non-empty, no spaces, no ``/`` (alarm ids are
-        ``<meter id>/<number>``, so a slash would make them ambiguous)."""
+        ``<meter id>/<number>``, so a slash would make them ambiguous), and one storage can
+        keep (:func:`id_problem`)."""
         value = self.string(key)
-        if key not in self.failed and (
-            not value or "/" in value or any(c.isspace() for c in value)
-        ):
-            self.fail(key, f'{what} must be non-empty without spaces or "/", got "{value}"')
+        if key in self.failed:
+            return value
+        if not value or "/" in value or any(c.isspace() for c in value):
+            self.fail(key, f'{what} must be non-empty without spaces or "/", got {_show(value)}')
+        else:
+            self.check_id(key, value, what)
         return value
+
+    def check_id(self, key: str, value: str, what: str) -> None:
+        problem = id_problem(value, what)
+        if problem is not None:
+            self.fail(key, problem)
 
     def integer(self, key: str, default: object = _REQUIRED, *, low: int, high: int) -> int:
         value = self.raw(key, default)
@@ -608,7 +710,12 @@ class _Table:
             else:
                 minor = parse_amount(value, decimals, what=label or "amount")
         except MoneyError as error:
-            self.fail(key, str(error))
+            if _over(value, decimals, MAX_AMOUNT_MINOR):
+                limit = format_amount(MAX_AMOUNT_MINOR, decimals)
+                what = f"{label} must be" if label else "must be"
+                self.fail(key, f"{what} at most {limit}, got {_show(value)}")
+            else:
+                self.fail(key, str(error))
             return None
         if minor < 0:
             self.fail(key, f"{label or 'amount'} must not be negative, got {_show(value)}")
@@ -628,10 +735,15 @@ class _Table:
         if key in self.failed:
             return 0
         try:
-            return parse_price(value, decimals)
+            units = parse_price(value, decimals)
         except MoneyError as error:
             self.fail(key, str(error))
             return 0
+        if units > _MAX_PRICE_UNITS_PER_WH:
+            limit = format_price(_MAX_PRICE_UNITS_PER_WH, decimals)
+            self.fail(key, f"a price must be at most {limit} per kWh, got {_show(value)}")
+            return 0
+        return units
 
     def minute(self, key: str, default: object = _REQUIRED, *, end: bool = False) -> int:
         value = self.raw(key, default)
@@ -745,7 +857,7 @@ class _ParkReader:
             t.fail("data_dir", "must not be empty")
         currency = t.string("currency")
         if "currency" not in t.failed and not re.fullmatch(r"[A-Z]{3}", currency):
-            t.fail("currency", f'expected an ISO 4217 code like "CNY", got "{currency}"')
+            t.fail("currency", f'expected an ISO 4217 code like "CNY", got {_show(currency)}')
         # Beyond 4 decimals a minor unit is finer than any currency's coin, and prices would
         # lose their sub-minor precision (policies.money).
         decimals = t.integer("decimals", 2, low=0, high=4)
@@ -772,7 +884,7 @@ class _ParkReader:
                 zoneinfo.ZoneInfo(timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 path = t.at("timezone") if t.has("timezone") else (*server_path, "timezone")
-                t.problems.add(path, f'unknown time zone "{timezone}" (e.g. "Asia/Shanghai")')
+                t.problems.add(path, f'unknown time zone {_show(timezone)} (e.g. "Asia/Shanghai")')
         holidays: set[dt.date] = set()
         raw_holidays = t.raw("holidays", [])
         if not isinstance(raw_holidays, list):
@@ -927,6 +1039,9 @@ class _ParkReader:
         tariffs: dict[str, Tariff] = {}
         self.tariff_names = set(t.data)  # a broken tariff is still a known name for meters
         for name in t.data:
+            problem = id_problem(name, "a tariff name")
+            if problem is not None:
+                t.problems.add(t.at(name), problem)
             tariff = self.read_tariff(name, t.table(name), calendar)
             if tariff is not None:
                 tariffs[name] = tariff
@@ -965,6 +1080,8 @@ class _ParkReader:
 
     def read_season(self, t: _Table) -> Season:
         name = t.string("name")
+        if "name" not in t.failed:
+            t.check_id("name", name, "a season name")
         start = self.read_month_day(t, "from")
         end = self.read_month_day(t, "to")
         season = Season(
@@ -992,7 +1109,7 @@ class _ParkReader:
                 pass
             else:
                 return (month, day)
-        t.fail(key, f'expected a day of the year "MM-DD" like "06-01", got "{value}"')
+        t.fail(key, f'expected a day of the year "MM-DD" like "06-01", got {_show(value)}')
         return (1, 1)
 
     def read_bands(self, t: _Table, key: str, *, required: bool = False) -> tuple[Band, ...]:
@@ -1002,6 +1119,8 @@ class _ParkReader:
         unreadable = False
         for index, b in enumerate(t.tables(key, required=required)):
             name = b.string("name")
+            if "name" not in b.failed:
+                b.check_id("name", name, "a band name")
             start = b.minute("start")
             end = b.minute("end", end=True)
             price = b.price("price", self.decimals)
@@ -1082,6 +1201,9 @@ class _ParkReader:
         if not wh.is_finite() or wh <= 0 or wh != wh.to_integral_value():
             t.fail(key, f"expected a positive energy in whole Wh, got {_show(value)}")
             return None
+        if wh > MAX_TIER_KWH * 1000:
+            t.fail(key, f"a tier cap must be at most {MAX_TIER_KWH} kWh, got {_show(value)}")
+            return None
         return int(wh)
 
     # -- gateways and meters --
@@ -1094,20 +1216,32 @@ class _ParkReader:
             gateway_id = t.name("id", "a gateway id")
             host = t.string("host")
             if "host" not in t.failed and (not host or any(c.isspace() for c in host)):
-                t.fail("host", f'expected a host name or address, got "{host}"')
+                t.fail("host", f"expected a host name or address, got {_show(host)}")
             port = t.integer("port", low=1, high=65535)
             poll_ms = t.duration_ms("poll_interval", "1s", low_ms=10)
+            transport = t.string("transport", "tcp", choices=GATEWAY_TRANSPORTS) or "tcp"
             window = t.integer("window", 1, low=1, high=64)
+            rtu = transport == "rtu-over-tcp"
+            # RTU has no transaction id: one request on the wire at a time (protocols.modbus.rtu).
+            # A window or command slots there would be silently ignored, so they are refused.
+            if rtu and window > 1:
+                t.fail("window", "must be 1 on an rtu-over-tcp gateway: RTU frames carry no "
+                                 "transaction id, so one request is on the wire at a time")
+            # A relay write must not wait a round trip behind a full window of polls; a
+            # gateway that serializes (window 1) gains nothing from an extra slot.
+            command_slots = t.integer(
+                "command_slots", 1 if window > 1 and not rtu else 0, low=0, high=MAX_COMMAND_SLOTS
+            )
+            if rtu and command_slots:
+                t.fail("command_slots", "must be 0 on an rtu-over-tcp gateway: one request is on "
+                                        "the wire at a time, relay writes included")
             gateway = GatewaySection(
                 id=gateway_id,
                 host=host,
                 port=port,
                 poll_interval_ms=poll_ms,
                 timeout_ms=t.duration_ms("timeout", "1s", low_ms=10),
-                transport=cast(
-                    Literal["tcp"],
-                    t.string("transport", "tcp", choices=GATEWAY_TRANSPORTS) or "tcp",
-                ),
+                transport=cast(Literal["tcp", "rtu-over-tcp"], transport),
                 window=window,
                 retries=t.integer("retries", 1, low=0, high=10),
                 offline_after=t.integer("offline_after", 3, low=1, high=1000),
@@ -1115,11 +1249,7 @@ class _ParkReader:
                 reconnect_min_ms=t.duration_ms("reconnect_min", "100ms", low_ms=1),
                 reconnect_max_ms=t.duration_ms("reconnect_max", "10s", low_ms=1),
                 spread=t.boolean("spread", False),
-                # A relay write must not wait a round trip behind a full window of polls; a
-                # gateway that serializes (window 1) gains nothing from an extra slot.
-                command_slots=t.integer(
-                    "command_slots", 1 if window > 1 else 0, low=0, high=MAX_COMMAND_SLOTS
-                ),
+                command_slots=command_slots,
             )
             if gateway.reconnect_min_ms > gateway.reconnect_max_ms:
                 t.fail("reconnect_min", "must not exceed reconnect_max")
@@ -1214,13 +1344,13 @@ class _ParkReader:
         d = self.decimals
         meter_id = t.name("id", "a meter id")
         tenant = t.string("tenant")
-        if "tenant" not in t.failed and not tenant.strip():
-            t.fail("tenant", "must not be empty")
+        if "tenant" not in t.failed:
+            t.check_id("tenant", tenant, "a tenant")
         gateway = t.string("gateway")
         if "gateway" not in t.failed and gateway not in gateways:
             t.fail(
                 "gateway",
-                f'unknown gateway "{gateway}"{_suggest(gateway, gateways)} {_known(gateways)}',
+                f"unknown gateway {_show(gateway)}{_suggest(gateway, gateways)} {_known(gateways)}",
             )
         unit = t.integer("unit", low=MODBUS_UNIT_MIN, high=MODBUS_UNIT_MAX)
         profile = t.string("profile")
@@ -1237,7 +1367,7 @@ class _ParkReader:
             whose = f'meter "{meter_id}": ' if own else ""
             t.fail(
                 "profile",
-                f'{whose}unknown profile "{profile}"'
+                f"{whose}unknown profile {_show(profile)}"
                 f"{_suggest(profile, self.profiles)} {_known(self.profiles)}",
             )
         relay_coil = t.integer("relay_coil", 0, low=0, high=MODBUS_ADDRESS_MAX)
@@ -1245,7 +1375,7 @@ class _ParkReader:
         if "tariff" not in t.failed and tariff not in self.tariff_names:
             t.fail(
                 "tariff",
-                f'unknown tariff "{tariff}"{_suggest(tariff, self.tariff_names)} '
+                f"unknown tariff {_show(tariff)}{_suggest(tariff, self.tariff_names)} "
                 f"{_known(self.tariff_names)}",
             )
         # Left out, the kind is the profile's; written, it must agree with it (a water tariff
@@ -1398,10 +1528,20 @@ def _endpoint_problem(endpoint: str) -> str | None:
 def _profile_name_in(path: Path) -> str | None:
     """The ``name`` a profile file that failed to load declares, if it can be read at all."""
     try:
-        name = tomllib.loads(path.read_text(encoding="utf-8")).get("name")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        if path.stat().st_size > MAX_PROFILE_FILE_BYTES:
+            return None
+        name = parse_toml(path.read_text(encoding="utf-8")).get("name")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TomlNestingError):
         return None
     return name if isinstance(name, str) else None
+
+
+def _too_big_problem(source: str, size: int) -> Problem:
+    return Problem(
+        source, None, "",
+        f"the file is {size / (1 << 20):.1f} MiB, more than the {MAX_CONFIG_BYTES >> 20} MiB a "
+        "park config may have (split the park: one server per group of gateways)",
+    )
 
 
 def _syntax_problem(error: tomllib.TOMLDecodeError, source: str) -> Problem:

@@ -21,9 +21,11 @@ from actors.effects import AlarmEvent
 from policies.alarms import summary_alarm
 from policies.money import format_amount
 from server.app import Park, open_park
-from server.cli import interrupted_only
 from server.config import ParkConfig
+from server.errors import UserError, interrupted_only, leaves
+from server.logs import current_log_file, open_log_file
 from server.simulate import open_simulated_park
+from simulators.gateway import PortInUse
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +172,7 @@ async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> 
             f"{len(config.gateways)} Modbus TCP gateways ({gateways})\n"
             f"  park config:    {config_path}\n"
             f"  data directory: {config.server.data_dir}\n"
+            f"  log file:       {current_log_file()}\n"
             f"  simulator:      {sim.describe()}\n"
             "Press Ctrl-C to stop.",
             flush=True,
@@ -186,10 +189,17 @@ def run_demo(
     port: int = 15020,
     seconds: float | None = None,
 ) -> None:
+    """The demo (module docstring); logs to ``wattkeeper.log`` in its directory."""
     if meters < 1 or gateways < 1 or gateways > meters:
-        raise ValueError("need at least one meter per gateway")
+        raise UserError(f"need at least one meter per gateway (--meters {meters}, "
+                        f"--gateways {gateways})")
     directory = data_dir or Path(tempfile.mkdtemp(prefix="wattkeeper-demo-"))
-    directory.mkdir(parents=True, exist_ok=True)
+    open_log_file(directory)  # first: whatever goes wrong next has somewhere to go
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot use {directory} as the data directory: {error.strerror} "
+                        "(give --data a directory, or leave it out)") from None
     config_path = directory / "park.toml"
     text = demo_park_toml(meters, gateways, port, directory.resolve() / "lmdb")
     config_path.write_text(text)
@@ -198,5 +208,9 @@ def run_demo(
         trio.run(_run, config, config_path, seconds)
     except BaseException as error:
         if not interrupted_only(error):
+            taken = [leaf for leaf in leaves(error) if isinstance(leaf, PortInUse)]
+            if taken:
+                raise UserError(f"{taken[0]} (choose another --port, or stop what is using "
+                                "it)") from None
             raise
         print("\nstopped; state is in", config.server.data_dir)

@@ -282,6 +282,7 @@ def bus_gateway(section: GatewaySection) -> BusGateway:
         reconnect_max_ms=section.reconnect_max_ms,
         spread=section.spread,
         command_slots=section.command_slots,
+        transport=section.transport,
     )
 
 

@@ -36,6 +36,7 @@ are measured on the control clock, never on the wall label.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Literal
@@ -48,6 +49,7 @@ from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
 from persistence.entries import to_message
 from persistence.journal import Journal, JournalEntry, Recorded
+from persistence.store import StoreError
 
 MAX_REFERENCE_LENGTH: Final = 128
 RECENT_OUTCOMES: Final = 65_536
@@ -184,6 +186,13 @@ class Ledger:
                 balance = _balance_of(await self._in_flight[entry.reference].wait())
             except (MeterFaulted, ActorCrashed):
                 return self._unconfirmed(entry, duplicate=True)
+            if self._deliveries.pop(recorded.seq, None) is not None:
+                # Redelivered after a journal writer restart: its first caller heard
+                # "unavailable, outcome unknown", so this retry is the first to learn the
+                # balance; store it as the entry's outcome, as the first answer would have.
+                self._remember(entry.reference, balance)
+                with contextlib.suppress(StoreError):  # storage down again: answered anyway
+                    self._journal.record_outcome_nowait(Recorded(recorded.seq, entry), balance)
         else:
             # Committed before a crash that lost its outcome (recovery applied it), or waiting
             # for a faulted meter.

@@ -2,17 +2,18 @@
 
 Theory of operation
 -------------------
-The command turns its options into a :class:`~simulators.park.ParkPlan` (``--config``: exactly
-the gateways and meters of a park config, at the addresses the config gives; ``--meters N
---gateways G --port P --host H``: gateways ``gw1``.. on ports P, P+1, ... with units 1..N/G;
-neither: the park a ``--scenario`` file asks for), checks every ``--fault`` spec and the
-scenario file *before* anything listens, runs the park in ``trio.run`` and prints where each
-gateway listens. It then runs until Ctrl-C or ``--seconds`` (printing a summary when it stops),
-or, with ``--scenario``, for the scenario's duration, printing one PASS/FAIL line per
+The command turns its options into a :class:`~simulators.park.ParkPlan` (``--config``:
+:func:`plan_from_config`, exactly the gateways and meters of a park config, at the addresses
+and with the transport the config gives; ``--meters N --gateways G --port P --host H``:
+gateways ``gw1``.. on ports P, P+1, ... with units 1..N/G, speaking ``--transport``; neither:
+the park a ``--scenario`` file asks for), checks every ``--fault`` spec and the scenario file
+*before* anything listens, runs the park in ``trio.run`` and prints where each gateway
+listens. It then runs until Ctrl-C or ``--seconds`` (printing a summary when it stops), or,
+with ``--scenario``, for the scenario's duration, printing one PASS/FAIL line per
 expectation and exiting 1 if any failed.
 
 Everything a user can get wrong (a bad fault spec, an unknown profile, a port in use, a
-scenario file with an error) becomes :class:`server.cli.UserError` with the reason in words.
+scenario file with an error) becomes :class:`server.errors.UserError` with the reason in words.
 """
 
 from __future__ import annotations
@@ -25,17 +26,55 @@ from pathlib import Path
 import trio
 
 from protocols.modbus.profiles import ProfileError, load_profile
-from server.cli import UserError, interrupted_only
 from server.collector import run_collector_hygiene
 from server.config import ConfigError, ParkConfig, load_config
+from server.errors import UserError, interrupted_only
 from simulators.faults import Fault, FaultSpecError, parse_fault
 from simulators.gateway import PortInUse
-from simulators.park import ParkPlan, SimPark, open_sim_park, run_sim_park
+from simulators.park import (
+    OVERLOAD_HEADROOM,
+    GatewayPlan,
+    MeterPlan,
+    ParkPlan,
+    SimPark,
+    open_sim_park,
+    run_sim_park,
+    utc_offset_of,
+)
 from simulators.scenario import Scenario, ScenarioError, load_scenario, run_scenario
 
-__all__ = ["open_simulated_park", "plan_from_args", "run_simulator_command"]
+__all__ = ["open_simulated_park", "plan_from_args", "plan_from_config", "run_simulator_command"]
 
 MAX_LISTED_GATEWAYS = 20
+
+
+def plan_from_config(config: ParkConfig, *, seed: int = 1) -> ParkPlan:
+    """Exactly the gateways and meters of a park config, so ``wattkeeper serve`` and ``wattkeeper
+    demo`` find every meter where the config says. Meters are rated below their overload limit
+    (``OVERLOAD_HEADROOM``): only injected overloads trip. The plan carries the config's
+    profiles (shipped ones plus its ``profile_files``), so a custom profile is simulated from
+    the very file the server polls with.
+
+    It lives here, next to the command, because ``simulators`` must not import ``server``."""
+    by_gateway: dict[str, list[MeterPlan]] = {gateway.id: [] for gateway in config.gateways}
+    for meter in config.meters:
+        rated = meter.overload_w / OVERLOAD_HEADROOM if meter.overload_w > 0 else None
+        by_gateway[meter.gateway].append(
+            MeterPlan(meter.unit, meter.profile, meter.relay_coil, meter.id, rated)
+        )
+    gateways = tuple(
+        GatewayPlan(
+            gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]),
+            gateway.transport,
+        )
+        for gateway in config.gateways
+    )
+    return ParkPlan(
+        gateways,
+        seed=seed,
+        utc_offset_s=utc_offset_of(config.server.timezone),
+        profiles=config.profiles,
+    )
 
 
 @asynccontextmanager
@@ -43,7 +82,7 @@ async def open_simulated_park(
     config: ParkConfig, *, seed: int = 1, speed: float = 1.0
 ) -> AsyncIterator[SimPark]:
     """Simulate exactly the meters of ``config``, each gateway at its configured address."""
-    async with open_sim_park(ParkPlan.from_config(config, seed=seed), speed=speed) as park:
+    async with open_sim_park(plan_from_config(config, seed=seed), speed=speed) as park:
         yield park
 
 
@@ -53,8 +92,13 @@ def plan_from_args(args: argparse.Namespace, scenario: Scenario | None) -> ParkP
         if args.config is not None:
             if args.meters is not None:
                 raise UserError("give either --config or --meters, not both")
+            if args.transport is not None:
+                raise UserError(
+                    "--transport goes with --meters; with --config each gateway's "
+                    "`transport` key decides"
+                )
             config = load_config(Path(args.config))
-            return ParkPlan.from_config(config, seed=args.seed)
+            return plan_from_config(config, seed=args.seed)
         if args.meters is not None:
             meters, gateways, profile = args.meters, args.gateways, args.profile
         elif scenario is not None:
@@ -74,6 +118,7 @@ def plan_from_args(args: argparse.Namespace, scenario: Scenario | None) -> ParkP
             host=args.host,
             seed=args.seed,
             profile=profile,
+            transport=args.transport or "tcp",
         )
     except ConfigError:
         raise  # the CLI prints it as it is (it names the key and the line)
@@ -100,7 +145,8 @@ def _listing(park: SimPark) -> str:
         span = f"units {units[0]}-{units[-1]}" if len(units) > 1 else f"unit {units[0]}"
         if units != list(range(units[0], units[-1] + 1)):
             span = "units " + ",".join(str(unit) for unit in units)
-        lines.append(f"  {gateway_id:<10} {gateway.host}:{gateway.port:<6} {span}")
+        framing = "  (RTU over TCP)" if gateway.transport == "rtu-over-tcp" else ""
+        lines.append(f"  {gateway_id:<10} {gateway.host}:{gateway.port:<6} {span}{framing}")
     return "\n".join(lines)
 
 

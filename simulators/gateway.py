@@ -1,4 +1,4 @@
-"""A simulated Modbus TCP gateway: one listening port, many unit ids (simulated meters) behind it.
+"""A simulated Modbus gateway: one listening port, many unit ids (simulated meters) behind it.
 
 Theory of operation
 -------------------
@@ -22,6 +22,11 @@ and sends the replies back in order. :class:`SimGateway` does the same with
   behind it on that connection wait ``delay_s``), ``garbage`` (bytes that are not Modbus
   instead of the reply). ``down`` closes the listening socket and drops every connection until
   :meth:`SimGateway.set_up`; the port number is kept, so clients reconnect to the same address.
+* ``transport="rtu-over-tcp"`` makes it a serial-to-Ethernet converter in transparent mode
+  instead: requests and replies are RTU frames with their CRC (``protocols.modbus.rtu``) and
+  the same handler answers them. A frame with a bad CRC is what a real slave ignores: no
+  reply, the buffered bytes are dropped (counted in ``frame_errors``) and the connection
+  stays open, as it does on a converter.
 * Every accepted coil write is appended to the shared :class:`CoilLog` with
   ``time.monotonic_ns()`` (comparable across processes on one host: benchmarks use it to time
   command -> coil latency) and the simulated time.
@@ -64,11 +69,13 @@ from protocols.modbus.codec import (
     encode_registers_response,
     encode_write_coil_response,
 )
+from protocols.modbus.rtu import RtuRequestDecoder, rtu_reply
 from simulators.clock import SimClock
 from simulators.meter_model import SimMeter
 
 __all__ = [
     "GARBAGE_REPLY",
+    "TRANSPORTS",
     "CoilLog",
     "CoilWrite",
     "GatewayStatistics",
@@ -84,7 +91,10 @@ MAX_REGISTERS: Final = 125
 MAX_BITS: Final = 2000
 
 GARBAGE_REPLY: Final = b"\xde\xad\xbe\xef\x00\x05\x01\xff\xff\xff\xff"
-"""What a ``garbage`` unit sends instead of a reply: protocol id 0xBEEF, so not Modbus TCP."""
+"""What a ``garbage`` unit sends instead of a reply: protocol id 0xBEEF, so not Modbus TCP
+(and, over RTU, function 0xAD with a CRC that does not match)."""
+
+TRANSPORTS: Final = ("tcp", "rtu-over-tcp")
 
 
 class PortInUse(OSError):
@@ -166,8 +176,15 @@ class SimGateway:
         coil_log: CoilLog,
         host: str = "127.0.0.1",
         port: int = 0,
+        transport: str = "tcp",
     ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(
+                f"gateway {gateway_id}: transport must be one of {', '.join(TRANSPORTS)}, "
+                f"got {transport!r}"
+            )
         self.gateway_id = gateway_id
+        self.transport = transport
         self.meters: dict[int, SimMeter] = dict(meters)
         self.host = host
         self.port = port
@@ -261,8 +278,10 @@ class SimGateway:
             self._open -= 1
 
     async def _converse(self, stream: trio.SocketStream) -> None:
-        decoder = RequestDecoder()
-        answer = self._answer
+        rtu = self.transport == "rtu-over-tcp"
+        rtu_decoder = RtuRequestDecoder() if rtu else None
+        decoder: RequestDecoder | RtuRequestDecoder = rtu_decoder or RequestDecoder()
+        answer = self._answer_rtu if rtu else self._answer
         reply_faults = self.reply_faults
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -275,6 +294,12 @@ class SimGateway:
                 log.info("gateway %s: dropping a client that sent garbage: %s",
                          self.gateway_id, error)
                 return
+            if rtu_decoder is not None and rtu_decoder.discarded:
+                # A slave ignores a frame it cannot check; the master's timeout fires.
+                self._frame_errors += rtu_decoder.discarded
+                log.info("gateway %s: ignored %d RTU frame(s) with a bad CRC or function",
+                         self.gateway_id, rtu_decoder.discarded)
+                rtu_decoder.discarded = 0
             if not requests:
                 continue
             self._requests += len(requests)
@@ -299,6 +324,9 @@ class SimGateway:
                     replies.append(answer(request, now))
             if replies:
                 await stream.send_all(b"".join(replies) if len(replies) > 1 else replies[0])
+
+    def _answer_rtu(self, request: Request, now: float) -> bytes:
+        return rtu_reply(self._answer(request, now))
 
     def _answer(self, request: Request, now: float) -> bytes:
         """The reply frame to one request (module docstring for the exceptions)."""

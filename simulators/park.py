@@ -6,9 +6,9 @@ What to simulate is a plan (:class:`ParkPlan`, plain records): gateways with an 
 a port, each with meters (unit id, profile, relay coil, rating). Two named constructors build
 one: :meth:`ParkPlan.uniform` (``wattkeeper sim --meters N --gateways G --port P``: gateways
 ``gw1``..``gwG`` on ports P, P+1, ..., units 1..N/G each, meter ids ``M-0001``...) and
-:meth:`ParkPlan.from_config` (exactly the gateways and meters of a park config, so
-``wattkeeper serve`` and ``wattkeeper demo`` find every meter where the config says). A meter
-names its profile; the plan's ``profiles`` (from a config: the shipped profiles plus its
+``server.simulate.plan_from_config`` (exactly the gateways and meters of a park config; it
+lives next to the command because this package must not import ``server``). A meter names its
+profile; the plan's ``profiles`` (from a config: the shipped profiles plus its
 ``profile_files``) are looked up first, then the shipped ones, so a custom profile is simulated
 from the very file the server polls with.
 
@@ -40,7 +40,7 @@ import math
 import zoneinfo
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import attrs
 import trio
@@ -50,9 +50,6 @@ from simulators.clock import SimClock
 from simulators.faults import REPLY_FAULTS, Fault, FaultSpecError
 from simulators.gateway import CoilLog, GatewayStatistics, ReplyFault, SimGateway
 from simulators.meter_model import SimMeter, default_rated_w, stagger_phase_s
-
-if TYPE_CHECKING:
-    from server.config import ParkConfig
 
 __all__ = [
     "ActiveFault",
@@ -93,6 +90,8 @@ class GatewayPlan:
     host: str
     port: int
     meters: tuple[MeterPlan, ...]
+    transport: str = "tcp"
+    """"tcp" (Modbus TCP) or "rtu-over-tcp" (RTU frames with CRC: a serial converter)."""
 
 
 @attrs.frozen
@@ -125,6 +124,7 @@ class ParkPlan:
         profile: str = "sdm630",
         relay_coil: int = 0,
         utc_offset_s: int = 0,
+        transport: str = "tcp",
     ) -> ParkPlan:
         """``gateways`` gateways ``gw1``.. on ``port``, ``port + 1``, ... (0: ephemeral each),
         ``meters`` spread evenly as units 1, 2, ... (the first gateways get one more if it does
@@ -153,28 +153,8 @@ class ParkPlan:
                 number += 1
                 meter_plans.append(MeterPlan(unit, profile, relay_coil, f"M-{number:04d}"))
             plans.append(GatewayPlan(f"gw{g + 1}", host, port + g if port else 0,
-                                     tuple(meter_plans)))
+                                     tuple(meter_plans), transport))
         return cls(tuple(plans), seed=seed, utc_offset_s=utc_offset_s)
-
-    @classmethod
-    def from_config(cls, config: ParkConfig, *, seed: int = 1) -> ParkPlan:
-        """Exactly the gateways and meters of a park config (meters rated below overload)."""
-        by_gateway: dict[str, list[MeterPlan]] = {gateway.id: [] for gateway in config.gateways}
-        for meter in config.meters:
-            rated = meter.overload_w / OVERLOAD_HEADROOM if meter.overload_w > 0 else None
-            by_gateway[meter.gateway].append(
-                MeterPlan(meter.unit, meter.profile, meter.relay_coil, meter.id, rated)
-            )
-        gateways = tuple(
-            GatewayPlan(gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]))
-            for gateway in config.gateways
-        )
-        return cls(
-            gateways,
-            seed=seed,
-            utc_offset_s=utc_offset_of(config.server.timezone),
-            profiles=config.profiles,
-        )
 
 
 def utc_offset_of(timezone: str) -> int:
@@ -255,6 +235,7 @@ class SimPark:
                 coil_log=self.coil_log,
                 host=gateway.host,
                 port=gateway.port,
+                transport=gateway.transport,
             )
 
     # --- lookup -------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ import attrs
 
 from policies.records import Reading
 from protocols.modbus.codec import MAX_READ_REGISTERS
+from protocols.toml_limits import TomlNestingError, parse_toml
 
 __all__ = [
     "DATA_TYPES",
@@ -514,17 +515,31 @@ def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Prof
         raise ProfileError(message) from None
 
 
+MAX_PROFILE_FILE_BYTES: Final = 1 << 20
+"""The largest profile file read (1 MiB; a register map is a few hundred bytes)."""
+
+
 def load_profile_file(path: Path | str) -> Profile:
-    """A user profile from a TOML file."""
+    """A user profile from a TOML file (at most ``MAX_PROFILE_FILE_BYTES``, nested at most
+    ``protocols.toml_limits.MAX_NESTING`` deep)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_PROFILE_FILE_BYTES:
+            raise ProfileError(
+                f"{path}: the file is {size:,} bytes, more than the "
+                f"{MAX_PROFILE_FILE_BYTES:,} a profile may have (is it a profile?)"
+            )
+        data = parse_toml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
     except UnicodeDecodeError as error:
         raise ProfileError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    except TomlNestingError as error:
+        where = f"{path}:{error.line}" if error.line is not None else str(path)
+        raise ProfileError(f"{where}: {error}") from None
     return parse_profile(data, source=str(path))
 
 

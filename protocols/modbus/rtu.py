@@ -23,6 +23,14 @@ Requests have no tid, so a prepared request is the complete frame with its CRC, 
 Replies carry a synthetic sequence number as ``tid`` so callers can match them like MBAP ones.
 The payload convention is the codec's: data after the byte count for reads, the echoed
 address + value for single writes, empty for exceptions (code in ``exception``).
+
+The server side (the simulator's RTU gateway) is :class:`RtuRequestDecoder`: requests are
+framed by their function code (8 bytes for functions 1-6; 9 + byte count for 15 and 16) and
+handed up as the codec's :class:`~protocols.modbus.codec.Request` with a synthetic ``tid``, so
+one request handler serves both framings; :func:`rtu_reply` turns the handler's MBAP reply into
+the RTU one. A frame with a bad CRC, or a function code whose length cannot be known, is what
+a real slave ignores: the decoder drops everything buffered (counted in ``discarded``) and
+resynchronises on the next segment, and no reply goes out (the master's timeout fires).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from protocols.modbus.codec import (
     EXCEPTION_BIT,
     WRITE_SINGLE_COIL,
     FrameError,
+    Request,
     Response,
 )
 
@@ -45,6 +54,9 @@ T = TypeVar("T")
 
 _REQUEST: Final = struct.Struct(">BBHH")
 _READS: Final = frozenset({1, 2, 3, 4})
+_FIXED_REQUESTS: Final = frozenset({1, 2, 3, 4, 5, 6})  # unit, function, 2 words, CRC: 8 bytes
+_WRITE_MULTIPLE: Final = frozenset({15, 16})  # ... 2 words, a byte count, data, CRC
+_MBAP_HEADER: Final = 6  # tid, protocol id, length: what RTU has no use for
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -80,6 +92,55 @@ def encode_rtu_read(unit: int, function: int, address: int, count: int) -> bytes
 def encode_rtu_write_coil(unit: int, address: int, on: bool) -> bytes:
     value = COIL_ON if on else COIL_OFF
     return with_crc(_REQUEST.pack(unit, WRITE_SINGLE_COIL, address, value))
+
+
+def rtu_reply(mbap_frame: bytes) -> bytes:
+    """The RTU frame for a Modbus TCP reply: the unit id and PDU, then their CRC."""
+    return with_crc(mbap_frame[_MBAP_HEADER:])
+
+
+class RtuRequestDecoder:
+    """Server-side RTU framing: ``feed(bytes) -> list[Request]`` (module docstring)."""
+
+    __slots__ = ("_buffer", "_next_tid", "discarded")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._next_tid = 0
+        self.discarded = 0
+        """Frames dropped for a bad CRC or an unknown function code."""
+
+    def feed(self, data: bytes) -> list[Request]:
+        buffer = self._buffer + data
+        requests: list[Request] = []
+        pos = 0
+        while len(buffer) - pos >= 2:
+            function = buffer[pos + 1]
+            if function in _FIXED_REQUESTS:
+                size = 8
+            elif function in _WRITE_MULTIPLE:
+                if len(buffer) - pos < 7:
+                    break
+                size = 9 + buffer[pos + 6]
+            else:
+                self._discard()
+                return requests
+            if len(buffer) - pos < size:
+                break
+            frame = buffer[pos : pos + size]
+            if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+                self._discard()
+                return requests
+            unit, _, address, value = _REQUEST.unpack_from(frame)
+            requests.append(Request(self._next_tid, unit, function, address, value))
+            self._next_tid = (self._next_tid + 1) & 0xFFFF
+            pos += size
+        self._buffer = buffer[pos:]
+        return requests
+
+    def _discard(self) -> None:
+        self.discarded += 1
+        self._buffer = b""
 
 
 class RtuPipeline(Generic[T]):

@@ -70,6 +70,27 @@ async def test_a_failing_actor_does_not_disturb_others() -> None:
     assert dispatcher.statistics().failures == 1
 
 
+async def test_a_failing_failure_handler_does_not_stop_the_dispatcher(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[tuple[str, object]] = []
+
+    def broken_supervisor(actor: Actor, message: object, error: Exception) -> None:
+        raise RuntimeError("supervisor bug")
+
+    dispatcher = Dispatcher(broken_supervisor)
+    bad, good = RecordingActor("bad", log), RecordingActor("good", log)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        dispatcher.send_nowait(bad, "boom")
+        dispatcher.send_nowait(good, 1)
+        while dispatcher.queue_depth:
+            await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert log == [("good", 1)]
+    assert "failure handler failed" in caplog.text
+
+
 async def test_a_batch_keeps_order_with_single_messages_and_isolates_failures() -> None:
     log: list[tuple[str, object]] = []
     failures: list[tuple[Actor, object, Exception]] = []

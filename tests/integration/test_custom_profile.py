@@ -16,8 +16,9 @@ import trio
 from actors.effects import AlarmEvent
 from server.app import open_park
 from server.config import ParkConfig, load_config
+from server.simulate import plan_from_config
 from simulators.clock import SimClock
-from simulators.park import ParkPlan, SimPark, run_sim_park
+from simulators.park import SimPark, run_sim_park
 from tests.integration.test_field_loop import SIM_START_S, eventually
 from tests.profile_texts import ACME_PM100
 from tests.simulators.test_simulate_command import free_port
@@ -71,7 +72,7 @@ def frozen_sim(config: ParkConfig) -> SimPark:
     """The config's park with simulated time standing still: every register holds its value,
     so the server's readings can be compared with the meters' to the last digit."""
     clock = SimClock(start_s=SIM_START_S, source=lambda: 0.0)
-    return SimPark(ParkPlan.from_config(config, seed=7), clock=clock)
+    return SimPark(plan_from_config(config, seed=7), clock=clock)
 
 
 async def test_the_server_polls_a_meter_of_a_profile_from_the_config(tmp_path: Path) -> None:

@@ -233,3 +233,25 @@ def test_a_reopened_store_fits_its_data_whatever_map_size_is_asked(tmp_path: Pat
         # The grown size is not remembered; LMDB maps at least the file's current size.
         assert store.map_size >= file_size
         assert store.get_snapshot("M-99") == b"x" * 600
+
+
+def test_the_reader_slot_of_a_killed_process_is_cleared(tmp_path: Path) -> None:
+    """A journal writer killed inside a read transaction leaves its slot in LMDB's reader
+    table; the next writer clears it so freed pages can be reused."""
+    with open_store(tmp_path) as store:
+        reader = _python(
+            """
+            import sys, time, lmdb
+            env = lmdb.open(sys.argv[1], max_dbs=16, subdir=True)
+            txn = env.begin()
+            print("reading", flush=True)
+            time.sleep(60)
+            """,
+            str(tmp_path),
+        )
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == "reading\n"
+        reader.kill()
+        reader.communicate(timeout=30)
+        assert store.clear_stale_readers() == 1
+        assert store.clear_stale_readers() == 0

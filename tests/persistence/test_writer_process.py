@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from persistence.journal import JournalBroken, JournalEntry, open_journal
+from persistence.journal import JournalEntry, StorageUnavailable, open_journal
 from persistence.recovery import entries_after
 from persistence.store import open_store
 
@@ -35,20 +35,31 @@ def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-async def test_a_killed_writer_breaks_the_journal_cleanly_and_keeps_what_was_committed(
+async def test_a_killed_writer_is_restarted_and_the_journal_goes_on_from_what_was_committed(
     tmp_path: Path,
 ) -> None:
     with open_store(tmp_path) as store:
         async with open_journal(store) as journal:
             first = await journal.record(topup("before"))
-            os.kill(journal.writer_pid, signal.SIGKILL)
+            killed = journal.writer_pid
+            os.kill(killed, signal.SIGKILL)
             with trio.fail_after(10):
-                with pytest.raises(JournalBroken, match="exited with code -9"):
-                    await journal.record(topup("lost"))
-            with pytest.raises(JournalBroken):
+                while journal.available:
+                    await trio.sleep(0.005)
+            with pytest.raises(StorageUnavailable, match="nothing was done") as refused:
+                await journal.record(topup("refused"))
+            assert "exited with code -9" in refused.value.cause
+            with pytest.raises(StorageUnavailable):
                 journal.put_snapshots_nowait([("M-1", b"state")])
-        assert [(seq, entry.reference) for seq, entry in entries_after(store, 0)][:1] == [
-            (first.seq, "before")
+            with trio.fail_after(10):
+                while not journal.available:
+                    await trio.sleep(0.005)
+            assert journal.writer_pid != killed
+            again = await journal.record(topup("after"))
+            assert again.seq == first.seq + 1
+            assert journal.statistics().writer_restarts == 1
+        assert [(seq, entry.reference) for seq, entry in entries_after(store, 0)] == [
+            (1, "before"), (2, "after")
         ]
 
 

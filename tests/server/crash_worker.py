@@ -12,6 +12,10 @@ Run as ``python -m tests.server.crash_worker MODE DATA_DIR GENERATION [RETRY...]
 
 Registers and timestamps are a pure function of (generation, step), so every generation's
 readings continue where the previous one's could have left off, and the final reading is known.
+They are also plausible for the meter: a step is 1 s and 5 Wh (18 kW on a meter rated near
+100 kW), and a generation starts ``STEPS_PER_GENERATION`` steps (and as many seconds) after the
+previous one, so the register jump between generations is matched by the time between them.
+Timestamps are in the past (2020-2023), never ahead of the wall clock.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from server.config import ParkConfig
 from tests.server.parks import small_park
 
 METERS = 8
-WH_PER_STEP = 37
-START_MS = 1_790_000_000_000
+WH_PER_STEP = 5
+"""Per 1 s step: 18 kW, a plausible load for an sdm630."""
+START_MS = 1_600_000_000_000
 STEPS_PER_GENERATION = 1_000_000
 FINAL_STEP = 99 * STEPS_PER_GENERATION
 

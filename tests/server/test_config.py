@@ -200,8 +200,8 @@ def test_contract_example_loads_with_the_right_numbers(tmp_path: Path) -> None:
     assert (meter.profile, meter.relay_coil, meter.tariff) == ("sdm630", 0, "flat")
     assert meter.kind == "electricity"
     assert meter.opening_balance == 10000
-    policy = config.meter_policy("M-0001")
-    assert policy is meter.policy is config.policies["M-0001"]
+    policy = config.policies["M-0001"]
+    assert policy is meter.policy
     assert policy.tariff is config.tariffs["flat"]
     assert policy.overload_w == 30000
     assert policy.overload_delay_ms == 2000
@@ -228,12 +228,12 @@ def test_example_park_loads() -> None:
     # The wrapping valley band 23:00-07:00 became two records of the same name.
     assert industrial.bands[0] == Band("valley", 0, 420, parse_price("0.35"))
     assert industrial.bands[-1] == Band("valley", 1380, 1440, parse_price("0.35"))
-    dorm = config.meter_policy("DORM-A101")
-    assert dorm is config.meter_policy("DORM-A102")
+    dorm = config.policies["DORM-A101"]
+    assert dorm is config.policies["DORM-A102"]
     assert dorm.friendly == (FriendlyPeriod(1200, 480), FriendlyPeriod(0, 0, True, True))
-    assert config.meter_policy("WS-01").friendly == ()
-    by_gateway = config.meters_by_gateway()
-    assert [m.id for m in by_gateway["gw-dorms"]] == ["DORM-A101", "DORM-A102", "WATER-A"]
+    assert config.policies["WS-01"].friendly == ()
+    dorms = [m.id for m in config.meters if m.gateway == "gw-dorms"]
+    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A"]
 
 
 # --- values -------------------------------------------------------------------------------
@@ -750,25 +750,25 @@ def test_bad_default_is_reported_once_at_its_own_line() -> None:
 
 def test_identical_meters_share_one_policy() -> None:
     config = load(BASE)
-    assert config.meter_policy("M-1") is not config.meter_policy("M-2")  # tariffs differ
+    assert config.policies["M-1"] is not config.policies["M-2"]  # tariffs differ
     # Same tariff and profile (the profile's limits are policy too).
     same = replace(replace(BASE, 'tariff = "tou"', 'tariff = "flat"'),
                    'profile = "sdm120"', 'profile = "sdm630"')
     config = load(same)
-    assert config.meter_policy("M-1") is config.meter_policy("M-2")
+    assert config.policies["M-1"] is config.policies["M-2"]
     different = replace(same, "overload_w = 30000", "overload_w = 30001", 2)
     config = load(different)
-    assert config.meter_policy("M-1") is not config.meter_policy("M-2")
-    assert config.meter_policy("M-1").tariff is config.meter_policy("M-2").tariff
+    assert config.policies["M-1"] is not config.policies["M-2"]
+    assert config.policies["M-1"].tariff is config.policies["M-2"].tariff
 
 
 def test_a_meter_takes_its_profiles_limits_and_may_lower_its_power_bound() -> None:
     config = load(BASE)
-    assert config.meter_policy("M-1").max_power_w == 83_000  # sdm630's [limits]
-    assert config.meter_policy("M-2").max_power_w == 12_500  # sdm120's
-    assert config.meter_policy("M-1").max_register_wh == 9_999_999_900
+    assert config.policies["M-1"].max_power_w == 83_000  # sdm630's [limits]
+    assert config.policies["M-2"].max_power_w == 12_500  # sdm120's
+    assert config.policies["M-1"].max_register_wh == 9_999_999_900
     lowered = replace(BASE, 'profile = "sdm120"', 'profile = "sdm120"\nmax_power_w = 7000')
-    assert load(lowered).meter_policy("M-2").max_power_w == 7000
+    assert load(lowered).policies["M-2"].max_power_w == 7000
     with pytest.raises(ConfigError, match=r"max_power_w: must be > 0 and at most .*12500"):
         load(replace(BASE, 'profile = "sdm120"', 'profile = "sdm120"\nmax_power_w = 90000'))
 
@@ -1063,3 +1063,221 @@ def test_a_history_interval_must_fit_the_time_zone() -> None:
     hourly = text.replace('tariff = "tou"\n', 'tariff = "tou"\ninterval = "1h"\n')
     assert "the time zone Asia/Kolkata of tariff tou is UTC+05:30, which is not a whole " \
            "number of 60-minute steps" in single_problem(hourly)
+
+
+# --- what storage can keep ----------------------------------------------------------------
+
+
+def test_a_meter_id_storage_cannot_keep_is_refused_at_its_line() -> None:
+    too_long = replace(BASE, 'id = "M-2"', f'id = "{"M" * 600}"')
+    assert single_problem(too_long) == (
+        f"park.toml:{line_of(too_long, 'MMMM')}: meters[1].id: a meter id must be at most 128 "
+        f'bytes of UTF-8; this one has 600: "{"M" * 60}...(600 characters)"'
+    )
+    with_nul = replace(BASE, 'id = "M-2"', 'id = "M\\u00002"')
+    assert single_problem(with_nul) == (
+        f"park.toml:{line_of(with_nul, 'u0000')}: meters[1].id: a meter id must not contain "
+        'control characters (NUL, tab, newline), got "M\\x002"'
+    )
+
+
+def test_the_id_limit_is_in_bytes_of_utf8() -> None:
+    # 42 CJK characters are 126 bytes; 43 are 129.
+    assert load(replace(BASE, 'id = "M-2"', f'id = "{"电" * 42}"')).meters[1].id == "电" * 42
+    assert "this one has 129" in single_problem(replace(BASE, 'id = "M-2"', f'id = "{"电" * 43}"'))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        ('tenant = "beta"', 'tenant = " beta"', "meters[1].tenant",
+         'a tenant must not start or end with whitespace, got " beta"'),
+        ('tenant = "beta"', 'tenant = "be\\nta"', "meters[1].tenant",
+         'a tenant must not contain control characters (NUL, tab, newline), got "be\\nta"'),
+        ('tenant = "beta"', f'tenant = "{"t" * 129}"', "meters[1].tenant",
+         "a tenant must be at most 128 bytes of UTF-8; this one has 129"),
+        ('id = "gw2"', 'id = "gw\\u00002"', "gateways[1].id",
+         "a gateway id must not contain control characters"),
+        ('name = "op"', 'name = "o\\u007fp"', "users[0].name",
+         "a user name must not contain control characters"),
+        ('name = "valley"', 'name = "val\\u0000ley"', "tariffs.tou.bands[0].name",
+         "a band name must not contain control characters"),
+    ],
+)
+def test_other_ids_storage_cannot_keep_are_refused(
+    old: str, new: str, path: str, message: str
+) -> None:
+    text = replace(BASE, old, new)
+    found = single_problem(text)
+    assert found.startswith(f"park.toml:{line_of(text, new)}: {path}: {message}"), found
+
+
+def test_a_tariff_name_storage_cannot_keep_is_refused_at_its_table() -> None:
+    text = BASE + '\n[tariffs."night\\u0000rate"]\nkind = "flat"\nprice = "0.30"\n'
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'night')}: tariffs.\"night\\x00rate\": a tariff name must "
+        'not contain control characters (NUL, tab, newline), got "night\\x00rate"'
+    )
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, every character escaped that must or might be."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            out.append(char)
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
+@given(st.text(max_size=200))
+def test_every_meter_id_the_config_accepts_is_a_storage_key(meter_id: str) -> None:
+    from persistence.keys import check_meter_id, meter_key, split_meter_key
+
+    text = replace(BASE, 'id = "M-2"', f"id = {toml_string(meter_id)}")
+    try:
+        config = load(text)
+    except ConfigError:
+        return
+    assert config.meters[1].id == meter_id
+    check_meter_id(meter_id)  # what the journal and the snapshots check: it must not raise
+    assert split_meter_key(meter_key(meter_id, 7)) == (meter_id, 7)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('opening_balance = "100.00"', 'opening_balance = "10000000000.01"',
+         'meters[0].opening_balance: must be at most 10000000000.00, got "10000000000.01"'),
+        ('alarm_levels = ["50.00", "20.00"]', 'alarm_levels = ["99999999999999.00", "20.00"]',
+         "meters[0].alarm_levels: alarm_levels[0] must be at most 10000000000.00"),
+        ('overload_w = 30000', 'overload_w = 30000\nemergency_credit = "1e20"',
+         "meters[0].emergency_credit: amount must be written without an exponent"),
+        ('price = "1.00"', 'price = "1000000.00001"',
+         'tariffs.flat.price: a price must be at most 1000000 per kWh, got "1000000.00001"'),
+    ],
+)
+def test_amounts_and_prices_beyond_what_the_journal_holds_are_refused(
+    old: str, new: str, message: str
+) -> None:
+    text = replace(BASE, old, new)
+    found = single_problem(text)
+    assert found.startswith(f"park.toml:{line_of(text, new.splitlines()[-1])}: {message}"), found
+
+
+def test_the_highest_amount_and_price_are_accepted() -> None:
+    text = replace(BASE, 'opening_balance = "100.00"', 'opening_balance = "10000000000.00"')
+    text = replace(text, 'price = "1.00"', 'price = "1000000.00"')
+    config = load(text)
+    assert config.meters[0].opening_balance == 10**12
+    # At the highest price, a whole 32-bit Wh register costs far less than int64 holds.
+    price = config.tariffs["flat"].bands[0].price
+    assert (2**32 * price) // 1_000_000 < 2**63 // 10_000
+
+
+def test_a_tier_cap_beyond_the_limit_is_refused() -> None:
+    text = BASE + (
+        '\n[tariffs.block]\nkind = "tiered"\n'
+        '[[tariffs.block.tiers]]\nup_to_kwh = "1000000001"\nprice = "0.50"\n'
+        '[[tariffs.block.tiers]]\nprice = "0.80"\n'
+    )
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'up_to_kwh')}: tariffs.block.tiers[0].up_to_kwh: a tier cap "
+        'must be at most 1000000000 kWh, got "1000000001"'
+    )
+
+
+def test_a_deeply_nested_config_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    deep = BASE + "\nnested = " + "[" * 40 + "]" * 40 + "\n"
+    assert single_problem(deep) == (
+        f"park.toml:{line_of(deep, 'nested')}: arrays or inline tables nested more than 32 "
+        "levels deep (a park config or profile needs at most three)"
+    )
+    # Strings full of closing brackets hide the nesting from the quick check; what tomllib
+    # cannot parse (RecursionError) is still located.
+    hidden = BASE + "\nnested = " + '[ "]", ' * 5000 + "]" * 5000 + "\n"
+    (tmp_path / "park.toml").write_text(hidden)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "park.toml")
+    assert str(caught.value) == (
+        f"{tmp_path / 'park.toml'}:{line_of(hidden, 'nested')}: arrays or inline tables nested "
+        "more than 32 levels deep (a park config or profile needs at most three)"
+    )
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    from protocols.toml_limits import MAX_NESTING, nesting_line, parse_toml
+
+    text = "x = " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\n"
+    value, depth = parse_toml(text)["x"], 1
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == MAX_NESTING
+    assert nesting_line(text) is None
+    # Brackets in strings and comments are not nesting; table headers are not nesting.
+    text = 'a = "' + "[" * 100 + '"  # ' + "{" * 100 + "\n[[b]]\n[c.d]\n"
+    assert nesting_line(text) is None
+    assert parse_toml(text)["a"] == "[" * 100
+
+
+def test_a_config_file_above_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    from server.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "park.toml"
+    with big.open("wb") as file:  # sparse: nothing is written, nothing is read
+        file.truncate(MAX_CONFIG_BYTES + 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(big)
+    assert str(caught.value) == (
+        f"{big}: the file is 64.0 MiB, more than the 64 MiB a park config may have "
+        "(split the park: one server per group of gateways)"
+    )
+
+
+def test_a_deep_or_huge_profile_file_is_a_profile_error_naming_it(tmp_path: Path) -> None:
+    from protocols.modbus.profiles import MAX_PROFILE_FILE_BYTES
+
+    deep = ACME_PM100 + "\nnested = " + "{a = " * 50 + "1" + "}" * 50 + "\n"
+    huge = tmp_path / "huge.toml"
+    with huge.open("wb") as file:
+        file.truncate(MAX_PROFILE_FILE_BYTES + 1)
+    text = with_profiles(tmp_path, {"deep.toml": deep}, '["deep.toml", "huge.toml"]')
+    found = problems(text, base_dir=tmp_path)
+    assert found == [
+        f"park.toml:1: profile_files[0]: {tmp_path / 'deep.toml'}:{line_of(deep, 'nested')}: "
+        "arrays or inline tables nested more than 32 levels deep (a park config or profile "
+        "needs at most three)",
+        f"park.toml:1: profile_files[1]: {huge}: the file is 1,048,577 bytes, more than the "
+        "1,048,576 a profile may have (is it a profile?)",
+    ]
+
+
+# --- RTU over TCP -------------------------------------------------------------------------
+
+
+def test_an_rtu_over_tcp_gateway_reaches_the_bus() -> None:
+    from server.field import bus_gateway
+
+    text = replace(BASE, "port = 5020", 'port = 5020\ntransport = "rtu-over-tcp"')
+    section = load(text).gateways[0]
+    assert (section.transport, section.window, section.command_slots) == ("rtu-over-tcp", 1, 0)
+    assert bus_gateway(section).transport == "rtu-over-tcp"
+
+
+def test_an_rtu_over_tcp_gateway_refuses_a_window_and_command_slots() -> None:
+    text = replace(BASE, "port = 5020",
+                   'port = 5020\ntransport = "rtu-over-tcp"\nwindow = 4\ncommand_slots = 1')
+    assert problems(text) == [
+        f"park.toml:{line_of(text, 'window = 4')}: gateways[0].window: must be 1 on an "
+        "rtu-over-tcp gateway: RTU frames carry no transaction id, so one request is on the "
+        "wire at a time",
+        f"park.toml:{line_of(text, 'command_slots')}: gateways[0].command_slots: must be 0 on "
+        "an rtu-over-tcp gateway: one request is on the wire at a time, relay writes included",
+    ]
+    unknown = replace(BASE, "port = 5020", 'port = 5020\ntransport = "rtu"')
+    assert single_problem(unknown).endswith(
+        'gateways[0].transport: must be one of tcp, rtu-over-tcp; got "rtu"'
+    )

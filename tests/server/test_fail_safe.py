@@ -7,11 +7,15 @@ wall clock is a function of it that the tests step both ways.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import pytest
 import trio
 
 from actors.effects import AlarmEvent
+from persistence.journal import StorageUnavailable
 from policies.money import charge
 from policies.records import Reading
 from server.app import Park, open_park
@@ -166,3 +170,44 @@ async def test_a_replaced_meter_is_journaled_and_survives_a_restart(
         read(park, listener, "M-0", 6_000_004, 1000.0)
         await settle(park)
         assert actor.state.balance == 100_00 - charge(14, PRICE, 0)[0]
+
+
+async def test_a_dead_journal_writer_refuses_money_but_never_stops_control(
+    tmp_path: Path,
+) -> None:
+    config = small_park(tmp_path / "park", extra_meter_keys='overload_w = 5000\n'
+                                                          'overload_delay = "0s"')
+    alarms: list[AlarmEvent] = []
+    commands: list[tuple[str, bool]] = []
+    async with open_park(config, with_field=False) as park:
+        park.router.alarm_sinks.append(alarms.append)
+        park.router.relay_sink = lambda actor, command: commands.append(
+            (actor.meter_id, command.closed))
+        listener = MeterBusListener(park.registry, park.router, mono_ms=park.clock.mono_ms)
+        read(park, listener, "M-0", 1_000_000, 1000.0)
+        read(park, listener, "M-1", 1_000_000, 1000.0)
+        await settle(park)
+        os.kill(park.journal.writer_pid, signal.SIGKILL)
+        with trio.fail_after(10):
+            while not any(a.kind == "storage" and a.state == "active" for a in alarms):
+                await trio.sleep(0.001)
+        storage = [a for a in alarms if a.kind == "storage"][0]
+        assert storage.alarm_id == "park/storage" and storage.meter_id == ""
+        # Money is refused with the contract's code while the writer is down (its restart
+        # waits 0.1 s of backoff and takes ~0.3 s)...
+        assert not park.journal.available
+        with pytest.raises(StorageUnavailable) as refused:
+            await park.ledger.top_up("M-1", 10_00, "while-down", park.clock.wall_ms())
+        assert refused.value.code == "unavailable"
+        # ...while readings are charged and an overload trips, as ever.
+        await trio.sleep(0.01)
+        read(park, listener, "M-0", 1_000_001, 20_000.0)
+        await settle(park)
+        assert ("M-0", False) in commands
+        with trio.fail_after(10):
+            while not any(a.kind == "storage" and a.state == "cleared" for a in alarms):
+                await trio.sleep(0.01)
+        ack = await park.ledger.top_up("M-1", 10_00, "after", park.clock.wall_ms())
+        assert ack.status == "applied" and ack.balance == 110_00
+        assert await park.snapshot_now() >= 1  # snapshots resume (every meter relisted)
+    assert park.supervisor.statistics().restarts == 0

@@ -248,3 +248,97 @@ async def test_gateway_down_drops_connections_and_comes_back_on_the_same_port(
     assert (await again.one(encode_read(2, 1, 4, 0, 2))).exception == 0
     for stream in (client.stream, other.stream, again.stream):
         await stream.aclose()
+
+
+# --- RTU over TCP ---------------------------------------------------------------------------
+
+
+def rtu_crc_ok(frame: bytes) -> bool:
+    """CRC-16/MODBUS computed bit by bit here, independent of protocols.modbus.rtu's table."""
+    crc = 0xFFFF
+    for byte in frame[:-2]:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc == int.from_bytes(frame[-2:], "little")
+
+
+async def rtu_exchange(stream: trio.SocketStream, frame: bytes, size: int) -> bytes:
+    await stream.send_all(frame)
+    reply = b""
+    with trio.fail_after(2):
+        while len(reply) < size:
+            data = await stream.receive_some(256)
+            assert data, "connection closed"
+            reply += data
+    assert len(reply) == size and rtu_crc_ok(reply), reply.hex()
+    return reply
+
+
+async def test_an_rtu_gateway_answers_reads_coil_writes_and_exceptions() -> None:
+    from protocols.modbus.rtu import encode_rtu_read, encode_rtu_write_coil
+
+    plan = ParkPlan.uniform(meters=2, port=0, transport="rtu-over-tcp")
+    async with open_sim_park(plan) as park:
+        gateway = park.gateways["gw1"]
+        assert gateway.transport == "rtu-over-tcp"
+        stream = await trio.open_tcp_stream("127.0.0.1", park.ports["gw1"])
+        async with stream:
+            # Voltage of unit 1: unit, function 4, 4 bytes, one float32, CRC.
+            reply = await rtu_exchange(stream, encode_rtu_read(1, 4, 0x0000, 2), 9)
+            assert reply[:3] == b"\x01\x04\x04"
+            assert 200 < float32_at(reply[3:7], 0) < 260
+            # A coil write is echoed, and the coil reads back.
+            write = encode_rtu_write_coil(2, 0, False)
+            assert await rtu_exchange(stream, write, 8) == write
+            assert (await rtu_exchange(stream, encode_rtu_read(2, 1, 0, 1), 6))[:4] == (
+                b"\x02\x01\x01\x00"
+            )
+            assert not park.meter("gw1", 2).relay_closed
+            # A unit nobody simulates: exception 0x0B, as the converter's serial timeout says.
+            reply = await rtu_exchange(stream, encode_rtu_read(9, 4, 0, 2), 5)
+            assert reply[:3] == bytes([9, 0x84, TARGET_FAILED_TO_RESPOND])
+        assert gateway.statistics().coil_writes == 1
+        assert [(w.unit, w.on) for w in park.coil_log] == [(2, False)]
+
+
+async def test_an_rtu_gateway_ignores_a_bad_crc_and_answers_the_next_frame() -> None:
+    """What a serial slave does with a frame it cannot check: no reply, and no hang-up."""
+    from protocols.modbus.rtu import encode_rtu_read
+
+    plan = ParkPlan.uniform(meters=1, port=0, transport="rtu-over-tcp")
+    async with open_sim_park(plan) as park:
+        stream = await trio.open_tcp_stream("127.0.0.1", park.ports["gw1"])
+        async with stream:
+            good = encode_rtu_read(1, 4, 0x0000, 2)
+            await stream.send_all(good[:-1] + bytes([good[-1] ^ 0xFF]))
+            with trio.move_on_after(0.3) as quiet:
+                await stream.receive_some(256)
+            assert quiet.cancelled_caught  # nothing came back, and the connection is open
+            assert (await rtu_exchange(stream, good, 9))[:3] == b"\x01\x04\x04"
+        statistics = park.gateways["gw1"].statistics()
+        assert statistics.frame_errors == 1 and statistics.connections == 1
+
+
+def test_the_rtu_request_decoder_frames_by_function_code() -> None:
+    from protocols.modbus.rtu import RtuRequestDecoder, encode_rtu_read, with_crc
+
+    decoder = RtuRequestDecoder()
+    read = encode_rtu_read(7, 3, 0x0010, 4)
+    assert decoder.feed(read[:5]) == []  # a frame split over two segments
+    (first,) = decoder.feed(read[5:])
+    assert (first.unit, first.function, first.address, first.count_or_value) == (7, 3, 16, 4)
+    # Function 16 carries a byte count; two frames in one segment; tids count up.
+    write_many = with_crc(bytes([7, 16, 0, 1, 0, 2, 4, 0, 1, 0, 2]))
+    second, third = decoder.feed(write_many + read)
+    assert (second.function, second.address, second.count_or_value) == (16, 1, 2)
+    assert (third.function, first.tid, second.tid, third.tid) == (3, 0, 1, 2)
+    # An unknown function code cannot be framed: the segment is dropped, the next one parses.
+    assert decoder.feed(bytes([7, 0x2B, 1, 2, 3])) == [] and decoder.discarded == 1
+    assert len(decoder.feed(read)) == 1
+
+
+def test_a_gateway_refuses_an_unknown_transport() -> None:
+    plan = ParkPlan.uniform(meters=1, port=0, transport="rtu")
+    with pytest.raises(ValueError, match="transport must be one of tcp, rtu-over-tcp"):
+        SimPark(plan)

@@ -153,3 +153,41 @@ async def test_open_simulated_park_serves_exactly_the_configured_meters(tmp_path
             assert (await client.read(9, 1, 0, 1)).payload == b"\x01"
         await trio.sleep(0)
     assert [w.meter_id for w in park.coil_log] == ["W-1"]
+
+
+def test_sim_speaks_rtu_over_tcp_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["sim", "--meters", "4", "--gateways", "2", "--port", "0",
+                   "--transport", "rtu-over-tcp", "--seconds", "0.1"])
+    out = capsys.readouterr().out
+    assert status == 0 and out.count("(RTU over TCP)") == 2
+
+    config = tmp_path / "park.toml"
+    text = CONFIG.format(data=tmp_path, port=free_port())
+    config.write_text(text.replace("port = ", 'transport = "rtu-over-tcp"\nport = '))
+    assert main(["sim", "--config", str(config), "--seconds", "0.1"]) == 0
+    assert "north" in (out := capsys.readouterr().out) and "(RTU over TCP)" in out
+    # The config says each gateway's transport; the option would contradict it.
+    assert main(["sim", "--config", str(config), "--transport", "tcp", "--seconds", "0.1"]) == 1
+    assert "--transport goes with --meters" in capsys.readouterr().err
+
+
+async def test_open_simulated_park_takes_each_gateways_transport(tmp_path: Path) -> None:
+    from protocols.modbus.rtu import crc16, encode_rtu_read
+
+    port = free_port()
+    text = CONFIG.format(data=tmp_path, port=port).replace(
+        "port = ", 'transport = "rtu-over-tcp"\nport = '
+    )
+    config = ParkConfig.from_toml_text(text, "park.toml")
+    async with open_simulated_park(config) as park:
+        assert park.gateways["north"].transport == "rtu-over-tcp"
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(encode_rtu_read(9, 4, 0x48, 2))
+            reply = b""
+            with trio.fail_after(2):
+                while len(reply) < 9:
+                    reply += await stream.receive_some(64)
+    assert reply[:3] == b"\x09\x04\x04" and crc16(reply[:7]) == int.from_bytes(reply[7:], "little")
