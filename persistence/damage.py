@@ -65,7 +65,10 @@ class Damage:
 
 
 class DamagedRecord(Exception):
-    """A record one meter needs cannot be used (raised by the one-meter readers)."""
+    """A record one meter needs cannot be used (raised by the one-meter readers, and to a
+    money command whose reference's first recording is damaged: nothing was done)."""
+
+    code = "unavailable"  # the contract's word for "storage cannot serve this; nothing done"
 
     def __init__(self, damage: Damage) -> None:
         super().__init__(str(damage))

@@ -220,8 +220,10 @@ async def test_a_repeat_of_a_damaged_entrys_reference_is_refused_not_fatal(
 
     async with open_park(config, with_field=False) as park:
         assert park.supervisor.faulted_meters == {"M-2"}
-        with pytest.raises(DamagedRecord, match=rf"^journal\[seq {seq}\]: not a journal entry"):
+        pattern = rf"^journal\[seq {seq}\]: not a journal entry"
+        with pytest.raises(DamagedRecord, match=pattern) as refused:
             await park.ledger.top_up("M-2", 30_00, "first-2", T0)
+        assert refused.value.code == "unavailable"
         await _healthy_meters_work(park, ["M-0", "M-1"], balances)
 
 
