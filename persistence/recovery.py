@@ -27,6 +27,14 @@ long-lived objects would otherwise trigger repeated full collections (measured 2
 
 Generators here read in pages and never keep a read transaction open across a ``yield``: an
 open read transaction would block map growth in the writer for as long as the consumer waits.
+
+Damaged records (``persistence.damage``) cost their meter only. Each snapshot and entry is
+decoded and checked on its own (a try per record, no second pass); a meter whose snapshot or
+newer entry cannot be used, or whose entry does not apply, is left out of the recovered states
+and named in ``Recovered.quarantined`` with the database and key; a damaged entry of no
+configured meter (or of none that can be read) goes to ``Recovered.skipped``. Nothing here
+writes: the damaged record stays on disk for repair. The one-meter readers (a supervisor's
+restart) raise :class:`DamagedRecord` instead.
 """
 
 from __future__ import annotations
