@@ -29,13 +29,19 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
 import trio
 
-from actors.effects import ALARM_ID_SEPARATOR, PARK_ALARM_PREFIX, AlarmEvent, EffectRouter
+from actors.effects import (
+    ALARM_ID_SEPARATOR,
+    PARK_ALARM_PREFIX,
+    AlarmEvent,
+    AlarmSink,
+    EffectRouter,
+)
 from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
@@ -254,10 +260,12 @@ async def open_park(
     restart_intensity: RestartIntensity | None = None,
     snapshot_interval_s: float | None = None,
     with_field: bool = True,
+    alarm_sinks: Sequence[AlarmSink] = (),
 ) -> AsyncIterator[Park]:
     """Start a park (see the module docstring); ``with_field=False`` skips the Modbus buses,
     for tests and tools that feed readings themselves. ``clock`` (or just a wall clock,
-    ``clock_ms``) is for tests and benches that step time."""
+    ``clock_ms``) is for tests and benches that step time. ``alarm_sinks`` hear every alarm
+    from the start, including those of recovery (a quarantined meter, storage down)."""
     clock = clock or ParkClock(clock_ms)
     interval = snapshot_interval_s or config.server.snapshot_interval_s
     with open_store(config.server.data_dir) as store:
@@ -270,6 +278,7 @@ async def open_park(
             if not clock.anchored:
                 clock.anchor(_highest_control_time(recovered.states))
             router = EffectRouter()
+            router.alarm_sinks.extend(alarm_sinks)
             supervisor = MeterSupervisor(
                 _restorer(store, opening), router, clock.mono_ms,
                 restart_intensity or RestartIntensity()
@@ -328,8 +337,7 @@ def serve_forever(config: ParkConfig) -> None:
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
-            async with open_park(config) as park:
-                park.router.alarm_sinks.append(log_alarm)
+            async with open_park(config, alarm_sinks=(log_alarm,)):
                 async for _ in stop_requests:
                     log.info("SIGTERM: stopping")
                     return

@@ -94,12 +94,16 @@ async def test_a_damaged_snapshot_quarantines_its_meter_and_the_others_run(
         poke(store, "snapshots", b"M-1", bad)
 
     caplog.set_level(logging.INFO)
-    async with open_park(config, with_field=False) as park:
+    heard: list[AlarmEvent] = []
+    async with open_park(config, with_field=False, alarm_sinks=(heard.append,)) as park:
         victim = park.registry.get("M-1")
         assert victim.faulted and park.supervisor.faulted_meters == {"M-1"}
         reason = park.supervisor.fault_reason("M-1")
         assert reason is not None and reason.startswith('snapshots["M-1"]: ')
         assert park.router.alarms == 1  # the offline alarm, "faulted: <reason>"
+        # Sinks given to open_park hear the alarms of recovery too (serve logs them).
+        assert [(a.meter_id, a.kind, a.detail) for a in heard] == [
+            ("M-1", "offline", f"faulted: {reason}")]
         assert (f'meter M-1 quarantined: {reason}; the record is kept for repair '
                 f'(docs/operations.md, "A corrupt record")') in caplog.text
         assert "Traceback" not in caplog.text
