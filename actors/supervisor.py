@@ -15,6 +15,12 @@ restarting does not help (a poison reading, a corrupt snapshot). The actor is th
 faulted: it keeps its last good state for display, refuses commands, drops readings, and an
 ``offline`` alarm with detail ``faulted: ...`` is raised. Every other meter keeps running;
 ``reset`` lets an operator try again after fixing the cause.
+
+Quarantine: a meter whose stored record cannot be used (a snapshot or journal entry that does not
+decode or apply, ``persistence.damage``) cannot be rebuilt, so restarting it is pointless: it
+starts faulted (``quarantine``), with the same alarm and the damaged key in its detail. Its
+record stays on disk as it is (the snapshotter skips faulted meters) so it can be repaired;
+``reset`` then rebuilds it from the repaired record, like any faulted meter.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ from policies.records import MeterState
 log = logging.getLogger(__name__)
 
 Restore = Callable[[MeterActor], MeterState]
+
+
+class NotRestorable(Exception):
+    """Raised by a ``Restore`` when the meter's stored record cannot be used; the message
+    names the record (no traceback is logged: the code is not at fault)."""
 
 
 class ActorCrashed(Exception):
@@ -64,7 +75,7 @@ class MeterSupervisor:
         self._intensity = intensity
         self._recent: dict[int, list[int]] = {}
         self._restarts = 0
-        self._faulted: set[str] = set()
+        self._faulted: dict[str, str] = {}  # meter id -> why
 
     def statistics(self) -> SupervisorStatistics:
         return SupervisorStatistics(restarts=self._restarts, faulted=len(self._faulted))
@@ -72,6 +83,10 @@ class MeterSupervisor:
     @property
     def faulted_meters(self) -> frozenset[str]:
         return frozenset(self._faulted)
+
+    def fault_reason(self, meter_id: str) -> str | None:
+        """Why ``meter_id`` is faulted (the alarm's detail without ``faulted: ``), or None."""
+        return self._faulted.get(meter_id)
 
     def child_failed(self, actor: Actor, message: object, error: Exception) -> None:
         assert isinstance(actor, MeterActor)
@@ -92,16 +107,28 @@ class MeterSupervisor:
         self._recent[actor.key] = recent
         self._restart(actor, now)
 
+    def quarantine(self, actor: MeterActor, reason: str) -> None:
+        """Start ``actor`` faulted, without a restart attempt: its stored record (named in
+        ``reason``, e.g. ``snapshots["M-0003"]: ...``) cannot be used. The alarm is the one a
+        faulted meter raises; :meth:`reset` tries again once the record is repaired."""
+        log.error("meter %s quarantined: %s; the record is kept for repair (docs/operations.md, "
+                  "\"A corrupt record\")", actor.meter_id, reason)
+        self._mark_faulted(actor, reason, self._clock_ms())
+
     def reset(self, actor: MeterActor) -> None:
         """Operator action: give a faulted meter a fresh start from snapshot + journal."""
         self._recent.pop(actor.key, None)
-        self._faulted.discard(actor.meter_id)
+        self._faulted.pop(actor.meter_id, None)
         actor.faulted = False
         self._restart(actor, self._clock_ms())
 
     def _restart(self, actor: MeterActor, now: int) -> None:
         try:
             actor.state = self._restore(actor)
+        except NotRestorable as error:
+            log.error("restoring meter %s failed: %s", actor.meter_id, error)
+            self._fault(actor, f"restore failed: {error}", now)
+            return
         except Exception as error:
             log.exception("restoring meter %s failed", actor.meter_id)
             self._fault(actor, f"restore failed: {error!r}", now)
@@ -111,10 +138,13 @@ class MeterSupervisor:
         log.warning("meter actor %s restarted from snapshot + journal", actor.meter_id)
 
     def _fault(self, actor: MeterActor, detail: str, now: int) -> None:
-        actor.faulted = True
-        self._faulted.add(actor.meter_id)
-        self._router.touched(actor)
         log.error("meter %s marked faulted: %s", actor.meter_id, detail)
+        self._mark_faulted(actor, detail, now)
+
+    def _mark_faulted(self, actor: MeterActor, detail: str, now: int) -> None:
+        actor.faulted = True
+        self._faulted[actor.meter_id] = detail
+        self._router.touched(actor)
         self._router.publish_alarm(
             AlarmEvent(
                 alarm_id=f"{actor.meter_id}/faulted",

@@ -447,7 +447,7 @@ async def phase_recovery(bench: Bench, opening: dict[str, int]) -> float:
 
     started = time.perf_counter()
     with open_store(bench.data_dir) as store:
-        states = recover_states(store, opening, apply)
+        states = recover_states(store, opening, apply).states
         router = EffectRouter()
         registry = ParkRegistry(Dispatcher(lambda actor, message, error: None), router)
         for key in range(bench.meters):

@@ -57,7 +57,8 @@ from typing import Any
 import attrs
 import trio
 
-from persistence.codec import decode_entry, encode_entry
+from persistence.codec import encode_entry
+from persistence.damage import Damage, DamagedRecord, read_entry
 from persistence.entries import (
     KINDS,
     JournalEntry,
@@ -361,7 +362,11 @@ class Journal:
             self._deliver(entries)
         for token, first_seq, raw, outcome in duplicates:
             request = waiting.pop(token)
-            request.first = Recorded(first_seq, decode_entry(raw), outcome, duplicate=True)
+            first = read_entry(first_seq, raw)
+            if isinstance(first, Damage):  # the first recording is damaged: refuse this one
+                request.error = DamagedRecord(first)
+            else:
+                request.first = Recorded(first_seq, first, outcome, duplicate=True)
             done.append(request)
         for token, message in failed:
             request = waiting.pop(token)

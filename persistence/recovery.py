@@ -27,21 +27,43 @@ long-lived objects would otherwise trigger repeated full collections (measured 2
 
 Generators here read in pages and never keep a read transaction open across a ``yield``: an
 open read transaction would block map growth in the writer for as long as the consumer waits.
+
+Damaged records (``persistence.damage``) cost their meter only. Each snapshot and entry is
+decoded and checked on its own (a try per record, no second pass); a meter whose snapshot or
+newer entry cannot be used, or whose entry does not apply, is left out of the recovered states
+and named in ``Recovered.quarantined`` with the database and key; a damaged entry of no
+configured meter (or of none that can be read) goes to ``Recovered.skipped``. Nothing here
+writes: the damaged record stays on disk for repair. The one-meter readers (a supervisor's
+restart) raise :class:`DamagedRecord` instead.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from persistence.codec import decode_entry, decode_outcome, decode_state
+import attrs
+
+from persistence.codec import CodecError, decode_entry, decode_outcome, decode_state
+from persistence.damage import (
+    Damage,
+    DamagedRecord,
+    checked_state,
+    describe,
+    quote,
+    read_entry,
+    state_problem,
+)
 from persistence.entries import JournalEntry, MeterMessage, Recorded, to_message
-from persistence.index import find_seq, indexed_through, tail_entries
+from persistence.index import find_seq, indexed_owner, indexed_through, tail_entries
 from persistence.keys import check_reference, meter_key, meter_prefix, pack_u64, unpack_u64
 from persistence.lmdb_types import Txn
 from persistence.store import Store
 from policies.records import MeterState
+
+log = logging.getLogger(__name__)
 
 Apply = Callable[[MeterState, object], MeterState]
 """``(state, TopUpApplied | AdjustmentApplied) -> state``, e.g. ``step(...)[0]``."""
@@ -93,14 +115,17 @@ def meter_journal_after(
     store: Store, meter_id: str, seq: int
 ) -> Iterator[tuple[int, JournalEntry]]:
     """One meter's journal entries above ``seq``, in order: an index range scan up to the
-    index's watermark, then the journal's tail past it."""
+    index's watermark, then the journal's tail past it.
+
+    Raises DamagedRecord at an entry of this meter that cannot be used (the meter cannot be
+    rebuilt past it); a damaged entry whose meter cannot be read at all is logged and skipped."""
     with store.read() as txn:
         indexed = indexed_through(txn, store)
     position = seq + 1
     while position <= indexed:
         with store.read() as txn:
             page = _meter_page(txn, store, meter_id, position, indexed, PAGE)
-        yield from page
+        yield from _usable(page)
         if len(page) < PAGE:
             break
         position = page[-1][0] + 1
@@ -108,7 +133,19 @@ def meter_journal_after(
     # journal either way, so none is missed or yielded twice.
     with store.read() as txn:
         tail = list(tail_entries(txn, store, max(seq, indexed), meter_id))
-    yield from tail
+    yield from _usable(tail)
+
+
+def _usable(
+    page: list[tuple[int, JournalEntry | Damage]]
+) -> Iterator[tuple[int, JournalEntry]]:
+    for seq, entry in page:
+        if isinstance(entry, Damage):
+            if entry.meter_id:
+                raise DamagedRecord(entry)
+            log.error("%s; skipped: whose entry it is cannot be read", entry)
+            continue
+        yield seq, entry
 
 
 def meter_entries_after(
@@ -120,7 +157,9 @@ def meter_entries_after(
 
 
 def find_reference(store: Store, reference: str) -> Recorded | None:
-    """The recording of ``reference`` (with its stored outcome), or None if it is unknown."""
+    """The recording of ``reference`` (with its stored outcome), or None if it is unknown.
+
+    Raises DamagedRecord when that recording cannot be read."""
     key = check_reference(reference)
     with store.read() as txn:
         seq = find_seq(txn, store, key)
@@ -130,78 +169,197 @@ def find_reference(store: Store, reference: str) -> Recorded | None:
         stored = txn.get(pack_u64(seq), db=store.outcomes)
     if raw is None:
         return None
-    outcome = None if stored is None else decode_outcome(stored)
-    return Recorded(seq, decode_entry(raw), outcome, duplicate=True)
+    entry = read_entry(seq, raw)
+    if isinstance(entry, Damage):
+        raise DamagedRecord(entry)
+    try:
+        outcome = None if stored is None else decode_outcome(stored)
+    except CodecError as error:
+        raise DamagedRecord(Damage("outcomes", f"seq {seq}", str(error), entry.meter_id,
+                                   entry.reference)) from error
+    return Recorded(seq, entry, outcome, duplicate=True)
+
+
+@attrs.frozen
+class Recovered:
+    """What recovery found: the healthy meters' states, and the meters it could not rebuild."""
+
+    states: Mapping[str, MeterState]
+    """Meter id -> its state, for every meter of ``opening`` not quarantined."""
+    quarantined: Mapping[str, Damage]
+    """Meter id -> the (first) record that keeps it from being rebuilt."""
+    skipped: tuple[Damage, ...] = ()
+    """Damaged journal entries of no configured meter (or of none that can be read): not
+    applied to anyone; a park-level finding."""
 
 
 def recover_states(
     store: Store,
     opening: Mapping[str, int],
     apply: Apply | Mapping[str, Apply],
-) -> dict[str, MeterState]:
+) -> Recovered:
     """The state of every meter in ``opening`` (meter id -> opening balance in minor units).
 
     Each is its snapshot, or ``MeterState.opening(balance)`` without one, with its newer
     journal entries applied in seq order. ``apply`` is one function for all meters or a mapping
     meter id -> function (meters on different policies). Snapshots of meters not in
     ``opening`` are ignored (kept on disk).
+
+    A meter whose snapshot, or one of whose newer journal entries, cannot be used (does not
+    decode, holds impossible values, does not apply) is quarantined: it is left out of
+    ``states`` and its damage is named in ``quarantined``; nothing is written. Every other
+    meter recovers as if the damage were not there.
     """
+    quarantined: dict[str, Damage] = {}
     with gc_paused(), store.read() as txn:
         snapshots = store.snapshots
         get = txn.get
+        last = _last_seq(txn, store)
         states: dict[str, MeterState] = {}
         for meter_id, balance in opening.items():
             raw = get(meter_id.encode(), db=snapshots)
-            states[meter_id] = (
-                MeterState.opening(balance) if raw is None else decode_state(raw)
-            )
+            if raw is None:
+                states[meter_id] = MeterState.opening(balance)
+                continue
+            try:
+                state = checked_state(raw)
+            except CodecError as error:
+                quarantined[meter_id] = Damage("snapshots", quote(meter_id), str(error), meter_id)
+                continue
+            if state.journal_seq > last:
+                quarantined[meter_id] = _ahead_of_journal(meter_id, state.journal_seq, last)
+                continue
+            states[meter_id] = state
         if not states:
-            return states
-        last = _last_seq(txn, store)
+            return Recovered(states, quarantined)
         oldest = min(state.journal_seq for state in states.values())
         if last - oldest <= len(states):
-            pending = _tail_plan(txn, store, states, oldest)
+            pending, damaged = _tail_plan(txn, store, states, oldest)
         else:
-            pending = _index_plan(txn, store, states)
+            pending, damaged = _index_plan(txn, store, states)
+    skipped: list[Damage] = []
+    for damage in damaged:
+        meter_id = damage.meter_id
+        if meter_id in states:
+            del states[meter_id]
+            pending.pop(meter_id, None)
+            quarantined[meter_id] = damage
+        elif meter_id not in quarantined:
+            skipped.append(damage)
     for meter_id, entries in pending.items():
         step = apply if callable(apply) else apply[meter_id]
         state = states[meter_id]
-        for seq, entry in entries:
-            state = step(state, to_message(seq, entry))
+        seq, entry = 0, entries[0][1]
+        try:
+            for seq, entry in entries:
+                state = step(state, to_message(seq, entry))
+        except Exception as error:  # one meter's bad entry (or policy bug) is that meter's
+            del states[meter_id]
+            quarantined[meter_id] = Damage(
+                "journal", f"seq {seq}", f"does not apply to meter {meter_id}: {describe(error)}",
+                meter_id, entry.reference)
+            continue
+        problem = state_problem(state)
+        if problem is not None:
+            del states[meter_id]
+            quarantined[meter_id] = Damage(
+                "journal", f"seq {entries[-1][0]}",
+                f"leaves meter {meter_id} in an unusable state: {problem}", meter_id)
+            continue
         states[meter_id] = state
-    return states
+    return Recovered(states, quarantined, tuple(skipped))
+
+
+def recover_meter(store: Store, meter_id: str, balance: int, apply: Apply) -> MeterState:
+    """One meter's state, as :func:`recover_states` would rebuild it (a supervisor's restart).
+
+    Raises DamagedRecord naming the record that keeps it from being rebuilt."""
+    raw = store.get_snapshot(meter_id)
+    if raw is None:
+        state = MeterState.opening(balance)
+    else:
+        try:
+            state = checked_state(raw)
+        except CodecError as error:
+            raise DamagedRecord(
+                Damage("snapshots", quote(meter_id), str(error), meter_id)) from error
+        last = store.last_seq()
+        if state.journal_seq > last:
+            raise DamagedRecord(_ahead_of_journal(meter_id, state.journal_seq, last))
+    for seq, message in meter_entries_after(store, meter_id, state.journal_seq):
+        try:
+            state = apply(state, message)
+        except Exception as error:
+            raise DamagedRecord(Damage(
+                "journal", f"seq {seq}", f"does not apply to meter {meter_id}: {describe(error)}",
+                meter_id)) from error
+        problem = state_problem(state)
+        if problem is not None:
+            raise DamagedRecord(Damage(
+                "journal", f"seq {seq}",
+                f"leaves meter {meter_id} in an unusable state: {problem}", meter_id))
+    return state
+
+
+def _ahead_of_journal(meter_id: str, journal_seq: int, last: int) -> Damage:
+    return Damage(
+        "snapshots", quote(meter_id),
+        f"includes journal entries up to seq {journal_seq}, but the journal ends at seq {last} "
+        f"(the journal is older than the snapshot)", meter_id)
+
+
+Pending = dict[str, list[tuple[int, JournalEntry]]]
 
 
 def _tail_plan(
     txn: Txn, store: Store, states: dict[str, MeterState], oldest: int
-) -> dict[str, list[tuple[int, JournalEntry]]]:
-    pending: dict[str, list[tuple[int, JournalEntry]]] = {}
-    _add_tail(pending, txn, store, states, oldest)
-    return pending
+) -> tuple[Pending, list[Damage]]:
+    pending: Pending = {}
+    damaged: list[Damage] = []
+    _add_tail(pending, damaged, txn, store, states, oldest, indexed_through(txn, store))
+    return pending, damaged
 
 
 def _index_plan(
     txn: Txn, store: Store, states: dict[str, MeterState]
-) -> dict[str, list[tuple[int, JournalEntry]]]:
-    pending: dict[str, list[tuple[int, JournalEntry]]] = {}
+) -> tuple[Pending, list[Damage]]:
+    pending: Pending = {}
+    damaged: list[Damage] = []
     indexed = indexed_through(txn, store)
     for meter_id, state in states.items():
         page = _meter_page(txn, store, meter_id, state.journal_seq + 1, indexed, None)
-        if page:
-            pending[meter_id] = page
-    _add_tail(pending, txn, store, states, indexed)
-    return pending
+        entries: list[tuple[int, JournalEntry]] = []
+        for seq, entry in page:
+            if isinstance(entry, Damage):
+                damaged.append(entry)
+                break
+            entries.append((seq, entry))
+        else:
+            if entries:
+                pending[meter_id] = entries
+    _add_tail(pending, damaged, txn, store, states, indexed, indexed)
+    return pending, damaged
 
 
 def _add_tail(
-    pending: dict[str, list[tuple[int, JournalEntry]]],
+    pending: Pending,
+    damaged: list[Damage],
     txn: Txn,
     store: Store,
     states: dict[str, MeterState],
     after: int,
+    indexed: int,
 ) -> None:
-    """Append each journal entry past ``after`` to its meter's list, if its state lacks it."""
+    """Append each journal entry past ``after`` to its meter's list, if its state lacks it;
+    damaged entries to ``damaged`` (one whose meter cannot be read, but which is indexed up to
+    ``indexed``, under the meter the index says, as the index plan would find it)."""
     for seq, entry in tail_entries(txn, store, after):
+        if isinstance(entry, Damage):
+            if not entry.meter_id and seq <= indexed:
+                owner = indexed_owner(txn, store, states, seq)
+                entry = attrs.evolve(entry, meter_id=owner) if owner else entry
+            damaged.append(entry)
+            continue
         state = states.get(entry.meter_id)
         if state is not None and seq > state.journal_seq:
             pending.setdefault(entry.meter_id, []).append((seq, entry))
@@ -209,23 +367,36 @@ def _add_tail(
 
 def _meter_page(
     txn: Txn, store: Store, meter_id: str, position: int, upto: int, limit: int | None
-) -> list[tuple[int, JournalEntry]]:
-    """Index entries of ``meter_id`` with ``position <= seq <= upto``."""
+) -> list[tuple[int, JournalEntry | Damage]]:
+    """Index entries of ``meter_id`` with ``position <= seq <= upto``; an entry the index
+    points at that cannot be this meter's is described as damage of this meter."""
     prefix = meter_prefix(meter_id)
     cut = len(prefix)
     index = txn.cursor(db=store.meter_journal)
-    page: list[tuple[int, JournalEntry]] = []
+    page: list[tuple[int, JournalEntry | Damage]] = []
     if not index.set_range(meter_key(meter_id, position)):
         return page
     for key, _ in index.iternext():
         if key[:cut] != prefix:
             break
         seq_key = key[cut:]
-        if unpack_u64(seq_key) > upto:
+        seq = unpack_u64(seq_key)
+        if seq > upto:
             break
         raw = txn.get(seq_key, db=store.journal)
-        assert raw is not None, f"meter_journal points at missing entry {unpack_u64(seq_key)}"
-        page.append((unpack_u64(seq_key), decode_entry(raw)))
+        entry: JournalEntry | Damage
+        if raw is None:
+            entry = Damage("meter_journal", f"{quote(meter_id)} seq {seq}",
+                           f"points at journal entry seq {seq}, which does not exist", meter_id)
+        else:
+            entry = read_entry(seq, raw)
+            if isinstance(entry, Damage):
+                entry = attrs.evolve(entry, meter_id=meter_id)  # the index says whose it is
+            elif entry.meter_id != meter_id:
+                entry = Damage("meter_journal", f"{quote(meter_id)} seq {seq}",
+                               f"points at journal entry seq {seq}, which is meter "
+                               f"{entry.meter_id}'s", meter_id)
+        page.append((seq, entry))
         if limit is not None and len(page) == limit:
             break
     return page

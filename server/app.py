@@ -6,8 +6,10 @@ Theory of operation
 
 1. the LMDB store (exclusive lock on the data directory) and the journal writer process;
 2. recovery: every configured meter's state = its snapshot + newer journal entries (or its
-   opening balance when it has neither); then the control clock is anchored past every
-   recovered time (``server.clock``), so it continues across the restart;
+   opening balance when it has neither); a meter whose record cannot be used starts faulted
+   (quarantined, ``MeterSupervisor.quarantine``), the others start normally; then the control
+   clock is anchored past every recovered time (``server.clock``), so it continues across the
+   restart;
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
 4. periodic work: snapshots of changed meters, interval history flushes;
@@ -27,21 +29,28 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
 import trio
 
-from actors.effects import ALARM_ID_SEPARATOR, PARK_ALARM_PREFIX, AlarmEvent, EffectRouter
+from actors.effects import (
+    ALARM_ID_SEPARATOR,
+    PARK_ALARM_PREFIX,
+    AlarmEvent,
+    AlarmSink,
+    EffectRouter,
+)
 from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import run_snapshotter, snapshot_dirty
-from actors.supervisor import MeterSupervisor, RestartIntensity
-from persistence.codec import decode_state, encode_state
+from actors.supervisor import MeterSupervisor, NotRestorable, RestartIntensity
+from persistence.codec import encode_state
+from persistence.damage import Damage, DamagedRecord
 from persistence.journal import Journal, open_journal
-from persistence.recovery import Apply, find_reference, meter_entries_after, recover_states
+from persistence.recovery import Apply, find_reference, recover_meter, recover_states
 from persistence.store import Store, StoreError, open_store
 from policies.meter import step
 from policies.meter_policy import MeterPolicy
@@ -204,14 +213,42 @@ def _restorer(store: Store, opening: dict[str, int]) -> Callable[[MeterActor], M
     """Rebuild one actor's state from its persisted snapshot + its newer journal entries."""
 
     def restore(actor: MeterActor) -> MeterState:
-        meter = actor.meter_id
-        raw = store.get_snapshot(meter)
-        state = decode_state(raw) if raw is not None else MeterState.opening(opening[meter])
-        for _seq, message in meter_entries_after(store, meter, state.journal_seq):
-            state = step(state, message, actor.policy)[0]
-        return state
+        policy = actor.policy
+        try:
+            return recover_meter(store, actor.meter_id, opening[actor.meter_id],
+                                 lambda state, message: step(state, message, policy)[0])
+        except DamagedRecord as error:
+            raise NotRestorable(str(error)) from error
 
     return restore
+
+
+def _is_recorded(store: Store) -> Callable[[str], bool]:
+    """Whether a reference is in the journal already (its recording may be damaged: then it
+    is, all the same)."""
+
+    def is_recorded(reference: str) -> bool:
+        try:
+            return find_reference(store, reference) is not None
+        except DamagedRecord:
+            return True
+
+    return is_recorded
+
+
+def _report_skipped(router: EffectRouter, skipped: tuple[Damage, ...], now: int) -> None:
+    """Damaged journal entries of no configured meter: logged, and one park-level alarm."""
+    for damage in skipped:
+        owner = f"meter {damage.meter_id}, not in the config" if damage.meter_id else "no meter"
+        log.error("%s; skipped (its entry belongs to %s); wattkeeper check lists it", damage,
+                  owner)
+    if skipped:
+        router.publish_alarm(AlarmEvent(
+            alarm_id=f"{PARK_ALARM_PREFIX}{ALARM_ID_SEPARATOR}damaged_record", meter_id="",
+            kind="storage", level=0,
+            state="active", ts_ms=now,
+            detail=f"{len(skipped)} damaged journal entries of no configured meter were "
+                   f"skipped, first {skipped[0]}"))
 
 
 @asynccontextmanager
@@ -223,10 +260,12 @@ async def open_park(
     restart_intensity: RestartIntensity | None = None,
     snapshot_interval_s: float | None = None,
     with_field: bool = True,
+    alarm_sinks: Sequence[AlarmSink] = (),
 ) -> AsyncIterator[Park]:
     """Start a park (see the module docstring); ``with_field=False`` skips the Modbus buses,
     for tests and tools that feed readings themselves. ``clock`` (or just a wall clock,
-    ``clock_ms``) is for tests and benches that step time."""
+    ``clock_ms``) is for tests and benches that step time. ``alarm_sinks`` hear every alarm
+    from the start, including those of recovery (a quarantined meter, storage down)."""
     clock = clock or ParkClock(clock_ms)
     interval = snapshot_interval_s or config.server.snapshot_interval_s
     with open_store(config.server.data_dir) as store:
@@ -235,27 +274,36 @@ async def open_park(
             started = time.perf_counter()
             policies = config.policies
 
-            states = recover_states(store, opening, _replayers(policies))
+            recovered = recover_states(store, opening, _replayers(policies))
             if not clock.anchored:
-                clock.anchor(_highest_control_time(states))
+                clock.anchor(_highest_control_time(recovered.states))
             router = EffectRouter()
+            router.alarm_sinks.extend(alarm_sinks)
             supervisor = MeterSupervisor(
                 _restorer(store, opening), router, clock.mono_ms,
                 restart_intensity or RestartIntensity()
             )
             dispatcher = Dispatcher(supervisor.child_failed)
             registry = ParkRegistry(dispatcher, router)
+            states = recovered.states
             for meter in config.meters:
-                actor = registry.add(meter.id, policies[meter.id], states[meter.id])
+                state = states.get(meter.id)
+                if state is None:  # quarantined: a placeholder until its record is repaired
+                    registry.add(meter.id, policies[meter.id],
+                                 MeterState.opening(meter.opening_balance))
+                    continue
+                actor = registry.add(meter.id, policies[meter.id], state)
                 router.mark_dirty(actor)  # a first snapshot pins the opening balance
-            log.info("recovered %d meters in %.2f s", len(registry),
-                     time.perf_counter() - started)
+            for meter_id, damage in recovered.quarantined.items():
+                supervisor.quarantine(registry.get(meter_id), str(damage))
+            _report_skipped(router, recovered.skipped, clock.wall_ms())
+            log.info("recovered %d meters in %.2f s (%d quarantined)", len(registry),
+                     time.perf_counter() - started, len(recovered.quarantined))
 
             journal.set_on_availability(_storage_alarm(router, registry, clock))
             if not journal.available:
                 _storage_alarm(router, registry, clock)(False, "the journal writer did not start")
-            ledger = Ledger(registry, journal, clock.mono_ms,
-                            lambda reference: find_reference(store, reference) is not None)
+            ledger = Ledger(registry, journal, clock.mono_ms, _is_recorded(store))
             journal.set_on_committed(ledger.on_committed)
             history = HistoryBuffer()
             router.history_sink = history.add
@@ -289,8 +337,7 @@ def serve_forever(config: ParkConfig) -> None:
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
-            async with open_park(config) as park:
-                park.router.alarm_sinks.append(log_alarm)
+            async with open_park(config, alarm_sinks=(log_alarm,)):
                 async for _ in stop_requests:
                     log.info("SIGTERM: stopping")
                     return

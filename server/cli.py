@@ -57,6 +57,12 @@ def _sim(args: argparse.Namespace) -> int:
     return run_simulator_command(args)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from server.check import run_check_command
+
+    return run_check_command(args)
+
+
 BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
 """What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
 
@@ -130,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seconds", type=float, default=None,
                      help="stop after this many seconds (default: run until Ctrl-C)")
     sim.set_defaults(run=_sim)
+
+    check = commands.add_parser(
+        "check", help="verify a data directory, read-only (safe while the server runs)"
+    )
+    check.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
+    check.set_defaults(run=_check)
 
     bench = commands.add_parser("bench", help="run a benchmark against its baseline")
     bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")

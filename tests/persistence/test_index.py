@@ -170,7 +170,7 @@ def test_readers_agree_whatever_has_been_indexed(
                         if entry.meter_id == meter and seq > snapshot_seq]
             assert list(meter_journal_after(store, meter, snapshot_seq)) == expected
         never_snapshotted = {"M-1": 0, "M-2": 0, "M-10": 0}
-        states = recover_states(store, never_snapshotted, add)
+        states = recover_states(store, never_snapshotted, add).states
         for meter, state in states.items():
             assert state.balance == sum(e.amount for e in entries if e.meter_id == meter)
         for n in (1, len(entries)):

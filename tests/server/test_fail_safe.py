@@ -191,7 +191,7 @@ async def test_a_dead_journal_writer_refuses_money_but_never_stops_control(
         with trio.fail_after(10):
             while not any(a.kind == "storage" and a.state == "active" for a in alarms):
                 await trio.sleep(0.001)
-        storage = [a for a in alarms if a.kind == "storage"][0]
+        storage = next(a for a in alarms if a.kind == "storage")
         assert storage.alarm_id == "park/storage" and storage.meter_id == ""
         # Money is refused with the contract's code while the writer is down (its restart
         # waits 0.1 s of backoff and takes ~0.3 s)...
