@@ -359,7 +359,7 @@ class Run:
         await self.sim.ask("down", gateway, f"{self.args.down_s:.3f}")
         return f"{gateway} down for {self.args.down_s:.1f} s"
 
-    async def corrupt_snapshot(self, _round: int) -> str:
+    async def corrupt_snapshot(self, number: int) -> str:
         meter = self.pick()
         stop_ns = await self.server.stop()
         original = adapt.read_snapshot(self.data_dir, meter)
@@ -387,7 +387,16 @@ class Run:
             outcome = f"faulted at start: {faulted[:5]}"
             self.violation(f"corrupt snapshot of {meter}: faulted at start {faulted[:5]} "
                            f"(expected exactly [{meter}])")
-        await trio.sleep(self.args.quarantine_s)  # top-ups meet the faulted meter meanwhile
+        # A payment for the faulted meter must be taken and applied once it is back.
+        for attempt in range(2):
+            reference = f"q{number}-{attempt}"
+            await self.top_up(reference, meter, 1000, self.rng)
+            answers = [a for a in self.attempts if a.reference == reference]
+            if faulted == [meter] and not any(a.status == "pending" for a in answers):
+                self.violation(f"top-up {reference} for faulted {meter} was answered "
+                               f"{answers[-1].outcome} {answers[-1].code or answers[-1].status}"
+                               f" (expected pending)")
+        await trio.sleep(self.args.quarantine_s)  # random top-ups meet it meanwhile
         self.restores += 1
         live = self.restores % 2 == 0
         if live:

@@ -63,10 +63,15 @@ def test_bench_chaos_injects_every_fault_kind_and_checks_the_history() -> None:
                                      "meter_swap", "clock_step", "gateway_down",
                                      "corrupt_snapshot"}
     assert all(count == 1 for count in result["faults"].values())
+    # Money and the park's survival do not depend on timing: with issue 10's behaviour in
+    # place they are exact even at toy size (protection timing is for the full run).
     for key in ("lost_topups", "double_applied", "balance_mismatch_minor", "mischarged_minor",
-                "unplanned_exits", "max_protection_gap_ms", "phantom_topups"):
-        assert result[key] >= 0, key
+                "unplanned_exits", "phantom_topups", "check_errors", "unsettled_meters"):
+        assert result[key] == 0, (key, result["violations"])
+    assert result["max_protection_gap_ms"] >= 0
     assert result["acked_topups"] > 0
+    assert result["quarantine_ok"] == 1 and result["swaps_replaced"] == 1
+    assert result["pending_topups"] >= 2  # the two sent to the quarantined meter
     assert result["poll_interval_ms"] == 500
     # Every overload was followed through the coil log, and the checker saw every meter.
     assert result["overloads"] == 14
