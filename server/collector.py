@@ -19,9 +19,9 @@ allocates a new state while freeing the old one: the count stands still while th
 generation's list grows by one live state per reading. Measured at 50k readings/s with a
 snapshot running: 70k-140k states in generation 0 when a collection finally ran, 14-26 ms each
 — the loop's worst stalls. Freezing every 20 ms bounds the young generations to ~20 ms of
-readings: ~0.6 ms to collect at 50k readings/s with a snapshot running (every 50 ms, as until
-session 5, collections took 1.8-3 ms there and once 8.6 ms, measured); at 260k readings/s the
-hygiene costs ~5 % of the CPU either way, since the work is per young object.
+readings: ~0.6 ms to collect at 50k readings/s with a snapshot running (every 50 ms they took
+1.8-3 ms there and once 8.6 ms, measured); at 260k readings/s the hygiene costs ~5 % of the
+CPU either way, since the work is per young object.
 
 A cycle that survives into the frozen set is leaked, not corrupted; such cycles are rare (trio
 tracebacks), and ``release_frozen`` lets an operator tool hand them back to a full collection in
