@@ -33,6 +33,8 @@ from policies.records import CommandRejected, MeterState, Reading
 class MeterFaulted(Exception):
     """The meter's actor crashed more often than its restart intensity allows."""
 
+    code = "unavailable"
+
 
 @attrs.frozen
 class CommandOutcome:

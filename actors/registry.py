@@ -16,6 +16,8 @@ from policies.records import MeterState, Reading
 
 
 class UnknownMeter(LookupError):
+    code = "unknown_meter"
+
     def __init__(self, meter_id: str) -> None:
         super().__init__(f"unknown meter {meter_id!r}")
         self.meter_id = meter_id
@@ -23,6 +25,8 @@ class UnknownMeter(LookupError):
 
 class Overloaded(RuntimeError):
     """The run queue is too deep to accept more commands right now; retry shortly."""
+
+    code = "overloaded"
 
 
 class ParkRegistry:

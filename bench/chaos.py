@@ -245,7 +245,7 @@ class Run:
                 acked = True
                 break
             code = str(answer.get("code"))
-            outcome = outcome_of_error(code, str(answer.get("message", "")))
+            outcome = outcome_of_error(code, bool(answer.get("outcome_known", True)))
             self.attempts.append(Attempt(reference, meter, amount, outcome, code))
             if code not in RETRYABLE and outcome == "refused":
                 break
@@ -263,7 +263,7 @@ class Run:
                     repeat_of_ack=True))
             else:
                 code = str(answer.get("code"))
-                outcome = outcome_of_error(code, str(answer.get("message", "")))
+                outcome = outcome_of_error(code, bool(answer.get("outcome_known", True)))
                 self.attempts.append(Attempt(reference, meter, amount, outcome, code,
                                              repeat_of_ack=True))
 

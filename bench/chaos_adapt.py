@@ -32,26 +32,14 @@ from server.clock import ParkClock
 from server.config import ParkConfig
 from server.ledger import MoneyAck
 
-_CODES_BY_CLASS = {
-    "BadRequest": "bad_request",
-    "UnknownMeter": "unknown_meter",
-    "Overloaded": "overloaded",
-    "ReferenceConflict": "conflict",
-    "StorageUnavailable": "unavailable",
-    "MeterFaulted": "faulted",
-    "JournalBroken": "broken",
-}
 
 
 def error_code(error: BaseException) -> str:
-    """The contract's code for an error from the ledger: its ``code`` attribute, else by class
-    (``UnknownMeter``, ``Overloaded`` and ``MeterFaulted`` carry none)."""
+    """The contract's code for an error from the ledger (its ``code`` attribute); anything
+    without one is not a refusal the server meant, so it is named by its class."""
     code = getattr(error, "code", None)
     if isinstance(code, str) and code:
         return code
-    for cls in type(error).__mro__:
-        if cls.__name__ in _CODES_BY_CLASS:
-            return _CODES_BY_CLASS[cls.__name__]
     return f"error:{type(error).__name__}"
 
 

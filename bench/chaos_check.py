@@ -50,10 +50,11 @@ DEFINITE_REFUSALS = frozenset({
 money was moved"); any other error leaves the outcome unknown to the client."""
 
 
-def outcome_of_error(code: str, message: str) -> Outcome:
+def outcome_of_error(code: str, outcome_known: bool = True) -> Outcome:
     """A refusal, or an unknown outcome. ``unavailable`` also answers a request that was in
-    flight when the writer died, and then its message says the outcome is unknown."""
-    if code in DEFINITE_REFUSALS and "outcome is unknown" not in message:
+    flight when the writer died; then the error says its outcome is not known
+    (``StorageUnavailable.outcome_known``)."""
+    if code in DEFINITE_REFUSALS and outcome_known:
         return "refused"
     return "unknown"
 

@@ -99,7 +99,8 @@ class _Commands:
         try:
             answer = await self.handle(request)
         except Exception as error:  # the park's answer, whatever it is, goes to the client
-            answer = {"ok": False, "code": adapt.error_code(error), "message": str(error)[:300]}
+            answer = {"ok": False, "code": adapt.error_code(error), "message": str(error)[:300],
+                      "outcome_known": bool(getattr(error, "outcome_known", True))}
         answer["id"] = request.get("id")
         emit(answer)
 

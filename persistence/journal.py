@@ -451,7 +451,8 @@ class Journal:
         self._cause = detail
         lost = StorageUnavailable(
             "storage failed while this was being recorded, so its outcome is unknown: retry "
-            "with the same id, which is safe (an id is applied at most once)", detail)
+            "with the same id, which is safe (an id is applied at most once)", detail,
+            outcome_known=False)
         for request in self._waiting.values():
             request.error = lost
             request.done.set()

@@ -78,11 +78,14 @@ class StorageUnavailable(StoreError):
     code: ClassVar[str] = "unavailable"
     """The contract's error code for it (``unavailable``: storage down, nothing was done)."""
 
-    def __init__(self, message: str, cause: str = "") -> None:
+    def __init__(self, message: str, cause: str = "", *, outcome_known: bool = True) -> None:
         super().__init__(message)
         self.cause = cause
         """Why storage is down, for operators (the message is for whoever sent the command;
         the cause is also in the log and the availability detail)."""
+        self.outcome_known = outcome_known
+        """False for a call that was in flight when the writer died: it may have been
+        committed. Adapters tell the client so (a retry with the same id settles it)."""
 
 
 class StorageFull(StorageUnavailable):
