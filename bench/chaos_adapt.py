@@ -33,7 +33,6 @@ from server.config import ParkConfig
 from server.ledger import MoneyAck
 
 
-
 def error_code(error: BaseException) -> str:
     """The contract's code for an error from the ledger (its ``code`` attribute); anything
     without one is not a refusal the server meant, so it is named by its class."""
