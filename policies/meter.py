@@ -101,15 +101,14 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
     if mono < 0:
         mono = ts
     elapsed = mono - state.reading_mono_ms
-    labelled = ts - t0
     # Not stale, and the label moves with the control clock (within the jitter that
-    # plausibility.slewed_label takes as it comes).
-    if elapsed <= 0 or labelled <= 0 or labelled - elapsed > 2 or elapsed - labelled > 2:
+    # plausibility.slewed_label takes as it comes); t0 < ts follows from the segment test.
+    if elapsed <= 0 or not -2 <= ts - t0 - elapsed <= 2:
         return None
     tariff = policy.tariff
     seg = tariff.hot_segment[0]
     if not seg[0] <= t0 < ts <= seg[1]:
-        if t0 < 0:
+        if not 0 <= t0 < ts:
             return None
         seg = segment_at(tariff, t0)
         if ts > seg[1]:
@@ -122,8 +121,9 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
         wh < 0
         or r0 < 0
         # plausibility.register_problem's step bound, without the resolution slack (a step
-        # that needs the slack takes the full path, which adds it)
-        or wh > (elapsed + STEP_SLACK_MS) * policy.step_wh_per_ms
+        # that needs the slack takes the full path, which adds it); the product only for
+        # steps beyond what even no elapsed time allows
+        or (wh > policy.quiet_step_wh and wh > (elapsed + STEP_SLACK_MS) * policy.step_wh_per_ms)
         or reading.register_wh > policy.max_register_wh
         or seg[4] != state.month
         or tariff.tiers

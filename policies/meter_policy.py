@@ -88,13 +88,21 @@ class MeterPolicy:
         default=attrs.Factory(
             lambda self: min(self.overload_w if self.overload_w > 0 else math.inf,
                              self.power_ceiling_w), takes_self=True))
-    # Wh a register may advance per ms of control time, margin included (plausibility).
+    # Wh a register may advance per ms of control time, margin included (plausibility), and
+    # the step any elapsed time allows (the slack alone): the quiet path's first test.
     step_wh_per_ms: float = attrs.field(
         init=False, eq=False, repr=False,
         default=attrs.Factory(
             lambda self: self.max_power_w * STEP_MARGIN / 3_600_000, takes_self=True))
+    quiet_step_wh: float = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(lambda self: STEP_SLACK_MS * self.step_wh_per_ms,
+                              takes_self=True))
 
 
+STEP_SLACK_MS: Final = 1_000
+"""Added to the elapsed time of a step: a poll is stamped when its reply is handled, so one
+reply delayed in a queue makes the next interval look shorter than it was."""
 STEP_MARGIN: Final = 1.25
 """A register step may be 25 % above ``max_power_w`` x elapsed: rated maxima are nominal."""
 POWER_MARGIN: Final = 1.5

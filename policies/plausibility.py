@@ -36,9 +36,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from policies.meter_policy import MeterPolicy
+from policies.meter_policy import STEP_SLACK_MS, MeterPolicy
 
-STEP_SLACK_MS: Final = 1_000
 LABEL_SLEW_DIVISOR: Final = 10
 """Labels may run up to 1/10 faster or slower than the control clock while catching up."""
 LABEL_JITTER_MS: Final = 2
