@@ -32,9 +32,8 @@ from policies import alarms as alarm_rules
 from policies import credit as credit_rules
 from policies import plausibility, protection
 from policies.charging import charge_reading, charge_split, rebaseline
-from policies.meter_policy import MeterPolicy
+from policies.meter_policy import STEP_SLACK_MS, MeterPolicy
 from policies.money import CHARGE_UNITS_PER_MINOR
-from policies.plausibility import STEP_SLACK_MS
 from policies.records import (
     NO_EFFECTS,
     AcknowledgeAlarm,
