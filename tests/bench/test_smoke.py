@@ -26,7 +26,8 @@ def run_bench(*args: str) -> dict[str, Any]:
 
 
 def test_bench_core_prints_every_figure_of_its_issue() -> None:
-    result = run_bench("core", "--meters", "2000", "--topups-per-level", "400")
+    # With the separator the docs show: `wattkeeper bench core -- --meters 2000`.
+    result = run_bench("core", "--", "--meters", "2000", "--topups-per-level", "400")
     assert result["meters"] == 2000
     for key in ("readings_per_s", "baseline_readings_per_s", "p99_decision_ms",
                 "bytes_per_meter", "max_loop_stall_ms", "recovery_s", "durable_topups_per_s",
