@@ -32,6 +32,8 @@ from typing import Any, Final
 import attrs
 import trio
 
+from bench.lines import LineReader
+
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 30.0
@@ -48,24 +50,6 @@ class ServerDown(Exception):
 
 class StartFailed(Exception):
     """The server process exited (or hung) before it was ready."""
-
-
-class _LineReader:
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-
-    async def readline(self) -> bytes | None:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line
-            data = await self._stream.receive_some(1 << 16)
-            if not data:
-                return None
-            self._buffer += data
 
 
 async def _open(command: list[str], log_path: Path) -> trio.Process:
@@ -92,7 +76,7 @@ class SimHandle:
     def __init__(self, process: trio.Process, ports: dict[str, int], log_path: Path) -> None:
         self._process = process
         assert process.stdout is not None
-        self._reader = _LineReader(process.stdout)
+        self._reader = LineReader(process.stdout)
         self._lock = trio.Lock()
         self.ports = ports
         self.log_path = log_path
@@ -104,7 +88,7 @@ class SimHandle:
         process = await _open([sys.executable, "-m", "bench.chaos_sim", str(meters),
                                str(gateways), profile, str(seed)], log_path)
         assert process.stdout is not None
-        line = await _LineReader(process.stdout).readline()
+        line = await LineReader(process.stdout).readline()
         if line is None:
             process.kill()
             raise RuntimeError(f"the simulator did not start: {tail(log_path)}")
@@ -347,7 +331,7 @@ class ServerHandle:
 
     async def _read(self, generation: Generation) -> None:
         assert generation.process.stdout is not None
-        reader = _LineReader(generation.process.stdout)
+        reader = LineReader(generation.process.stdout)
         try:
             while True:
                 line = await reader.readline()

@@ -49,6 +49,7 @@ import psutil
 import trio
 
 from bench import chaos_adapt as adapt
+from bench.lines import stdin_lines
 from policies.records import NO_READING
 from server.app import Park
 from server.clock import ParkClock
@@ -154,17 +155,8 @@ async def _serve(config_path: Path, wall_offset_ms: int) -> None:
         async with trio.open_nursery() as nursery:
             commands = _Commands(park, clock, nursery.cancel_scope)
             nursery.start_soon(_watch_writer, park)
-            stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
-            pending = b""
-            while True:
-                data = await stdin.receive_some(65_536)
-                if not data:
-                    break
-                pending += data
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    if line.strip():
-                        nursery.start_soon(commands.run, json.loads(line))
+            async for line in stdin_lines():
+                nursery.start_soon(commands.run, json.loads(line))
             nursery.cancel_scope.cancel()
 
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import trio
 
+from bench.lines import stdin_lines
 from server.collector import run_collector_hygiene
 from simulators.faults import parse_fault
 from simulators.meter_model import SimMeter
@@ -169,24 +170,14 @@ async def _serve(meters: int, gateways: int, profile: str, seed: int) -> None:
         worker.freeze(True)
         await nursery.start(run_collector_hygiene)  # as `wattkeeper sim` (server/simulate.py)
         print(json.dumps({"ready": park.ports}), flush=True)
-        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
-        pending = b""
-        while True:
-            data = await stdin.receive_some(65_536)
-            if not data:
-                nursery.cancel_scope.cancel()
-                return
-            pending += data
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                words = line.decode().split()
-                if not words:
-                    continue
-                try:
-                    answer = await worker.handle(words)
-                except (ValueError, KeyError, IndexError) as error:
-                    answer = {"error": f"{' '.join(words)!r}: {error}"}
-                print(json.dumps(answer), flush=True)
+        async for line in stdin_lines():
+            words = line.decode().split()
+            try:
+                answer = await worker.handle(words)
+            except (ValueError, KeyError, IndexError) as error:
+                answer = {"error": f"{' '.join(words)!r}: {error}"}
+            print(json.dumps(answer), flush=True)
+        nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ import time
 
 import trio
 
+from bench.lines import stdin_lines
 from server.collector import run_collector_hygiene
 from simulators.faults import parse_fault
 from simulators.park import ActiveFault, ParkPlan, SimPark, open_sim_park
@@ -95,33 +96,23 @@ async def _serve(meters: int, gateways: int, profile: str, seed: int) -> None:
         nursery.start_soon(lag.watch)
         await nursery.start(run_collector_hygiene)  # as `wattkeeper sim` (server/simulate.py)
         print("ready " + json.dumps(park.ports), flush=True)
-        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
-        pending = b""
-        while True:
-            data = await stdin.receive_some(65_536)
-            if not data:
-                nursery.cancel_scope.cancel()
-                return
-            pending += data
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                words = line.decode().split()
-                if not words:
-                    continue
-                if words[0] == "overload":
-                    gateway, unit, watts = words[1], int(words[2]), words[3]
-                    fault = parse_fault(f"{gateway}/{unit}:overload:power={watts}")
-                    entry: list[object] = [gateway, unit, time.monotonic_ns()]
-                    active = park.inject(fault)
-                    overloads.entries.append(entry)
-                    nursery.start_soon(overloads.stamp_applied, entry, active)
-                elif words[0] == "clear":
-                    park.clear()
-                elif words[0] == "log":
-                    since_ns = int(words[1]) if len(words) > 1 else 0
-                    print(_log(park, overloads, lag, since_ns), flush=True)
-                else:
-                    print(json.dumps({"error": f"unknown command {words[0]!r}"}), flush=True)
+        async for line in stdin_lines():
+            words = line.decode().split()
+            if words[0] == "overload":
+                gateway, unit, watts = words[1], int(words[2]), words[3]
+                fault = parse_fault(f"{gateway}/{unit}:overload:power={watts}")
+                entry: list[object] = [gateway, unit, time.monotonic_ns()]
+                active = park.inject(fault)
+                overloads.entries.append(entry)
+                nursery.start_soon(overloads.stamp_applied, entry, active)
+            elif words[0] == "clear":
+                park.clear()
+            elif words[0] == "log":
+                since_ns = int(words[1]) if len(words) > 1 else 0
+                print(_log(park, overloads, lag, since_ns), flush=True)
+            else:
+                print(json.dumps({"error": f"unknown command {words[0]!r}"}), flush=True)
+        nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> None:
