@@ -241,6 +241,9 @@ def entry_problem(entry: JournalEntry) -> str | None:
         return f"ts_ms {entry.ts_ms!r} is not a 64-bit integer"
     if type(entry.detail) is not str:
         return f"detail {entry.detail!r} is not a string"
+    for name in ("start_wh", "final_wh", "mono_ms"):
+        if not _int(getattr(entry, name)):
+            return f"{name} {getattr(entry, name)!r} is not a 64-bit integer"
     return None
 
 

@@ -8,7 +8,8 @@ import attrs
 import pytest
 
 from persistence.codec import CodecError, encode_state
-from persistence.damage import _INT_FIELDS, checked_state, state_problem
+from persistence.damage import _INT_FIELDS, checked_state, entry_problem, state_problem
+from persistence.entries import JournalEntry
 from policies.records import (
     ActiveAlarm,
     AlarmState,
@@ -56,3 +57,12 @@ def test_impossible_values_are_named(change: dict[str, object], problem: str) ->
     assert found is not None and found.startswith(problem)
     with pytest.raises(CodecError, match=r"^not a usable meter state: "):
         checked_state(encode_state(attrs.evolve(FULL, **change)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["amount", "ts_ms", "start_wh", "final_wh", "mono_ms"])
+def test_every_integer_field_of_an_entry_is_checked(field: str) -> None:
+    entry = JournalEntry("replace_meter", "M-1", 0, "swap-1", 1_790_000_000_000, "swap",
+                         start_wh=7, final_wh=5, mono_ms=9)
+    assert entry_problem(entry) is None
+    bad = attrs.evolve(entry, **{field: 2**64})
+    assert entry_problem(bad) == f"{field} {2**64} is not a 64-bit integer"
