@@ -62,9 +62,9 @@ from policies.meter_policy import MeterPolicy
 from policies.money import parse_amount, parse_price
 from policies.records import MeterState, Reading, RelayCommand
 from policies.tariff_records import Band, Calendar, Tariff
-from server.app import offer_snapshots
 from server.collector import run_collector_hygiene
 from server.ledger import Ledger
+from server.storage_feed import offer_snapshots
 
 OFFERED_RATE = 50_000
 START_MS = 1_795_000_000_000  # 2026-11-18, a Wednesday, 08:26 UTC

@@ -31,14 +31,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
 
 import trio
 
 from actors.effects import (
-    ALARM_ID_SEPARATOR,
-    PARK_ALARM_PREFIX,
-    AlarmEvent,
     AlarmSink,
     EffectRouter,
 )
@@ -48,24 +44,22 @@ from actors.runtime import Dispatcher
 from actors.snapshots import run_snapshotter, snapshot_dirty
 from actors.supervisor import MeterSupervisor, NotRestorable, RestartIntensity
 from persistence.codec import encode_state
-from persistence.damage import Damage, DamagedRecord
+from persistence.damage import DamagedRecord
 from persistence.journal import Journal, open_journal
 from persistence.recovery import Apply, find_reference, recover_meter, recover_states
 from persistence.store import Store, StoreError, open_store
 from policies.meter import step
 from policies.meter_policy import MeterPolicy
-from policies.records import IntervalClosed, MeterState
+from policies.records import MeterState
 from server.clock import ParkClock
 from server.collector import run_collector_hygiene
 from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
+from server.park_alarms import log_alarm, report_skipped, storage_alarm
+from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
 
 log = logging.getLogger(__name__)
-
-MAX_PENDING_HISTORY: Final = 500_000
-"""Closed intervals kept while storage cannot take them (~100 bytes each); oldest dropped."""
-
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -112,19 +106,6 @@ class Park:
         self.supervisor.child_failed(actor, SnapshotFailed(), error)
 
 
-def offer_snapshots(journal: Journal) -> Callable[[list[tuple[str, bytes]]], bool]:
-    """The snapshotter's put: False (nothing queued) while storage refuses work."""
-
-    def put(items: list[tuple[str, bytes]]) -> bool:
-        try:
-            journal.put_snapshots_nowait(items)
-        except StoreError:
-            return False
-        return True
-
-    return put
-
-
 def _replayers(policies: Mapping[str, MeterPolicy]) -> dict[str, Apply]:
     """Per-meter journal replay: each meter's entries go through its own policy."""
 
@@ -132,71 +113,6 @@ def _replayers(policies: Mapping[str, MeterPolicy]) -> dict[str, Apply]:
         return lambda state, message: step(state, message, policy)[0]
 
     return {meter_id: replayer(policy) for meter_id, policy in policies.items()}
-
-
-class HistoryBuffer:
-    """Collects closed intervals from the router; flushed to the journal writer in batches."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[str, int, int, int, str]] = []
-
-    def add(self, meter_id: str, interval: IntervalClosed) -> None:
-        self.pending.append(
-            (meter_id, interval.start_ms, interval.wh, interval.minor, interval.band))
-
-    def flush(self, journal: Journal) -> None:
-        """Hand the pending intervals to the journal; kept (bounded) while it refuses them."""
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        try:
-            journal.put_history_nowait(batch)
-        except StoreError:
-            lost = len(batch) - MAX_PENDING_HISTORY
-            if lost > 0:
-                log.error("storage is down: %d history intervals dropped (oldest)", lost)
-                del batch[:lost]
-            self.pending = batch + self.pending
-
-
-async def _run_history_flusher(
-    buffer: HistoryBuffer,
-    journal: Journal,
-    interval_s: float,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    task_status.started()
-    while True:
-        await trio.sleep(interval_s)
-        buffer.flush(journal)
-
-
-def log_alarm(event: AlarmEvent) -> None:
-    """The alarm sink every server has: one log line per alarm event."""
-    level = logging.WARNING if event.state == "active" else logging.INFO
-    where = event.meter_id or "park"
-    log.log(level, "alarm %s %s %s on %s%s", event.alarm_id, event.kind, event.state, where,
-            f": {event.detail}" if event.detail else "")
-
-
-def _storage_alarm(
-    router: EffectRouter, registry: ParkRegistry, clock: ParkClock
-) -> Callable[[bool, str], None]:
-    """The park-level ``storage`` alarm, raised while the journal cannot write. When storage
-    comes back every meter is listed for the next snapshot: chunks handed to a writer that
-    died may never have reached the disk."""
-
-    def changed(available: bool, detail: str) -> None:
-        router.publish_alarm(AlarmEvent(
-            alarm_id=f"{PARK_ALARM_PREFIX}{ALARM_ID_SEPARATOR}storage", meter_id="",
-            kind="storage", level=0, state="cleared" if available else "active",
-            ts_ms=clock.wall_ms(), detail=detail))
-        if available:
-            for actor in registry:
-                router.mark_dirty(actor)
-
-    return changed
 
 
 def _highest_control_time(states: Mapping[str, MeterState]) -> int:
@@ -234,21 +150,6 @@ def _is_recorded(store: Store) -> Callable[[str], bool]:
             return True
 
     return is_recorded
-
-
-def _report_skipped(router: EffectRouter, skipped: tuple[Damage, ...], now: int) -> None:
-    """Damaged journal entries of no configured meter: logged, and one park-level alarm."""
-    for damage in skipped:
-        owner = f"meter {damage.meter_id}, not in the config" if damage.meter_id else "no meter"
-        log.error("%s; skipped (its entry belongs to %s); wattkeeper check lists it", damage,
-                  owner)
-    if skipped:
-        router.publish_alarm(AlarmEvent(
-            alarm_id=f"{PARK_ALARM_PREFIX}{ALARM_ID_SEPARATOR}damaged_record", meter_id="",
-            kind="storage", level=0,
-            state="active", ts_ms=now,
-            detail=f"{len(skipped)} damaged journal entries of no configured meter were "
-                   f"skipped, first {skipped[0]}"))
 
 
 @asynccontextmanager
@@ -296,13 +197,13 @@ async def open_park(
                 router.mark_dirty(actor)  # a first snapshot pins the opening balance
             for meter_id, damage in recovered.quarantined.items():
                 supervisor.quarantine(registry.get(meter_id), str(damage))
-            _report_skipped(router, recovered.skipped, clock.wall_ms())
+            report_skipped(router, recovered.skipped, clock.wall_ms())
             log.info("recovered %d meters in %.2f s (%d quarantined)", len(registry),
                      time.perf_counter() - started, len(recovered.quarantined))
 
-            journal.set_on_availability(_storage_alarm(router, registry, clock))
+            journal.set_on_availability(storage_alarm(router, registry, clock))
             if not journal.available:
-                _storage_alarm(router, registry, clock)(False, "the journal writer did not start")
+                storage_alarm(router, registry, clock)(False, "the journal writer did not start")
             ledger = Ledger(registry, journal, clock.mono_ms, _is_recorded(store))
             journal.set_on_committed(ledger.on_committed)
             history = HistoryBuffer()
@@ -313,7 +214,7 @@ async def open_park(
             await nursery.start(functools.partial(
                 run_snapshotter, router, encode_state, offer_snapshots(journal), interval,
                 on_encode_error=park.supervisor_restart))
-            await nursery.start(_run_history_flusher, history, journal, 1.0)
+            await nursery.start(run_history_flusher, history, journal, 1.0)
             await nursery.start(run_collector_hygiene)
             if with_field:
                 park.field = await start_field(config, registry, router, nursery, clock)
