@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -71,6 +69,7 @@ from bench.chaos_check import (
     outcome_of_error,
     protection_gaps,
 )
+from bench.chaos_faults import INJECTORS
 from bench.chaos_procs import ServerDown, ServerGone, ServerHandle, SimHandle, StartFailed
 from policies.money import parse_price
 from server.config import ParkConfig, load_config
@@ -85,14 +84,8 @@ PRICE: Final = "1.00"
 OPENING: Final = "100000.00"
 OVERLOAD_W: Final = 30_000
 OVERLOAD_INJECTED_W: Final = 40_000
-GARBLE_VALUES: Final = ("3e38", "flip:29", "flip:26", "flip:22", "-1234.5")
-"""kWh shown by a garbled register, in turn: near float32's max, an exponent bit flipped
-(x 2^64 for a register of thousands of kWh), another (/ 2^8: backwards), the mantissa's top
-bit (a jump of ~2,000 kWh either way), a negative value."""
 RETRYABLE: Final = frozenset({"unavailable", "overloaded", "faulted"})
 MAX_ATTEMPTS: Final = 4
-CORRUPT_BYTES: Final = b"\xc1 garbage where a snapshot was \xc1"
-"""0xc1 is never used by msgpack: no decoder can take this for a state."""
 
 
 def park_toml(data_dir: Path, ports: dict[str, int], per_gateway: int,
@@ -302,117 +295,6 @@ class Run:
             seconds = self.args.overload_delay_ms / 1000 + self.args.overload_extra_s
             await self.sim.ask("overload", gateway, unit, OVERLOAD_INJECTED_W, seconds)
 
-    # -- the faults -------------------------------------------------------------------------
-
-    async def server_kill(self, _round: int) -> str:
-        kill_ns = await self.server.kill()
-        ready_ns = await self.start_server("after a planned kill")
-        self.planned_windows.append((kill_ns, ready_ns))
-        return f"server killed, back in {(ready_ns - kill_ns) / 1e9:.2f} s"
-
-    async def writer_kill(self, _round: int) -> str:
-        answer = await self.ask("writer")
-        pid = int(answer.get("pid") or 0)
-        if not pid:
-            self.violation(f"no journal writer to kill ({answer})")
-            return "no writer"
-        self.killed_writers.add(pid)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return f"writer {pid} was already gone"
-        return f"writer {pid} killed"
-
-    async def garbled_register(self, number: int) -> str:
-        meter = self.pick()
-        gateway, unit = self.location[meter]
-        value = GARBLE_VALUES[self.faults["garbled_register"] % len(GARBLE_VALUES)]
-        seconds = self.args.garble_polls * self.poll_s + 0.05
-        answer = await self.sim.ask("garble", gateway, unit, value, f"{seconds:.3f}")
-        return f"{meter} shows {answer['value_kwh']:.6g} kWh for {seconds:.1f} s ({value})"
-
-    async def meter_swap(self, number: int) -> str:
-        meter = self.pick()
-        gateway, unit = self.location[meter]
-        swapped = await self.sim.ask("swap", gateway, unit, self.args.swap_kwh)
-        final_wh, start_wh = int(swapped["final_wh"]), int(swapped["start_wh"])
-        self.swaps.setdefault(meter, []).append((final_wh, start_wh))
-        answer = await self.ask("replace", meter=meter, ref=f"chaos-swap-{number}",
-                                start_wh=start_wh, final_wh=final_wh)
-        if answer.get("ok"):
-            self.swaps_replaced += 1
-        else:
-            self.violation(f"replace_meter {meter} refused: {answer.get('code')} "
-                           f"{answer.get('message', '')}")
-        return f"{meter} swapped ({final_wh} -> {start_wh} Wh), replace_meter {answer.get('ok')}"
-
-    async def clock_step(self, _round: int) -> str:
-        delta = self.args.clock_step_ms * (1 if self.clock_steps % 2 == 0 else -1)
-        self.clock_steps += 1
-        answer = await self.ask("step", delta_ms=delta)
-        if answer.get("ok"):
-            self.server.wall_offset_ms += delta
-        return f"wall clock {delta:+d} ms ({'ok' if answer.get('ok') else answer})"
-
-    async def gateway_down(self, _round: int) -> str:
-        gateway = self.down_gateway
-        await self.sim.ask("down", gateway, f"{self.args.down_s:.3f}")
-        return f"{gateway} down for {self.args.down_s:.1f} s"
-
-    async def corrupt_snapshot(self, number: int) -> str:
-        meter = self.pick()
-        stop_ns = await self.server.stop()
-        original = adapt.read_snapshot(self.data_dir, meter)
-        if original is None:
-            self.violation(f"{meter} had no snapshot after a clean stop")
-            original = b""
-        adapt.write_snapshot(self.data_dir, meter, CORRUPT_BYTES)
-        outcome = "came up faulted alone"
-        try:
-            generation = await self.server.start()
-        except StartFailed as error:
-            self.violation(f"one corrupt snapshot ({meter}) stopped the park from starting: "
-                           f"{error}")
-            self.planned_windows.append((stop_ns, time.monotonic_ns()))
-            adapt.write_snapshot(self.data_dir, meter, original)
-            self.planned_windows.append((time.monotonic_ns(),
-                                         await self.start_server("after restoring")))
-            self.restores += 1
-            return f"{meter} corrupt: the park did not start; restored, restarted"
-        self.planned_windows.append((stop_ns, generation.ready_ns))
-        faulted = list(generation.ready.get("faulted", []))
-        if faulted == [meter]:
-            self.quarantine_ok += 1
-        else:
-            outcome = f"faulted at start: {faulted[:5]}"
-            self.violation(f"corrupt snapshot of {meter}: faulted at start {faulted[:5]} "
-                           f"(expected exactly [{meter}])")
-        # A payment for the faulted meter must be taken and applied once it is back.
-        for attempt in range(2):
-            reference = f"q{number}-{attempt}"
-            await self.top_up(reference, meter, 1000, self.rng)
-            answers = [a for a in self.attempts if a.reference == reference]
-            if faulted == [meter] and not any(a.status == "pending" for a in answers):
-                self.violation(f"top-up {reference} for faulted {meter} was answered "
-                               f"{answers[-1].outcome} {answers[-1].code or answers[-1].status}"
-                               f" (expected pending)")
-        await trio.sleep(self.args.quarantine_s)  # random top-ups meet it meanwhile
-        self.restores += 1
-        live = self.restores % 2 == 0
-        if live:
-            answer = await self.ask("restore", meter=meter, hex=original.hex())
-            if not answer.get("ok"):
-                self.violation(f"live restore of {meter} failed: {answer}")
-                live = False
-        if not live:
-            stop_ns = await self.server.stop()
-            adapt.write_snapshot(self.data_dir, meter, original)
-            self.planned_windows.append((stop_ns, await self.start_server("after restoring")))
-        state = await self.ask("state")
-        if meter in state.get("faulted", []):
-            self.violation(f"{meter} is still faulted after its snapshot was restored")
-        return f"{meter} corrupt: {outcome}; restored ({'reset' if live else 'restart'})"
-
     # -- rounds -----------------------------------------------------------------------------
 
     @property
@@ -440,7 +322,7 @@ class Run:
             self.down_gateway = self.down_gateway_of(number)
             await self.sample_cycles()
             await self.inject_overloads(number)
-            what = await getattr(self, kind)(number)
+            what = await INJECTORS[kind](self, number)
             self.faults[kind] += 1
             await trio.sleep(max(0.0, started + self.args.round_s - time.monotonic()))
             acked = sum(1 for a in self.attempts if a.outcome == "acked")
