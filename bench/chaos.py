@@ -71,6 +71,7 @@ from bench.chaos_check import (
 )
 from bench.chaos_faults import INJECTORS
 from bench.chaos_procs import ServerDown, ServerGone, ServerHandle, SimHandle, StartFailed
+from bench.results import print_result
 from policies.money import parse_price
 from server.config import ParkConfig, load_config
 from simulators.faults import parse_duration
@@ -618,13 +619,7 @@ def main(argv: list[str]) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="wattkeeper-chaos-") as run_dir:
             result = trio.run(run_bench, args, Path(run_dir))
-    for line in target_report(result):
-        say(line)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
+    print_result(result, as_json=args.json, verdicts=target_report(result))
     return 0
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import shutil
 import statistics
@@ -53,6 +52,7 @@ from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import snapshot_dirty
+from bench.results import print_result
 from persistence.codec import encode_state
 from persistence.journal import Journal, open_journal
 from persistence.recovery import recover_states
@@ -493,9 +493,6 @@ def main(argv: list[str]) -> int:
     if args.meters < 100 or args.topups_per_level < max(CLIENT_LEVELS):
         parser.error(f"need --meters >= 100 and --topups-per-level >= {max(CLIENT_LEVELS)}")
     results = trio.run(run, args.meters, args.topups_per_level)
-    if not args.json:
-        for key, value in results.items():
-            print(f"{key:>24}: {value}")
-    print(json.dumps(results))
+    print_result(results, as_json=args.json)
     return 0
 

@@ -93,6 +93,7 @@ import trio
 
 from actors.meter import MeterActor
 from actors.registry import Overloaded
+from bench.results import print_result
 from policies.records import RelayCommand, SetManualRelay
 from protocols.modbus.bus import GatewayBus
 from protocols.modbus.profiles import load_profile
@@ -805,13 +806,7 @@ def main(argv: list[str]) -> int:
         "window": args.window,
         "profile": args.profile,
     }
-    for line in target_report(result):
-        print(line, file=sys.stderr)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>26}: {value}")
+    print_result(result, as_json=args.json, verdicts=target_report(result))
     return 0
 
 
