@@ -113,8 +113,8 @@ opening_balance = "{opening}"
 class DemoConsole:
     """Prints the live figures and the alarm stream."""
 
-    def __init__(self, park: Park) -> None:
-        self.park = park
+    def __init__(self) -> None:
+        self.park: Park | None = None  # set once the park runs; alarms may come before
         self.pending_alarms: list[AlarmEvent] = []
         self.dropped_alarms = 0
         self.started = time.monotonic()
@@ -129,6 +129,7 @@ class DemoConsole:
 
     def status_line(self) -> str:
         park = self.park
+        assert park is not None
         now = time.monotonic()
         messages = park.dispatcher.statistics().messages
         rate = (messages - self.last_messages) / max(now - self.last_at, 1e-9)
@@ -163,9 +164,10 @@ class DemoConsole:
 
 
 async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> None:
-    async with open_simulated_park(config) as sim, open_park(config) as park:
-        console = DemoConsole(park)
-        park.router.alarm_sinks.append(console.alarm)
+    console = DemoConsole()  # listening from the start: recovery raises alarms too
+    async with open_simulated_park(config) as sim, open_park(
+            config, alarm_sinks=(console.alarm,)) as park:
+        console.park = park
         gateways = ", ".join(f"{g.host}:{g.port}" for g in config.gateways)
         print(
             f"wattkeeper demo: {len(config.meters)} simulated meters behind "
