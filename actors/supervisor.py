@@ -68,10 +68,15 @@ class MeterSupervisor:
         router: EffectRouter,
         clock_ms: Callable[[], int],
         intensity: RestartIntensity = RestartIntensity(),
+        label_ms: Callable[[], int] | None = None,
     ) -> None:
+        """``clock_ms`` times the restart intensity (the control clock in a server: a wall
+        clock step must not fault a meter); ``label_ms`` stamps the alarms (the wall clock;
+        ``clock_ms`` when not given)."""
         self._restore = restore
         self._router = router
         self._clock_ms = clock_ms
+        self._label_ms = label_ms or clock_ms
         self._intensity = intensity
         self._recent: dict[int, list[int]] = {}
         self._restarts = 0
@@ -101,11 +106,11 @@ class MeterSupervisor:
         recent = [t for t in self._recent.get(actor.key, ()) if t > window_start]
         if len(recent) >= self._intensity.max_restarts:
             self._fault(actor, f"{len(recent) + 1} crashes within "
-                        f"{self._intensity.period_ms} ms, last: {error!r}", now)
+                        f"{self._intensity.period_ms} ms, last: {error!r}")
             return
         recent.append(now)
         self._recent[actor.key] = recent
-        self._restart(actor, now)
+        self._restart(actor)
 
     def quarantine(self, actor: MeterActor, reason: str) -> None:
         """Start ``actor`` faulted, without a restart attempt: its stored record (named in
@@ -113,35 +118,35 @@ class MeterSupervisor:
         faulted meter raises; :meth:`reset` tries again once the record is repaired."""
         log.error("meter %s quarantined: %s; the record is kept for repair (docs/operations.md, "
                   "\"A corrupt record\")", actor.meter_id, reason)
-        self._mark_faulted(actor, reason, self._clock_ms())
+        self._mark_faulted(actor, reason)
 
     def reset(self, actor: MeterActor) -> None:
         """Operator action: give a faulted meter a fresh start from snapshot + journal."""
         self._recent.pop(actor.key, None)
         self._faulted.pop(actor.meter_id, None)
         actor.faulted = False
-        self._restart(actor, self._clock_ms())
+        self._restart(actor)
 
-    def _restart(self, actor: MeterActor, now: int) -> None:
+    def _restart(self, actor: MeterActor) -> None:
         try:
             actor.state = self._restore(actor)
         except NotRestorable as error:
             log.error("restoring meter %s failed: %s", actor.meter_id, error)
-            self._fault(actor, f"restore failed: {error}", now)
+            self._fault(actor, f"restore failed: {error}")
             return
         except Exception as error:
             log.exception("restoring meter %s failed", actor.meter_id)
-            self._fault(actor, f"restore failed: {error!r}", now)
+            self._fault(actor, f"restore failed: {error!r}")
             return
         self._restarts += 1
         self._router.touched(actor)
         log.warning("meter actor %s restarted from snapshot + journal", actor.meter_id)
 
-    def _fault(self, actor: MeterActor, detail: str, now: int) -> None:
+    def _fault(self, actor: MeterActor, detail: str) -> None:
         log.error("meter %s marked faulted: %s", actor.meter_id, detail)
-        self._mark_faulted(actor, detail, now)
+        self._mark_faulted(actor, detail)
 
-    def _mark_faulted(self, actor: MeterActor, detail: str, now: int) -> None:
+    def _mark_faulted(self, actor: MeterActor, detail: str) -> None:
         actor.faulted = True
         self._faulted[actor.meter_id] = detail
         self._router.touched(actor)
@@ -152,7 +157,7 @@ class MeterSupervisor:
                 kind="offline",
                 level=0,
                 state="active",
-                ts_ms=now,
+                ts_ms=self._label_ms(),
                 detail=f"faulted: {detail}",
             )
         )

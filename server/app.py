@@ -182,7 +182,7 @@ async def open_park(
             router.alarm_sinks.extend(alarm_sinks)
             supervisor = MeterSupervisor(
                 _restorer(store, opening), router, clock.mono_ms,
-                restart_intensity or RestartIntensity()
+                restart_intensity or RestartIntensity(), label_ms=clock.wall_ms,
             )
             dispatcher = Dispatcher(supervisor.child_failed)
             registry = ParkRegistry(dispatcher, router)
