@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import attrs
@@ -222,12 +222,9 @@ def recover_states(
                 states[meter_id] = MeterState.opening(balance)
                 continue
             try:
-                state = checked_state(raw)
-            except CodecError as error:
-                quarantined[meter_id] = Damage("snapshots", quote(meter_id), str(error), meter_id)
-                continue
-            if state.journal_seq > last:
-                quarantined[meter_id] = _ahead_of_journal(meter_id, state.journal_seq, last)
+                state = _snapshot_state(meter_id, raw, last)
+            except DamagedRecord as error:
+                quarantined[meter_id] = error.damage
                 continue
             states[meter_id] = state
         if not states:
@@ -247,26 +244,12 @@ def recover_states(
         elif meter_id not in quarantined:
             skipped.append(damage)
     for meter_id, entries in pending.items():
-        step = apply if callable(apply) else apply[meter_id]
-        state = states[meter_id]
-        seq, entry = 0, entries[0][1]
         try:
-            for seq, entry in entries:
-                state = step(state, to_message(seq, entry))
-        except Exception as error:  # one meter's bad entry (or policy bug) is that meter's
+            states[meter_id] = _replay(meter_id, states[meter_id], entries,
+                                       apply if callable(apply) else apply[meter_id])
+        except DamagedRecord as error:  # one meter's bad entry (or policy bug) is that meter's
             del states[meter_id]
-            quarantined[meter_id] = Damage(
-                "journal", f"seq {seq}", f"does not apply to meter {meter_id}: {describe(error)}",
-                meter_id, entry.reference)
-            continue
-        problem = state_problem(state)
-        if problem is not None:
-            del states[meter_id]
-            quarantined[meter_id] = Damage(
-                "journal", f"seq {entries[-1][0]}",
-                f"leaves meter {meter_id} in an unusable state: {problem}", meter_id)
-            continue
-        states[meter_id] = state
+            quarantined[meter_id] = error.damage
     return Recovered(states, quarantined, tuple(skipped))
 
 
@@ -275,29 +258,42 @@ def recover_meter(store: Store, meter_id: str, balance: int, apply: Apply) -> Me
 
     Raises DamagedRecord naming the record that keeps it from being rebuilt."""
     raw = store.get_snapshot(meter_id)
-    if raw is None:
-        state = MeterState.opening(balance)
-    else:
+    state = (MeterState.opening(balance) if raw is None
+             else _snapshot_state(meter_id, raw, store.last_seq()))
+    return _replay(meter_id, state, meter_journal_after(store, meter_id, state.journal_seq),
+                   apply)
+
+
+def _snapshot_state(meter_id: str, raw: bytes, last_seq: int) -> MeterState:
+    """A stored snapshot, decoded and checked; DamagedRecord names what is wrong with it."""
+    try:
+        state = checked_state(raw)
+    except CodecError as error:
+        raise DamagedRecord(
+            Damage("snapshots", quote(meter_id), str(error), meter_id)) from error
+    if state.journal_seq > last_seq:
+        raise DamagedRecord(_ahead_of_journal(meter_id, state.journal_seq, last_seq))
+    return state
+
+
+def _replay(
+    meter_id: str, state: MeterState, entries: Iterable[tuple[int, JournalEntry]], apply: Apply
+) -> MeterState:
+    """``state`` with ``entries`` applied in order and the result checked; DamagedRecord
+    names the entry that does not apply, or the last one when the result is unusable."""
+    seq = state.journal_seq
+    for seq, entry in entries:
         try:
-            state = checked_state(raw)
-        except CodecError as error:
-            raise DamagedRecord(
-                Damage("snapshots", quote(meter_id), str(error), meter_id)) from error
-        last = store.last_seq()
-        if state.journal_seq > last:
-            raise DamagedRecord(_ahead_of_journal(meter_id, state.journal_seq, last))
-    for seq, message in meter_entries_after(store, meter_id, state.journal_seq):
-        try:
-            state = apply(state, message)
+            state = apply(state, to_message(seq, entry))
         except Exception as error:
             raise DamagedRecord(Damage(
                 "journal", f"seq {seq}", f"does not apply to meter {meter_id}: {describe(error)}",
-                meter_id)) from error
-        problem = state_problem(state)
-        if problem is not None:
-            raise DamagedRecord(Damage(
-                "journal", f"seq {seq}",
-                f"leaves meter {meter_id} in an unusable state: {problem}", meter_id))
+                meter_id, entry.reference)) from error
+    problem = state_problem(state)
+    if problem is not None:
+        raise DamagedRecord(Damage(
+            "journal", f"seq {seq}", f"leaves meter {meter_id} in an unusable state: {problem}",
+            meter_id))
     return state
 
 
