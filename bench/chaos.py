@@ -71,6 +71,7 @@ from bench.chaos_check import (
 )
 from bench.chaos_faults import INJECTORS
 from bench.chaos_procs import ServerDown, ServerGone, ServerHandle, SimHandle, StartFailed
+from bench.parks import PRICE, park_toml
 from bench.results import print_result
 from policies.money import parse_price
 from server.config import ParkConfig, load_config
@@ -80,56 +81,10 @@ FAULT_KINDS: Final = (
     "server_kill", "writer_kill", "garbled_register", "meter_swap", "clock_step",
     "gateway_down", "corrupt_snapshot",
 )
-HOST: Final = "127.0.0.1"
-PRICE: Final = "1.00"
 OPENING: Final = "100000.00"
-OVERLOAD_W: Final = 30_000
 OVERLOAD_INJECTED_W: Final = 40_000
 RETRYABLE: Final = frozenset({"unavailable", "overloaded", "faulted"})
 MAX_ATTEMPTS: Final = 4
-
-
-def park_toml(data_dir: Path, ports: dict[str, int], per_gateway: int,
-              args: argparse.Namespace) -> str:
-    parts = [f"""
-[server]
-data_dir = "{data_dir}"
-currency = "CNY"
-
-[tariffs.flat]
-kind = "flat"
-price = "{PRICE}"
-
-[meter_defaults]
-profile = "{args.profile}"
-relay_coil = 0
-tariff = "flat"
-opening_balance = "{OPENING}"
-overload_w = {OVERLOAD_W}
-overload_delay = "{args.overload_delay_ms}ms"
-"""]
-    for gateway, port in ports.items():
-        parts.append(f"""
-[[gateways]]
-id = "{gateway}"
-host = "{HOST}"
-port = {port}
-poll_interval = "{args.poll_interval}"
-timeout = "1s"
-window = {args.window}
-""")
-    number = 0
-    for gateway in ports:
-        for unit in range(1, per_gateway + 1):
-            number += 1
-            parts.append(f"""
-[[meters]]
-id = "M-{number:04d}"
-tenant = "t{number}"
-gateway = "{gateway}"
-unit = {unit}
-""")
-    return "".join(parts)
 
 
 def say(text: str) -> None:
@@ -396,7 +351,10 @@ async def run_bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     began = time.monotonic()
     sim = await SimHandle.start(meters, args.gateways, args.profile, args.seed, run_dir)
     config_path = run_dir / "park.toml"
-    config_path.write_text(park_toml(data_dir, sim.ports, per_gateway, args))
+    config_path.write_text(park_toml(
+        data_dir, sim.ports, per_gateway, profile=args.profile, window=args.window,
+        poll_interval=args.poll_interval, overload_delay_ms=args.overload_delay_ms,
+        opening_balance=OPENING))
     config = load_config(config_path)
     location = {meter.id: (meter.gateway, meter.unit) for meter in config.meters}
     server = ServerHandle(config_path, run_dir, on_line=lambda text: say(f"  {text}"))

@@ -93,6 +93,7 @@ import trio
 
 from actors.meter import MeterActor
 from actors.registry import Overloaded
+from bench.parks import HOST, park_toml
 from bench.results import print_result
 from policies.records import RelayCommand, SetManualRelay
 from protocols.modbus.bus import GatewayBus
@@ -102,9 +103,7 @@ from server.config import ParkConfig
 from simulators.faults import parse_duration
 from simulators.loadgen import measure_polls
 
-HOST: Final = "127.0.0.1"
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
-OVERLOAD_W: Final = 30_000
 OVERLOAD_INJECTED_W: Final = 45_000
 MIN_POLL_INTERVAL: Final = "10ms"
 """The smallest ``poll_interval`` the config accepts (server/config.py)."""
@@ -195,56 +194,6 @@ def pin_cpus() -> tuple[int | None, set[int] | None]:
 # --- phase 2: our path, a real park -------------------------------------------------------------
 
 
-def park_toml(data_dir: Path, ports: dict[str, int], per_gateway: int, profile: str,
-              window: int, poll_interval: str, overload_delay_ms: int) -> str:
-    """The bench park: every simulated gateway and unit, polled at the smallest interval."""
-    parts = [
-        f"""
-[server]
-data_dir = "{data_dir}"
-currency = "CNY"
-
-[tariffs.flat]
-kind = "flat"
-price = "1.00"
-
-[meter_defaults]
-profile = "{profile}"
-relay_coil = 0
-tariff = "flat"
-opening_balance = "1000000.00"
-overload_w = {OVERLOAD_W}
-overload_delay = "{overload_delay_ms}ms"
-"""
-    ]
-    for gateway, port in ports.items():
-        parts.append(
-            f"""
-[[gateways]]
-id = "{gateway}"
-host = "{HOST}"
-port = {port}
-poll_interval = "{poll_interval}"
-timeout = "1s"
-window = {window}
-"""
-        )
-    number = 0
-    for gateway in ports:
-        for unit in range(1, per_gateway + 1):
-            number += 1
-            parts.append(
-                f"""
-[[meters]]
-id = "M-{number:04d}"
-tenant = "t{number}"
-gateway = "{gateway}"
-unit = {unit}
-"""
-            )
-    return "".join(parts)
-
-
 @attrs.define
 class Emitted:
     """Relay commands as meter actors emitted them: (meter key, closed, monotonic_ns)."""
@@ -308,8 +257,9 @@ async def bench_park(
     """A real park over the simulator, warmed up: (park, meter key -> (gateway, unit), the
     relay commands its actors emit)."""
     with tempfile.TemporaryDirectory(prefix="wattkeeper-bench-") as data_dir:
-        toml = park_toml(Path(data_dir), sim.ports, per_gateway, args.profile, args.window,
-                         poll_interval, args.overload_delay_ms)
+        toml = park_toml(Path(data_dir), sim.ports, per_gateway, profile=args.profile,
+                         window=args.window, poll_interval=poll_interval,
+                         overload_delay_ms=args.overload_delay_ms, opening_balance="1000000.00")
         config = ParkConfig.from_toml_text(toml, "bench-modbus.toml")
         async with open_park(config, with_field=True) as park:
             assert park.field is not None
