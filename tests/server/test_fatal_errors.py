@@ -17,37 +17,11 @@ import sys
 from pathlib import Path
 
 from server.logs import ConsoleFormatter, close_log_file, open_log_file
+from tests.server.parks import park_toml
 from tests.simulators.test_simulate_command import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRACEBACK_SIGNS = ("Traceback", "ExceptionGroup", "+-+-", 'File "')
-
-
-def park_toml(data_dir: str, gateway_port: int) -> str:
-    return f"""\
-[server]
-data_dir = "{data_dir}"
-currency = "CNY"
-
-[tariffs.flat]
-kind = "flat"
-price = "1.00"
-
-[[gateways]]
-id = "gw1"
-host = "127.0.0.1"
-port = {gateway_port}
-timeout = "100ms"
-
-[[meters]]
-id = "M-1"
-tenant = "t"
-gateway = "gw1"
-unit = 1
-profile = "sdm630"
-tariff = "flat"
-opening_balance = "10.00"
-"""
 
 
 def run(tmp_path: Path, *argv: str, module: str = "server.cli") -> subprocess.CompletedProcess[str]:
@@ -77,7 +51,7 @@ def assert_one_line_ending(result: subprocess.CompletedProcess[str], command: st
 
 def test_serve_with_a_data_directory_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("not a directory\n")
-    (tmp_path / "park.toml").write_text(park_toml("data", free_port()))
+    (tmp_path / "park.toml").write_text(park_toml(Path("data"), 1, gateway_port=free_port()))
     result = run(tmp_path, "serve", "--config", "park.toml")
     reason, log_file = assert_one_line_ending(result, "serve")
     assert reason == f"cannot create the data directory {tmp_path / 'data'}: File exists"
@@ -100,7 +74,7 @@ def test_demo_on_a_port_that_is_taken(tmp_path: Path) -> None:
 
 
 def test_serve_with_a_bug_in_a_background_task(tmp_path: Path) -> None:
-    (tmp_path / "park.toml").write_text(park_toml("data", free_port()))
+    (tmp_path / "park.toml").write_text(park_toml(Path("data"), 1, gateway_port=free_port()))
     result = run(tmp_path, "serve", "--config", "park.toml", module="tests.server.buggy_serve")
     reason, log_file = assert_one_line_ending(result, "serve")
     assert reason == (
@@ -117,11 +91,11 @@ def test_serve_with_a_bug_in_a_background_task(tmp_path: Path) -> None:
 
 
 def test_serve_still_prints_config_errors_as_they_are(tmp_path: Path) -> None:
-    (tmp_path / "park.toml").write_text(park_toml("data", 0))
+    (tmp_path / "park.toml").write_text(park_toml(Path("data"), 1, gateway_port=0))
     result = run(tmp_path, "serve", "--config", "park.toml")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "wattkeeper serve: park.toml:12: gateways[0].port: must be between 1 and 65535, got 0"
+        "wattkeeper serve: park.toml:23: gateways[0].port: must be between 1 and 65535, got 0"
     ]
     assert not (tmp_path / "data").exists()  # nothing started, nothing logged
 
