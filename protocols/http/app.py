@@ -1,0 +1,320 @@
+"""The ASGI app (starlette, on trio through anyio): console files, REST API, metrics, health.
+
+Routes (docs/http-api.md; CONTRACT.md section 4):
+
+* ``GET /`` and ``GET /static/...``: the browser console, files shipped in this package. The
+  console talks to the park over the websocket hub only; ``GET /api/console`` tells it where
+  the hub is.
+* ``GET /healthz``: 200 while the journal can write, 503 when storage is down (a load
+  balancer or service manager takes the server out of rotation then), JSON either way.
+* ``GET /metrics``: Prometheus text format (:mod:`protocols.http.metrics`).
+* ``GET /api/meters``, ``GET /api/meters/{id}``: the hub's ``meter`` objects; any user.
+* ``POST /api/topups``: an operator's (or a payment integration's) top-up, idempotent on its
+  ``id``; through the park's operations, so it is journaled and audited like any other.
+* ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
+
+The API authenticates every request with HTTP basic credentials (:mod:`basic_auth`). Failed
+attempts are slowed down per client host by the park's login throttle, the same as the hub's.
+Errors are JSON ``{"error": code, "message": ...}`` with the contract's codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from policies.money import format_amount, parse_amount
+from protocols.http.backend import HttpBackend
+from protocols.http.basic_auth import BadCredentials, CredentialCache, parse_basic
+from protocols.http.metrics import CONTENT_TYPE, metrics_registry, render
+from protocols.http.views import audit_json, meter_json
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+MAX_BODY: Final = 16 * 1024
+WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
+REALM: Final = 'Basic realm="wattkeeper", charset="UTF-8"'
+
+STATUS_OF_CODE: Final = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "unknown_meter": 404,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "too_large": 413,
+    "conflict": 409,
+    "overloaded": 503,
+    "unavailable": 503,
+}
+
+SECURITY_HEADERS: Final = [
+    # The console's own files only; its websocket goes to the hub's port (another origin).
+    (b"content-security-policy",
+     b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+     b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_response(code: str, message: str) -> JSONResponse:
+    status = STATUS_OF_CODE.get(code, 500)
+    headers = {"WWW-Authenticate": REALM} if status == 401 else None
+    return JSONResponse({"error": code, "message": message}, status_code=status,
+                        headers=headers)
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response (pure ASGI, no buffering)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _address(request: Request) -> str:
+    client = request.client
+    if client is None:
+        return ""
+    host = f"[{client.host}]" if ":" in client.host else client.host
+    return f"{host}:{client.port}"
+
+
+def _host(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+class Api:
+    """The route handlers, around one :class:`HttpBackend`."""
+
+    def __init__(self, backend: HttpBackend) -> None:
+        self.backend = backend
+        self.credentials = CredentialCache()
+        self.registry = metrics_registry(backend.statistics)
+
+    # -- who is asking --------------------------------------------------------------------
+
+    async def caller(self, request: Request) -> Any:
+        """The authenticated caller, or :class:`ApiError` unauthorized (after the throttle's
+        delay when this host has been guessing)."""
+        try:
+            credentials = parse_basic(request.headers.get("authorization"))
+        except BadCredentials as error:
+            raise ApiError("unauthorized", str(error)) from None
+        if credentials is None:
+            raise ApiError("unauthorized", "this needs HTTP basic credentials of a user")
+        user, password = credentials
+        backend = self.backend
+        now_ms = backend.clock_ms()
+        role = self.credentials.get(user, password, now_ms)
+        if role is None:
+            host = _host(request)
+            delay = backend.throttle.delay_s(host, now_ms)
+            if delay > 0:
+                await trio.sleep(delay)
+            # A hashed password costs ~50 ms of scrypt: off the loop the meters run on.
+            role = await trio.to_thread.run_sync(backend.users.authenticate, user, password)
+            if role is None:
+                backend.throttle.failed(host, backend.clock_ms())
+                raise ApiError("unauthorized", "wrong user name or password")
+            backend.throttle.succeeded(host)
+            self.credentials.put(user, password, role, now_ms)
+        return backend.caller(user, role, _address(request))
+
+    # -- console and probes ---------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def console(self, request: Request) -> Response:
+        hub = urlsplit(self.backend.hub_url)
+        if (hub.hostname or "") in WILDCARD_HOSTS and request.url.hostname:
+            host = request.url.hostname
+            host = f"[{host}]" if ":" in host else host
+            hub = hub._replace(netloc=f"{host}:{hub.port}" if hub.port else host)
+        return JSONResponse({"hub": urlunsplit(hub), "languages": list(self.backend.languages)},
+                            headers={"Cache-Control": "no-store"})
+
+    async def healthz(self, request: Request) -> Response:
+        health = self.backend.health()
+        body = {
+            "status": "ok" if health.journal_available else "unavailable",
+            "journal": "available" if health.journal_available else "unavailable",
+            "meters": health.meters,
+            "faulted": health.faulted,
+            "uptime_s": round(health.uptime_s, 3),
+        }
+        return JSONResponse(body, status_code=200 if health.journal_available else 503,
+                            headers={"Cache-Control": "no-store"})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(render(self.registry), media_type=CONTENT_TYPE,
+                        headers={"Cache-Control": "no-store"})
+
+    # -- API ------------------------------------------------------------------------------
+
+    async def meters(self, request: Request) -> Response:
+        await self.caller(request)
+        tenant = request.query_params.get("tenant")
+        gateway = request.query_params.get("gateway")
+        decimals = self.backend.decimals
+        chosen = [
+            meter_json(view, decimals) for view in self.backend.meters().values()
+            if (tenant is None or view.tenant == tenant)
+            and (gateway is None or view.gateway == gateway)
+        ]
+        return JSONResponse({"meters": chosen})
+
+    async def meter(self, request: Request) -> Response:
+        await self.caller(request)
+        meter_id = request.path_params["meter_id"]
+        view = self.backend.meters().get(meter_id)
+        if view is None:
+            raise ApiError("unknown_meter", f"no meter {meter_id!r} in this park")
+        return JSONResponse(meter_json(view, self.backend.decimals))
+
+    async def top_up(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        reference, meter_id, amount_text = body.get("id"), body.get("meter"), body.get("amount")
+        if not isinstance(reference, str) or not reference:
+            raise ApiError("bad_request", 'a top-up needs an "id" (text, the client\'s '
+                                          "reference: a repeat with the same id is applied once)")
+        if not isinstance(meter_id, str) or not meter_id:
+            raise ApiError("bad_request", 'a top-up needs a "meter" id')
+        try:
+            amount = parse_amount(amount_text, self.backend.decimals)
+        except ValueError as error:
+            raise ApiError("bad_request", str(error)) from None
+        ack = await self.backend.operations.top_up(caller, meter_id, amount, reference)
+        return JSONResponse({"id": ack.reference, "meter": ack.meter_id,
+                             "balance": format_amount(ack.balance, self.backend.decimals),
+                             "status": ack.status})
+
+    async def audit(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        before = request.query_params.get("before") or None
+        limit_text = request.query_params.get("limit", "50")
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise ApiError("bad_request", f"limit must be a whole number from 1 to 200, "
+                                          f"got {limit_text!r}") from None
+        page = self.backend.operations.audit_page(caller, before=before, limit=limit)
+        return JSONResponse({"entries": [audit_json(entry) for entry in page.entries],
+                             "next": page.next})
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    too_large = ApiError("too_large", f"the request body is over {MAX_BODY} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    size = 0
+    chunks = []
+    # Closed explicitly: a body cut short must not leave the generator to the collector.
+    async with contextlib.aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_large
+            chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("bad_request", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError("bad_request", "the body must be a JSON object")
+    return body
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answering_errors(handler: Handler) -> Handler:
+    """The park's errors (``.code``: the contract's words) and ours as JSON answers."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error_response(error.code, error.message)
+        except Exception as error:
+            code = getattr(error, "code", None)
+            if isinstance(code, str) and code in STATUS_OF_CODE:
+                return error_response(code, str(error) or code)
+            raise
+
+    return handle
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
+    response = error_response(code, str(error.detail))
+    response.status_code = error.status_code
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    # Starlette re-raises the error after this answer; hypercorn logs it with its traceback.
+    log.error("HTTP %s %s failed: %r", request.method, request.url.path, error)
+    return JSONResponse({"error": "internal", "message": "internal error (see the server log)"},
+                        status_code=500)
+
+
+def build_app(backend: HttpBackend) -> ASGIApp:
+    api = Api(backend)
+    e = _answering_errors
+    routes = [
+        Route("/", api.index, methods=["GET", "HEAD"]),
+        Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/api/console", api.console, methods=["GET"]),
+        Route("/api/meters", e(api.meters), methods=["GET"]),
+        Route("/api/meters/{meter_id:str}", e(api.meter), methods=["GET"]),
+        Route("/api/topups", e(api.top_up), methods=["POST"]),
+        Route("/api/audit", e(api.audit), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        HTTPException: _http_error, Exception: _internal_error})
+    return SecurityHeaders(app)

@@ -1,0 +1,158 @@
+"""What the HTTP side needs of a running park, as structural types.
+
+``protocols`` may not import ``server`` (tests/test_dependencies.py), so the app is given an
+:class:`HttpBackend`: the park's operations, its users and login throttle, a source of meter
+views, health and statistics readers, each described here by the members the app uses.
+``server.web`` builds it from a ``Park``; tests can build one from fakes.
+
+The records the park hands over (meter views, audit entries, acknowledgements) are read
+through read-only properties, so frozen ``attrs`` classes satisfy them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from protocols.http.metrics import ParkStatistics
+
+
+class MeterViewLike(Protocol):
+    """``server.stream.MeterView``: what every client sees of one meter."""
+
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def balance(self) -> int: ...  # minor units
+    @property
+    def power_w(self) -> float: ...
+    @property
+    def energy_wh(self) -> int: ...
+    @property
+    def relay_closed(self) -> bool: ...
+    @property
+    def relay_reason(self) -> str | None: ...
+    @property
+    def alarm(self) -> str: ...
+    @property
+    def online(self) -> bool: ...
+    @property
+    def faulted(self) -> bool: ...
+    @property
+    def ts_ms(self) -> int: ...
+
+
+class AuditEntryLike(Protocol):
+    """``persistence.audit.AuditEntry``."""
+
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def result(self) -> str: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class AuditPageLike(Protocol):
+    @property
+    def entries(self) -> Sequence[AuditEntryLike]: ...
+    @property
+    def next(self) -> str | None: ...
+
+
+class MoneyAckLike(Protocol):
+    """``server.ledger.MoneyAck``."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def balance(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
+class Commands(Protocol):
+    """``server.operations.Operations``: role checks, journal and audit happen there.
+
+    The caller is whatever :attr:`HttpBackend.caller` made (``server.auth.Caller``); errors
+    carry their contract code in ``.code``.
+    """
+
+    async def top_up(self, caller: Any, meter_id: str, amount: int,
+                     reference: str) -> MoneyAckLike: ...
+
+    def audit_page(self, caller: Any, *, before: str | None = None,
+                   limit: int = 50) -> AuditPageLike: ...
+
+
+class Authenticator(Protocol):
+    """``server.auth.Users``."""
+
+    def authenticate(self, name: str, password: str) -> str | None: ...
+
+
+class Throttle(Protocol):
+    """``server.auth.LoginThrottle``: failed logins per client host."""
+
+    def delay_s(self, host: str, now_ms: int) -> float: ...
+    def failed(self, host: str, now_ms: int) -> None: ...
+    def succeeded(self, host: str) -> None: ...
+
+
+@attrs.frozen
+class Health:
+    journal_available: bool
+    meters: int
+    faulted: int
+    uptime_s: float
+
+
+CallerFactory = Callable[[str, str, str], Any]
+"""(user, role, client address "host:port") -> the caller record the operations take."""
+
+
+@attrs.frozen
+class HttpBackend:
+    operations: Commands
+    users: Authenticator
+    throttle: Throttle
+    caller: CallerFactory
+    meters: Callable[[], Mapping[str, MeterViewLike]]
+    """The current view of every meter, by id (the hub's stream, or read from the actors)."""
+    health: Callable[[], Health]
+    statistics: Callable[[], ParkStatistics]
+    clock_ms: Callable[[], int]
+    """Wall clock in ms (the login throttle's time)."""
+    hub_url: str
+    """Where the console's websocket goes: ``ws://host:port`` (``wss://`` with TLS). A
+    wildcard host (0.0.0.0, ::) is replaced by the host the browser asked for."""
+    decimals: int = 2
+    languages: tuple[str, ...] = ("en", "zh-CN")

@@ -1,0 +1,222 @@
+"""The HTTP side wired to a running park: console, REST API, metrics and health.
+
+``run_web`` starts :func:`protocols.http.server.run_http` with an ``HttpBackend`` made of the
+park's operations, users and login throttle (shared with the hub when the caller passes the
+hub's, so guessing on one channel slows the other too), meter views, and a statistics reader
+for ``/metrics``. Two counters the park does not keep are kept here, from listeners the park
+already offers: alarms raised by kind (the router's alarm sinks; an overload alarm is a relay
+trip) and commands by result (the operations' audit listeners: every channel's top-ups and
+operator commands, accepted or refused).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import cast
+
+import attrs
+import trio
+
+from actors.effects import AlarmEvent
+from actors.meter import MeterActor
+from persistence.audit import AuditEntry
+from policies.alarms import summary_alarm
+from protocols.http.backend import Health, HttpBackend
+from protocols.http.metrics import GatewayFigures, LoopProbe, ParkStatistics
+from protocols.http.server import HttpServer, run_http
+from server.app import Park
+from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
+from server.config import ListenAddress
+
+
+@attrs.frozen
+class MeterView:
+    """What a client sees of one meter (the fields of ``server.stream.MeterView``)."""
+
+    meter_id: str
+    tenant: str
+    gateway: str
+    balance: int
+    power_w: float
+    energy_wh: int
+    relay_closed: bool
+    relay_reason: str | None
+    alarm: str
+    online: bool
+    faulted: bool
+    ts_ms: int
+
+
+def meter_view(actor: MeterActor, tenant: str, gateway: str) -> MeterView:
+    state = actor.state
+    return MeterView(actor.meter_id, tenant, gateway, state.balance, state.power_w,
+                     state.register_wh, state.relay.closed, state.relay.reason,
+                     summary_alarm(state), state.online, actor.faulted, state.reading_ms)
+
+
+class RegistryViews(Mapping[str, MeterView]):
+    """Meter views read from the actors when asked (no copy of 10,000 views per request)."""
+
+    def __init__(self, park: Park) -> None:
+        self._park = park
+        self._where = {meter.id: (meter.tenant, meter.gateway) for meter in park.config.meters}
+
+    def __getitem__(self, meter_id: str) -> MeterView:
+        tenant, gateway = self._where[meter_id]
+        return meter_view(self._park.registry.get(meter_id), tenant, gateway)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class ParkCounters:
+    """Alarms raised by kind and commands by result, heard from the park's listeners."""
+
+    def __init__(self) -> None:
+        self.alarms_raised: Counter[str] = Counter()
+        self.commands: Counter[tuple[str, str]] = Counter()
+
+    def alarm(self, event: AlarmEvent) -> None:
+        if event.state == "active":
+            self.alarms_raised[event.kind] += 1
+
+    def audited(self, entry: AuditEntry) -> None:
+        self.commands[entry.command, entry.result] += 1
+
+
+class ParkReader:
+    """Health and statistics of a park, read on demand."""
+
+    def __init__(self, park: Park, probe: LoopProbe,
+                 hub_clients: Callable[[], int] | None = None) -> None:
+        self._park = park
+        self._probe = probe
+        self._hub_clients = hub_clients
+        self._started = time.monotonic()
+        self.counters = ParkCounters()
+        park.router.alarm_sinks.append(self.counters.alarm)
+        park.operations.audit_listeners.append(self.counters.audited)
+
+    def health(self) -> Health:
+        park = self._park
+        return Health(park.journal.available, len(park.registry),
+                      len(park.supervisor.faulted_meters), time.monotonic() - self._started)
+
+    def statistics(self) -> ParkStatistics:
+        park = self._park
+        online = relay_open = 0
+        for actor in park.registry:
+            state = actor.state
+            online += state.online and not actor.faulted
+            relay_open += not state.relay.closed
+        dispatcher = park.dispatcher.statistics()
+        journal = park.journal.statistics()
+        buses = park.field.buses if park.field is not None else ()
+        gateways = []
+        for bus in buses:
+            s = bus.statistics()
+            gateways.append(GatewayFigures(
+                s.gateway_id, s.connected, s.polls, s.failed_timeout, s.failed_exception,
+                s.failed_garbage, s.reconnects, s.commands, s.commands_pending,
+                s.units_offline, s.last_cycle_ms, s.p99_command_ms))
+        return ParkStatistics(
+            meters=len(park.registry),
+            meters_online=online,
+            meters_relay_open=relay_open,
+            meters_faulted=len(park.supervisor.faulted_meters),
+            messages=dispatcher.messages,
+            readings_dropped=park.registry.dropped_readings,
+            actor_failures=dispatcher.failures,
+            actor_restarts=park.supervisor.statistics().restarts,
+            queue_depth=dispatcher.queue_depth,
+            longest_slice_ms=dispatcher.longest_slice_ms,
+            relay_commands=park.router.relay_commands,
+            alarm_events=park.router.alarms,
+            alarms_raised=dict(self.counters.alarms_raised),
+            commands=dict(self.counters.commands),
+            journal_available=journal.available,
+            journal_commits=journal.commits,
+            journal_entries=journal.entries,
+            journal_duplicates=journal.duplicates,
+            journal_pending=journal.pending_records,
+            journal_average_commit_ms=journal.average_commit_ms,
+            journal_longest_commit_ms=journal.longest_commit_ms,
+            journal_writer_restarts=journal.writer_restarts,
+            loop_lateness_ms=self._probe.last_ms,
+            loop_worst_lateness_ms=self._probe.take_worst_ms(),
+            gateways=tuple(gateways),
+            hub_clients=self._hub_clients() if self._hub_clients is not None else None,
+            uptime_s=time.monotonic() - self._started,
+        )
+
+
+def _http_caller(user: str, role: str, address: str) -> Caller:
+    return Caller(user, _role(role), "http", address)
+
+
+def _role(role: str) -> Role:
+    if role not in ROLE_RANK:
+        raise ValueError(f"not a role: {role!r}")
+    return cast(Role, role)
+
+
+def default_hub_url(park: Park) -> str:
+    return f"ws://{park.config.hub.listen}"
+
+
+def http_backend(
+    park: Park,
+    reader: ParkReader,
+    *,
+    hub_url: str,
+    users: Users | None = None,
+    throttle: LoginThrottle | None = None,
+    meters: Callable[[], Mapping[str, object]] | None = None,
+) -> HttpBackend:
+    views = RegistryViews(park)
+    return HttpBackend(
+        operations=park.operations,
+        users=users if users is not None else Users(park.config.users),
+        throttle=throttle if throttle is not None else LoginThrottle(),
+        caller=_http_caller,
+        meters=meters if meters is not None else (lambda: views),  # type: ignore[arg-type]
+        health=reader.health,
+        statistics=reader.statistics,
+        clock_ms=park.clock.wall_ms,
+        hub_url=hub_url,
+        decimals=park.config.server.decimals,
+    )
+
+
+async def run_web(
+    park: Park,
+    *,
+    hub_url: str | None = None,
+    users: Users | None = None,
+    throttle: LoginThrottle | None = None,
+    hub_clients: Callable[[], int] | None = None,
+    meters: Callable[[], Mapping[str, object]] | None = None,
+    listen: ListenAddress | None = None,
+    task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the park's console and API on ``[http] listen`` until cancelled.
+
+    ``meters`` is the hub stream's ``current`` when the hub runs (its views are already
+    built); without it views are read from the actors per request. ``listen`` replaces the
+    config's address (tests: port 0 picks a free port)."""
+    probe = LoopProbe()
+    reader = ParkReader(park, probe, hub_clients)
+    backend = http_backend(park, reader, hub_url=hub_url or default_hub_url(park), users=users,
+                           throttle=throttle, meters=meters)
+    listen = listen or park.config.http.listen
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run)
+        server = await nursery.start(functools.partial(run_http, backend, listen.host,
+                                                       listen.port))
+        task_status.started(server)
