@@ -1,0 +1,110 @@
+// A small time-series line chart on a canvas: no library, redrawn whole when asked.
+//
+// The canvas is sized to its CSS box times devicePixelRatio (sharp on any screen); a
+// ResizeObserver redraws it when the layout changes. The y axis gets "nice" round ticks
+// (1, 2, 5 x 10^n) from 0 (or the minimum when negative) to above the maximum.
+
+const PAD = { left: 56, right: 12, top: 10, bottom: 24 };
+
+function niceStep(range, ticks) {
+  const raw = range / Math.max(1, ticks);
+  const power = 10 ** Math.floor(Math.log10(raw || 1));
+  for (const m of [1, 2, 5, 10]) {
+    if (m * power >= raw) return m * power;
+  }
+  return 10 * power;
+}
+
+function clock(t) {
+  const d = new Date(t);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export class LineChart {
+  constructor(canvas, { color = "#2f7de1", format = (v) => String(v), windowMs = 300_000 } = {}) {
+    this.canvas = canvas;
+    this.color = color;
+    this.format = format;
+    this.windowMs = windowMs;
+    this.points = [];
+    this.observer = new ResizeObserver(() => this.draw());
+    this.observer.observe(canvas);
+  }
+
+  setPoints(points) {
+    this.points = points;
+    this.draw();
+  }
+
+  draw() {
+    const canvas = this.canvas;
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    if (!width || !height) return; // hidden
+    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+      canvas.width = Math.round(width * ratio);
+      canvas.height = Math.round(height * ratio);
+    }
+    const g = canvas.getContext("2d");
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.clearRect(0, 0, width, height);
+    const styles = getComputedStyle(canvas);
+    const ink = styles.getPropertyValue("--chart-ink").trim() || "#6b7280";
+    const grid = styles.getPropertyValue("--chart-grid").trim() || "#e5e7eb";
+    g.font = "11px system-ui, sans-serif";
+
+    const now = this.points.length ? this.points[this.points.length - 1][0] : Date.now();
+    const t0 = now - this.windowMs;
+    const shown = this.points.filter(([t]) => t >= t0);
+    let lo = 0;
+    let hi = 1;
+    for (const [, v] of shown) {
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    const step = niceStep(hi - lo, 4);
+    lo = Math.floor(lo / step) * step;
+    hi = Math.ceil((hi * 1.05) / step) * step;
+    const plotW = width - PAD.left - PAD.right;
+    const plotH = height - PAD.top - PAD.bottom;
+    const x = (t) => PAD.left + ((t - t0) / this.windowMs) * plotW;
+    const y = (v) => PAD.top + plotH - ((v - lo) / (hi - lo || 1)) * plotH;
+
+    g.strokeStyle = grid;
+    g.fillStyle = ink;
+    g.lineWidth = 1;
+    g.textAlign = "right";
+    g.textBaseline = "middle";
+    for (let v = lo; v <= hi + step / 2; v += step) {
+      const yy = Math.round(y(v)) + 0.5;
+      g.beginPath();
+      g.moveTo(PAD.left, yy);
+      g.lineTo(width - PAD.right, yy);
+      g.stroke();
+      g.fillText(this.format(v), PAD.left - 6, yy);
+    }
+    g.textAlign = "center";
+    g.textBaseline = "top";
+    for (let i = 0; i <= 4; i++) {
+      const t = t0 + (this.windowMs * i) / 4;
+      g.fillText(clock(t), Math.min(Math.max(x(t), PAD.left + 24), width - PAD.right - 24),
+        height - PAD.bottom + 6);
+    }
+    if (shown.length < 2) return;
+    g.beginPath();
+    shown.forEach(([t, v], i) => (i ? g.lineTo(x(t), y(v)) : g.moveTo(x(t), y(v))));
+    g.strokeStyle = this.color;
+    g.lineWidth = 2;
+    g.lineJoin = "round";
+    g.stroke();
+    g.lineTo(x(shown[shown.length - 1][0]), y(lo));
+    g.lineTo(x(shown[0][0]), y(lo));
+    g.closePath();
+    g.globalAlpha = 0.12;
+    g.fillStyle = this.color;
+    g.fill();
+    g.globalAlpha = 1;
+  }
+}
