@@ -189,6 +189,9 @@ class HubSection:
 @attrs.frozen
 class HttpSection:
     listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+    hub_url: str = ""
+    """Where browsers reach the hub when that is not ``[hub] listen`` (a reverse proxy or a
+    TLS terminator in front of it); "" = ``ws://`` + ``[hub] listen``."""
 
 
 @attrs.frozen
@@ -822,7 +825,7 @@ class _ParkReader:
         calendar = self.read_calendar(root.table("calendar"), root.at("server"), server.timezone)
         server = attrs.evolve(server, timezone=calendar.timezone)
         hub = HubSection(self.read_listen(root.table("hub"), HubSection().listen))
-        http = HttpSection(self.read_listen(root.table("http"), HttpSection().listen))
+        http = self.read_http(root.table("http"))
         opcua = self.read_opcua(root.table("opcua"))
         users = self.read_users(root.tables("users"))
         self.read_profile_files(root)
@@ -939,6 +942,21 @@ class _ParkReader:
                 t.fail("listen", str(error))
         t.finish()
         return address
+
+    def read_http(self, t: _Table) -> HttpSection:
+        default = HttpSection()
+        listen = default.listen
+        if t.has("listen"):
+            try:
+                listen = parse_listen(t.raw("listen"))
+            except ValueError as error:
+                t.fail("listen", str(error))
+        hub_url = t.string("hub_url", "")
+        if hub_url and not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s]*)?", hub_url):
+            t.fail("hub_url", f'expected a websocket URL like "wss://park.example.com/hub", '
+                              f"got {_show(hub_url)}")
+        t.finish()
+        return HttpSection(listen=listen, hub_url=hub_url)
 
     def read_opcua(self, t: _Table) -> OpcUaSection:
         default = OpcUaSection()

@@ -166,8 +166,10 @@ def _role(role: str) -> Role:
     return cast(Role, role)
 
 
-def default_hub_url(park: Park) -> str:
-    return f"ws://{park.config.hub.listen}"
+def public_hub_url(park: Park, bound: str | None = None) -> str:
+    """Where browsers go for the hub: ``[http] hub_url`` when set (a proxy in front of the
+    hub), else the hub's address as bound, else as configured."""
+    return park.config.http.hub_url or bound or f"ws://{park.config.hub.listen}"
 
 
 def http_backend(
@@ -207,12 +209,14 @@ async def run_web(
 ) -> None:
     """Serve the park's console and API on ``[http] listen`` until cancelled.
 
+    ``hub_url`` is the hub's URL as it bound (``[http] hub_url`` overrides it for browsers).
+
     ``meters`` is the hub stream's ``current`` when the hub runs (its views are already
     built); without it views are read from the actors per request. ``listen`` replaces the
     config's address (tests: port 0 picks a free port)."""
     probe = LoopProbe()
     reader = ParkReader(park, probe, hub_clients)
-    backend = http_backend(park, reader, hub_url=hub_url or default_hub_url(park), users=users,
+    backend = http_backend(park, reader, hub_url=public_hub_url(park, hub_url), users=users,
                            throttle=throttle, meters=meters)
     listen = listen or park.config.http.listen
     async with trio.open_nursery() as nursery:
