@@ -943,21 +943,6 @@ class _ParkReader:
         t.finish()
         return address
 
-    def read_http(self, t: _Table) -> HttpSection:
-        default = HttpSection()
-        listen = default.listen
-        if t.has("listen"):
-            try:
-                listen = parse_listen(t.raw("listen"))
-            except ValueError as error:
-                t.fail("listen", str(error))
-        hub_url = t.string("hub_url", "")
-        if hub_url and not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s]*)?", hub_url):
-            t.fail("hub_url", f'expected a websocket URL like "wss://park.example.com/hub", '
-                              f"got {_show(hub_url)}")
-        t.finish()
-        return HttpSection(listen=listen, hub_url=hub_url)
-
     def read_opcua(self, t: _Table) -> OpcUaSection:
         default = OpcUaSection()
         endpoint = t.string("endpoint", default.endpoint)
@@ -977,6 +962,21 @@ class _ParkReader:
             certificate=self.base_dir / certificate if certificate else None,
             private_key=self.base_dir / private_key if private_key else None,
         )
+
+    def read_http(self, t: _Table) -> HttpSection:
+        default = HttpSection()
+        listen = default.listen
+        if t.has("listen"):
+            try:
+                listen = parse_listen(t.raw("listen"))
+            except ValueError as error:
+                t.fail("listen", str(error))
+        hub_url = t.string("hub_url", "")
+        if hub_url and not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s]*)?", hub_url):
+            t.fail("hub_url", f'expected a websocket URL like "wss://park.example.com/hub", '
+                              f"got {_show(hub_url)}")
+        t.finish()
+        return HttpSection(listen=listen, hub_url=hub_url)
 
     def read_users(self, tables: list[_Table]) -> tuple[User, ...]:
         users: list[User] = []
