@@ -50,7 +50,7 @@ def audit_json(entry: AuditEntryLike) -> dict[str, Any]:
         "channel": entry.channel,
         "address": entry.address,
         "command": entry.command,
-        "meter": entry.meter_id,
+        "meter_id": entry.meter_id,
         "target": entry.target,
         "reference": entry.reference,
         "detail": entry.detail,

@@ -214,6 +214,8 @@ def test_the_meter_table_draws_only_the_rows_in_view_of_10000(
     expect(page.locator("#meter-count")).to_have_text(
         f"{10_000 + live.meters:,} of {10_000 + live.meters:,} meters")
     assert page.locator(".vrow").count() < 80
+    page.fill("#meter-search", "x-")
+    expect(page.locator("#meter-count")).to_have_text(f"10,000 of {10_000 + live.meters:,} meters")
     page.click('#meter-table [data-sort="power_w"]')
     page.click('#meter-table [data-sort="power_w"]')  # descending
     expect(page.locator(".vrow:visible .c-power").first).to_have_text("4,999")
@@ -221,5 +223,5 @@ def test_the_meter_table_draws_only_the_rows_in_view_of_10000(
     expect(page.locator(".vrow:visible .c-power").last).to_have_text("0")
     assert page.locator(".vrow").count() < 80
     page.select_option("#filter-relay", "open")
-    expect(page.locator("#meter-count")).to_have_text(re.compile(r"^769 of 10,01\d meters$"))
+    expect(page.locator("#meter-count")).to_have_text(f"769 of {10_000 + live.meters:,} meters")
     assert took_ms < 1_000

@@ -154,7 +154,7 @@ async def test_admins_page_through_the_audit_log(tmp_path: Path) -> None:
         assert [e["reference"] for e in page["entries"]] == ["v-1", "a-2"]
         refused = page["entries"][0]
         assert (refused["user"], refused["role"], refused["channel"], refused["result"],
-                refused["code"], refused["command"], refused["meter"]) == (
+                refused["code"], refused["command"], refused["meter_id"]) == (
             "viewer", "viewer", "http", "refused", "forbidden", "topup", "M-1")
         assert refused["address"].startswith("127.0.0.1:")
         assert refused["ts"].endswith("Z")
