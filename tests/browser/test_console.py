@@ -10,8 +10,13 @@ from playwright.sync_api import Page, expect
 from tests.browser.live import LOGINS, LivePark
 
 
-def sign_in(page: Page, live: LivePark, user: str, password: str | None = None) -> None:
+def open_console(page: Page, live: LivePark) -> None:
     page.goto(live.http_url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")  # scripts wired
+
+
+def sign_in(page: Page, live: LivePark, user: str, password: str | None = None) -> None:
+    open_console(page, live)
     page.fill("#login-user", user)
     page.fill("#login-password", LOGINS[user] if password is None else password)
     page.click("#login-submit")
@@ -113,7 +118,7 @@ def test_an_alarm_is_seen_and_acknowledged(page: Page, live: LivePark) -> None:
 
 
 def test_the_language_switches_to_chinese_and_stays(page: Page, live: LivePark) -> None:
-    page.goto(live.http_url + "/")
+    open_console(page, live)
     expect(page.locator("#login-submit")).to_have_text("Sign in")
     page.select_option("#lang", "zh-CN")
     expect(page.locator("#login-submit")).to_have_text("登录")
