@@ -2,7 +2,8 @@
 //
 // The canvas is sized to its CSS box times devicePixelRatio (sharp on any screen); a
 // ResizeObserver redraws it when the layout changes. The y axis gets "nice" round ticks
-// (1, 2, 5 x 10^n) from 0 (or the minimum when negative) to above the maximum.
+// (1, 2, 5 x 10^n) from 0 (or the minimum when negative) to above the maximum. The time axis
+// spans what there is, at least minWindowMs (a fresh page) and at most windowMs.
 
 const PAD = { left: 56, right: 12, top: 10, bottom: 24 };
 
@@ -22,11 +23,15 @@ function clock(t) {
 }
 
 export class LineChart {
-  constructor(canvas, { color = "#2f7de1", format = (v) => String(v), windowMs = 300_000 } = {}) {
+  constructor(canvas, {
+    color = "#2f7de1", format = (v) => String(v), windowMs = 300_000, minWindowMs = 60_000,
+  } = {}) {
     this.canvas = canvas;
     this.color = color;
     this.format = format;
-    this.windowMs = windowMs;
+    this.maxWindowMs = windowMs;
+    this.minWindowMs = Math.min(minWindowMs, windowMs);
+    this.windowMs = this.minWindowMs;
     this.points = [];
     this.observer = new ResizeObserver(() => this.draw());
     this.observer.observe(canvas);
@@ -56,6 +61,8 @@ export class LineChart {
     g.font = "11px system-ui, sans-serif";
 
     const now = this.points.length ? this.points[this.points.length - 1][0] : Date.now();
+    const span = this.points.length ? now - this.points[0][0] : 0;
+    this.windowMs = Math.min(this.maxWindowMs, Math.max(this.minWindowMs, span));
     const t0 = now - this.windowMs;
     const shown = this.points.filter(([t]) => t >= t0);
     let lo = 0;

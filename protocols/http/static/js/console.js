@@ -424,7 +424,8 @@ function renderMeter() {
   $("#act-auto").disabled = m.relay_reason !== "manual";
   $("#act-lockout").disabled = m.relay_reason !== "overload";
   meterChart ||= new LineChart($("#meter-chart"), {
-    color: "#e08a1e", format: (v) => formatNumber(v, 0), windowMs: 120_000 });
+    color: "#e08a1e", format: (v) => formatNumber(v, 0), windowMs: 120_000,
+    minWindowMs: 30_000 });
   meterChart.setPoints(store.powerHistory(currentMeter));
 }
 

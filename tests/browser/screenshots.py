@@ -1,0 +1,49 @@
+"""Screenshots of the console for the docs: ``python -m tests.browser.screenshots``.
+
+Runs a 200-meter park (simulator + server, as ``wattkeeper demo`` does, on free ports), signs
+in as the operator in headless Chromium, lets the load chart fill for ``--seconds`` and writes
+``docs/console-overview.png`` and ``docs/console-meters.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.live import LOGINS, REPO, live_park
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="how long the load chart fills before the shot (default 40)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory, \
+            live_park(Path(directory), meters=200, gateways=4) as park, \
+            sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 820}, locale="en-US")
+        page.goto(park.http_url + "/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        page.fill("#login-user", "op")
+        page.fill("#login-password", LOGINS["op"])
+        page.click("#login-submit")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "online")
+        time.sleep(args.seconds)
+        page.screenshot(path=str(args.out / "console-overview.png"))
+        page.click("a[data-view=meters]")
+        page.click('#meter-table [data-sort="balance"]')
+        time.sleep(1.5)
+        page.screenshot(path=str(args.out / "console-meters.png"))
+        browser.close()
+    print("wrote", args.out / "console-overview.png", "and", args.out / "console-meters.png")
+
+
+if __name__ == "__main__":
+    main()
