@@ -118,9 +118,9 @@ class TcpProxy:
 
 
 def park_toml(data_dir: Path, *, meters: int, gateways: int, gateway_port: int,
-              hub_port: int, http_port: int, hub_url: str) -> str:
+              hub_port: int, http_port: int, hub_url: str, nearly_empty: str = "0.50") -> str:
     """Users op / viewer / admin; every 5th meter starts low (a low-balance alarm), every
-    7th nearly empty (cut off soon)."""
+    7th nearly empty (``nearly_empty``: 0.50 lasts minutes, 0.03 seconds)."""
     per_gateway = -(-meters // gateways)
     parts = [f"""
 [server]
@@ -161,7 +161,7 @@ window = 8
 """)
     for n in range(meters):
         gateway, unit = divmod(n, per_gateway)
-        opening = "0.50" if n % 7 == 6 else "30.00" if n % 5 == 4 else "300.00"
+        opening = nearly_empty if n % 7 == 6 else "30.00" if n % 5 == 4 else "300.00"
         parts.append(f"""
 [[meters]]
 id = "M-{n + 1:04d}"
@@ -220,7 +220,8 @@ def _wait_for(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: flo
 
 
 @contextlib.contextmanager
-def live_park(directory: Path, *, meters: int = 12, gateways: int = 1) -> Iterator[LivePark]:
+def live_park(directory: Path, *, meters: int = 12, gateways: int = 1,
+              nearly_empty: str = "0.50") -> Iterator[LivePark]:
     hub_port, http_port = free_port(), free_port()
     gateway_port = free_port()  # consecutive ports for several gateways: probed one by one
     while gateways > 1 and not all(_is_free(gateway_port + g) for g in range(gateways)):
@@ -230,7 +231,8 @@ def live_park(directory: Path, *, meters: int = 12, gateways: int = 1) -> Iterat
     data_dir = directory / "data"
     config.write_text(park_toml(data_dir, meters=meters, gateways=gateways,
                                 gateway_port=gateway_port, hub_port=hub_port,
-                                http_port=http_port, hub_url=proxy.url))
+                                http_port=http_port, hub_url=proxy.url,
+                                nearly_empty=nearly_empty))
     processes = [_wattkeeper("sim", "--config", str(config), log=directory / "sim.log")]
     try:
         processes.append(_wattkeeper("serve", "--config", str(config),

@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, \
-            live_park(Path(directory), meters=200, gateways=4) as park, \
+            live_park(Path(directory), meters=200, gateways=4,
+                      nearly_empty="0.03") as park, \
             sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1360, "height": 820}, locale="en-US")
@@ -35,10 +36,13 @@ def main() -> None:
         page.fill("#login-password", LOGINS["op"])
         page.click("#login-submit")
         expect(page.locator("#conn")).to_have_attribute("data-state", "online")
+        for meter in ("M-0012", "M-0031"):  # two meters opened for maintenance
+            page.evaluate("meter => window.wattkeeper.hub.command('relay', {meter, "
+                          "action: 'open', reason: 'maintenance'})", meter)
         time.sleep(args.seconds)
         page.screenshot(path=str(args.out / "console-overview.png"))
         page.click("a[data-view=meters]")
-        page.click('#meter-table [data-sort="balance"]')
+        page.locator("#meter-rows").evaluate("body => body.scrollTop = 4 * 30")
         time.sleep(1.5)
         page.screenshot(path=str(args.out / "console-meters.png"))
         browser.close()
