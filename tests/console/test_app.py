@@ -1,0 +1,259 @@
+"""The terminal console, headless (textual's pilot), against the fake hub.
+
+Plain ``def`` tests that call ``asyncio.run``: textual runs on asyncio, and pytest-trio's
+trio_mode would run an ``async def`` test under trio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+from protocols.console.app import AskScreen, ConsoleApp
+from protocols.console.client import Backoff, ConnectionState, ConsoleClient
+from protocols.console.session import ConsoleSession
+from tests.console.fake_hub import FakeHub, meter_message
+
+SIZE = (140, 40)
+
+
+def _park(count: int = 30) -> list[dict[str, Any]]:
+    return [
+        meter_message(f"M-{n:04d}", tenant="acme" if n % 3 else "bolt", gateway=f"gw{n % 2 + 1}",
+                      balance=f"{n * 10}.00", power_w=100.0 * n)
+        for n in range(1, count + 1)
+    ]
+
+
+async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str,
+                timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def meters_table(app: ConsoleApp) -> DataTable[Any]:
+    return app.query_one("#meters-table", DataTable)
+
+
+def cell(app: ConsoleApp, meter: str, column: str) -> str:
+    return str(meters_table(app).get_cell(meter, column))
+
+
+def run_app(hub: FakeHub, user: str, password: str,
+            body: Callable[[ConsoleApp, Pilot[None]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        url = await hub.start()
+        try:
+            session = ConsoleSession(url, ConsoleClient(user, password),
+                                     backoff=Backoff(initial_s=0.1, max_s=0.5))
+            await session.login()
+            app = ConsoleApp(session)
+            async with app.run_test(size=SIZE) as pilot:
+                await until(pilot, lambda: meters_table(app).row_count == len(hub.meters),
+                            "the first screen of meters")
+                await body(app, pilot)
+        finally:
+            await hub.stop()
+
+    asyncio.run(main())
+
+
+def test_log_in_and_see_the_meters_and_the_park() -> None:
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        assert cell(app, "M-0003", "balance") == "30.00"
+        assert cell(app, "M-0003", "tenant") == "bolt"
+        status = str(app.query_one("#status", Static).render())
+        assert "live" in status and "op (operator)" in status
+        await pilot.press("1")
+        await until(pilot, lambda: "Total load" in str(app.query_one("#park", Static).render()),
+                    "the overview")
+        overview = str(app.query_one("#park", Static).render())
+        assert "46.5 kW" in overview  # 100 W * (1 + ... + 30)
+        assert "4650.00" in overview
+        assert app.query_one("#gateways", DataTable).row_count == 1
+
+    run_app(FakeHub(_park()), "op", "op-secret", body)
+
+
+def test_filter_by_text_tenant_gateway_relay_and_sort() -> None:
+    hub = FakeHub(_park())
+    hub.meters["M-0005"].update(relay="open", relay_reason="zero_balance", alarm="zero_balance")
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        table = meters_table(app)
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"tenant:bolt gw:gw2", "enter")
+        # bolt: multiples of 3; gw2: odd numbers -> 3, 9, 15, 21, 27
+        assert [str(k.value) for k in table.rows] == ["M-0003", "M-0009", "M-0015", "M-0021",
+                                                      "M-0027"]
+        app.apply_filter("relay:open")
+        assert table.row_count == 1 and cell(app, "M-0005", "alarm") == "zero_balance"
+        app.apply_filter("M-001")
+        assert table.row_count == 10
+        app.apply_filter("colour:red")
+        assert "unknown filter" in str(app.query_one("#filter-error").render())
+        assert table.row_count == 10  # the last good filter stays
+        app.apply_filter("")
+        app.sort_by("balance", reverse=True)
+        assert str(table.coordinate_to_cell_key((0, 0)).row_key.value) == "M-0030"
+        # A meter that starts matching the filter appears without the operator doing anything.
+        app.apply_filter("alarm:any")
+        assert table.row_count == 1
+        await hub.set_meter("M-0007", alarm="low_balance")
+        await until(pilot, lambda: table.row_count == 2, "M-0007 to join the filtered table")
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_top_up_and_see_the_balance_change() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        table = meters_table(app)
+        table.move_cursor(row=table.get_row_index("M-0002"))
+        await pilot.press("t")
+        assert isinstance(app.screen, AskScreen)
+        await pilot.press(*"abc", "enter")  # not an amount: the dialog says so and stays
+        assert isinstance(app.screen, AskScreen)
+        assert "not a number" in str(app.screen.query_one("#ask-error").render())
+        app.screen.query_one("#ask-input", Input).value = ""
+        await pilot.press(*"100.50", "enter")
+        await until(pilot, lambda: cell(app, "M-0002", "balance") == "120.50",
+                    "the new balance in the table")
+        await until(pilot, lambda: any("applied" in m for m in app.messages), "the ack")
+        topups = [f for f in hub.received if f["type"] == "topup"]
+        assert [(f["meter"], f["amount"]) for f in topups] == [("M-0002", "100.50")]
+        # Relay open for maintenance, then back to automatic.
+        await pilot.press("o")
+        await pilot.press("enter")  # the reason field's default, "maintenance"
+        await until(pilot, lambda: cell(app, "M-0002", "relay") == "open (manual)",
+                    "the relay open")
+        await pilot.press("a")
+        await pilot.press("enter")  # confirm
+        await until(pilot, lambda: cell(app, "M-0002", "relay") == "closed", "relay auto")
+        relays = [(f["action"], f.get("reason")) for f in hub.received if f["type"] == "relay"]
+        assert relays == [("open", "maintenance"), ("auto", None)]
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_the_servers_error_message_is_shown() -> None:
+    hub = FakeHub(_park())
+    hub.refusals["reset_lockout"] = ("unavailable", "storage is down: nothing was done")
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        await pilot.press("l", "enter")
+        await until(pilot, lambda: any("storage is down" in m for m in app.messages),
+                    "the refusal")
+        assert "(unavailable)" in app.messages[-1]
+        assert not app.client.pending
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_acknowledge_an_alarm() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        alarm = await hub.raise_alarm("M-0004", "low_balance")
+        alarms = app.query_one("#alarms-table", DataTable)
+        await until(pilot, lambda: alarms.row_count == 1, "the alarm in the list")
+        await pilot.press("3")
+        assert str(alarms.get_cell(alarm, "state")) == "active"
+        await pilot.press("k", "enter")
+        await until(pilot, lambda: str(alarms.get_cell(alarm, "state")) == "acknowledged",
+                    "the alarm acknowledged")
+        assert [f["alarm"] for f in hub.received if f["type"] == "ack_alarm"] == [alarm]
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_a_viewer_has_no_command_keys_and_sends_nothing() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        assert "read-only" in str(app.query_one("#status", Static).render())
+        for key in ("t", "o", "a", "l"):
+            await pilot.press(key)
+            assert not isinstance(app.screen, AskScreen), key
+        footer_actions = {binding.action for _, binding, enabled, _ in app.active_bindings.values()
+                          if enabled}
+        assert not footer_actions & {"top_up", "open_relay", "auto_relay", "reset_lockout"}
+        # Even if the app were asked directly, the client refuses before sending.
+        app._send(lambda: app.client.top_up("M-0001", "10.00"))
+        assert "viewers cannot command" in app.messages[-1]
+        await pilot.pause(0.2)
+        commands = [f for f in hub.received if f["type"] not in ("hello", "subscribe")]
+        assert commands == []
+
+    run_app(hub, "view", "view-secret", body)
+
+
+def test_reconnect_after_the_server_drops_the_connection() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        status = app.query_one("#status", Static)
+        await hub.drop_all()
+        await until(pilot, lambda: app.session.status.state is not ConnectionState.LIVE,
+                    "the console to notice")
+        # While it is away a meter changes; the resubscribed snapshot brings it.
+        hub.meters["M-0001"]["balance"] = "999.00"
+        await until(pilot, lambda: app.session.status.state is ConnectionState.LIVE
+                    and cell(app, "M-0001", "balance") == "999.00", "the reconnect")
+        assert "live" in str(status.render())
+        assert app.session.connections == 2
+        # The second hello used the session token, not the password.
+        assert "token" in hub.hellos[-1] and "password" not in hub.hellos[-1]
+        subscribes = [f for f in hub.received if f["type"] == "subscribe"]
+        assert len(subscribes) == 2 and all(f["batch"] is True for f in subscribes)
+        # Deltas flow again on the new connection.
+        await hub.set_meter("M-0001", balance="5.00")
+        await until(pilot, lambda: cell(app, "M-0001", "balance") == "5.00", "a new delta")
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_offline_status_says_why_and_when_it_retries() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        await hub.stop()   # no server at all now: reconnects fail until it is back
+        await hub.drop_all()
+        await until(pilot, lambda: "reconnecting in" in app.status_text(), "the offline status")
+        assert "offline" in app.status_text()
+        # A command now is refused locally, with a reason.
+        app._send(lambda: app.client.top_up("M-0001", "10.00"))
+        assert "not connected" in app.messages[-1]
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_a_command_whose_answer_was_lost_is_sent_again_with_the_same_id() -> None:
+    hub = FakeHub(_park())
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        hub.hold_answers = True
+        app._send(lambda: app.client.top_up("M-0001", "5.00"))
+        await until(pilot, lambda: any(f["type"] == "topup" for f in hub.received),
+                    "the top-up at the hub")
+        hub.hold_answers = False
+        await hub.drop_all()
+        await until(pilot, lambda: not app.client.pending, "the answer after the reconnect")
+        topups = [f for f in hub.received if f["type"] == "topup"]
+        assert len(topups) == 2 and topups[0]["id"] == topups[1]["id"]
+        assert hub.meters["M-0001"]["balance"] == "15.00"  # applied once
+        await until(pilot, lambda: any("duplicate" in m for m in app.messages),
+                    "the repeat's answer shown")
+        assert any("sent 1 unanswered command" in m for m in app.messages)
+
+    run_app(hub, "op", "op-secret", body)
