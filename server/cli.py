@@ -63,6 +63,39 @@ def _check(args: argparse.Namespace) -> int:
     return run_check_command(args)
 
 
+PASSWORD_ENV: Final = "WATTKEEPER_PASSWORD"
+"""``wattkeeper console`` takes the password from here when set (scripts), else prompts."""
+
+
+def _console(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+    import ssl
+
+    from protocols.console.app import run_console
+    from protocols.console.session import ConsoleError
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        try:
+            password = getpass.getpass(f"password for {args.user} at {args.url}: ")
+        except EOFError:
+            raise UserError(f"no password given (type it at the prompt, or set {PASSWORD_ENV})"
+                            ) from None
+    context = None
+    if args.cafile is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(args.cafile))
+        except (OSError, ssl.SSLError) as error:
+            raise UserError(f"cannot read the CA file {args.cafile}: {error}") from None
+    try:
+        run_console(args.url, args.user, password, open_timeout_s=args.timeout,
+                    ssl_context=context)
+    except ConsoleError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
 BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
 """What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
 
@@ -138,6 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seconds", type=float, default=None,
                      help="stop after this many seconds (default: run until Ctrl-C)")
     sim.set_defaults(run=_sim)
+
+    console = commands.add_parser(
+        "console", help="terminal console over the websocket hub (docs/console.md)",
+        description="The operators' terminal console. The password is prompted for (never "
+                    f"on the command line); scripts may set {PASSWORD_ENV} instead.",
+    )
+    console.add_argument("--url", required=True, metavar="ws://HOST:PORT",
+                         help="the hub's address ([hub] listen; wss:// when it has TLS)")
+    console.add_argument("--user", required=True, metavar="U", help="user name ([[users]])")
+    console.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="give up connecting or logging in after this long (default 10)")
+    console.add_argument("--cafile", type=Path, default=None, metavar="PEM",
+                         help="trust this CA (or self-signed certificate) for wss://")
+    console.set_defaults(run=_console)
 
     check = commands.add_parser(
         "check", help="verify a data directory, read-only (safe while the server runs)"

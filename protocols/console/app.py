@@ -24,8 +24,12 @@ they are hidden from the footer and refused (:meth:`ConsoleApp.check_action`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import ssl
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Final
 
 from rich.text import Text
@@ -33,6 +37,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.logging import TextualHandler
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import (
@@ -61,20 +66,14 @@ from protocols.console.client import (
     Welcomed,
     check_amount,
 )
-from protocols.console.model import SORT_COLUMNS, AlarmRow, MeterQuery, MeterRow
-from protocols.console.session import ConsoleSession
+from protocols.console.model import SORT_COLUMNS, AlarmRow, MeterQuery
+from protocols.console.session import ConsoleError, ConsoleSession
+from protocols.console.table import MeterTable, clock_time
 
 __all__ = ["ConsoleApp", "run_console"]
 
 REFRESH_S: Final = 0.1
 REBUILD_EVERY_S: Final = 1.0
-
-METER_COLUMNS: Final = (
-    ("Meter", "meter"), ("Tenant", "tenant"), ("Gateway", "gateway"), ("Balance", "balance"),
-    ("Power W", "power"), ("Energy kWh", "energy"), ("Relay", "relay"), ("Alarm", "alarm"),
-    ("Online", "online"), ("Updated", "updated"),
-)
-assert tuple(key for _, key in METER_COLUMNS) == tuple(SORT_COLUMNS)
 
 ALARM_COLUMNS: Final = (
     ("Alarm", "alarm"), ("Meter", "meter"), ("Kind", "kind"), ("Level", "level"),
@@ -84,37 +83,10 @@ ALARM_COLUMNS: Final = (
 Cells = tuple[str, ...]
 
 
-def meter_cells(row: MeterRow) -> Cells:
-    """A meter row's cells as plain text (compared to skip cells that did not change)."""
-    relay = row.relay + (f" ({row.relay_reason})" if row.relay_reason else "")
-    online = "faulted" if row.faulted else ("online" if row.online else "offline")
-    return (row.meter, row.tenant, row.gateway, row.balance, f"{row.power_w:,.0f}",
-            f"{row.energy_kwh:,.3f}", relay, row.alarm, online, _clock_time(row.ts))
-
-
-def _styled(column: int, text: str) -> str | Text:
-    """Colour what an operator must notice: an open relay, an alarm, a meter not online."""
-    if column == 6 and text.startswith("open"):
-        return Text(text, style="bold red")
-    if column == 7 and text != "none":
-        return Text(text, style="bold yellow")
-    if column == 8 and text != "online":
-        return Text(text, style="red")
-    if column == 3 and text.startswith("-"):
-        return Text(text, style="red")
-    return text
-
-
-def _clock_time(ts: str) -> str:
-    """``2026-11-22T10:15:00.123Z`` -> ``10:15:00`` (the table has no room for the date)."""
-    _, _, clock = ts.partition("T")
-    return clock[:8] if clock else ts
-
-
 def alarm_cells(row: AlarmRow) -> Cells:
     state = "acknowledged" if row.acknowledged else row.state
     return (row.alarm, row.meter or "(park)", row.kind, str(row.level), state,
-            _clock_time(row.ts), row.detail)
+            clock_time(row.ts), row.detail)
 
 
 # --- dialogs -------------------------------------------------------------------------------
@@ -229,7 +201,6 @@ class ConsoleApp(App[None]):
         self.query_filter = MeterQuery()
         self.sort_column = "meter"
         self.sort_reverse = False
-        self._shown: dict[str, Cells] = {}    # meter id -> cells as on screen
         self._rebuild_wanted = True
         self._last_rebuild = 0.0
         self._alarm_ids: list[str] = []
@@ -249,8 +220,7 @@ class ConsoleApp(App[None]):
                                   id="filter")
         self.filter_info = Label("", id="filter-info")
         self.filter_error = Label("", id="filter-error")
-        self.meters_table: DataTable[Any] = DataTable(id="meters-table", cursor_type="row",
-                                                      zebra_stripes=True)
+        self.meters_table = MeterTable(session.client.model.meters, id="meters-table")
         self.alarms_table: DataTable[Any] = DataTable(id="alarms-table", cursor_type="row",
                                                       zebra_stripes=True)
 
@@ -275,9 +245,6 @@ class ConsoleApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        meters = self.meters_table
-        for label, key in METER_COLUMNS:
-            meters.add_column(label, key=key)
         alarms = self.alarms_table
         for label, key in ALARM_COLUMNS:
             alarms.add_column(label, key=key)
@@ -285,7 +252,7 @@ class ConsoleApp(App[None]):
         for label, key in (("Gateway", "gateway"), ("Online", "online"), ("Meters", "meters"),
                            ("Polls", "polls"), ("Failures", "failures")):
             gateways.add_column(label, key=key)
-        meters.focus()
+        self.meters_table.focus()
         self._runner = asyncio.create_task(self._run_session())
         self._timer = self.set_interval(REFRESH_S, self.refresh_from_model)
         self.refresh_from_model()
@@ -321,41 +288,27 @@ class ConsoleApp(App[None]):
     def _update_meters(self, changed: frozenset[str], removed: frozenset[str]) -> None:
         table = self.meters_table
         meters = self.client.model.meters
-        if removed & self._shown.keys():
+        if any(table.shows(meter) for meter in removed):
             self._rebuild_wanted = True
-        for meter in changed:
-            row = meters.get(meter)
-            if row is None:
-                continue
-            on_screen = self._shown.get(meter)
-            if self.query_filter.matches(row) != (on_screen is not None):
-                self._rebuild_wanted = True
-                continue
-            if on_screen is None:
-                continue
-            cells = meter_cells(row)
-            for column, (old, new) in enumerate(zip(on_screen, cells, strict=True)):
-                if old != new:
-                    table.update_cell(meter, METER_COLUMNS[column][1], _styled(column, new))
-            self._shown[meter] = cells
+        if not self._rebuild_wanted:
+            for meter in changed:
+                row = meters.get(meter)
+                if row is not None and self.query_filter.matches(row) != table.shows(meter):
+                    self._rebuild_wanted = True  # it starts or stops matching the filter
+                    break
+        table.refresh_meters(changed)
         now = time.monotonic()
         if self._rebuild_wanted and now - self._last_rebuild >= REBUILD_EVERY_S:
-            self._rebuild_meters(table)
+            self._rebuild_meters()
             self._last_rebuild = now
 
-    def _rebuild_meters(self, table: DataTable[Any]) -> None:
+    def _rebuild_meters(self) -> None:
         self._rebuild_wanted = False
         rows = self.query_filter.select(self.client.model.meters.values())
         rows.sort(key=SORT_COLUMNS[self.sort_column], reverse=self.sort_reverse)
-        cursor = self.selected_meter()
-        table.clear()
-        self._shown = {}
-        for row in rows:
-            cells = meter_cells(row)
-            table.add_row(*(_styled(i, text) for i, text in enumerate(cells)), key=row.meter)
-            self._shown[row.meter] = cells
-        if cursor in self._shown:
-            table.move_cursor(row=table.get_row_index(cursor), animate=False)
+        table = self.meters_table
+        table.sort_column, table.sort_reverse = self.sort_column, self.sort_reverse
+        table.set_order([row.meter for row in rows])
         arrow = "descending" if self.sort_reverse else "ascending"
         self.filter_info.update(
             f"{len(rows):,} of {len(self.client.model.meters):,} meters, by {self.sort_column} "
@@ -438,6 +391,7 @@ class ConsoleApp(App[None]):
             self.refresh_bindings()
         elif isinstance(event, Live):
             self._rebuild_wanted = True
+            self._last_rebuild = 0.0  # the whole snapshot is in: show it now, not in a second
         elif isinstance(event, Answered):
             meter = event.command.description
             if event.ok:
@@ -461,11 +415,7 @@ class ConsoleApp(App[None]):
     # --- selection -------------------------------------------------------------------------
 
     def selected_meter(self) -> str | None:
-        table = self.meters_table
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return str(key) if key is not None else None
+        return self.meters_table.cursor_meter
 
     def selected_alarm(self) -> str | None:
         table = self.alarms_table
@@ -524,7 +474,7 @@ class ConsoleApp(App[None]):
         self._rebuild_now()
 
     def _rebuild_now(self) -> None:
-        self._rebuild_meters(self.meters_table)
+        self._rebuild_meters()
         self._last_rebuild = time.monotonic()
 
     def sort_by(self, column: str, *, reverse: bool | None = None) -> None:
@@ -542,9 +492,9 @@ class ConsoleApp(App[None]):
     def action_reverse_sort(self) -> None:
         self.sort_by(self.sort_column, reverse=not self.sort_reverse)
 
-    @on(DataTable.HeaderSelected, "#meters-table")
-    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        self.sort_by(str(event.column_key.value))
+    @on(MeterTable.HeaderClicked)
+    def _header_clicked(self, event: MeterTable.HeaderClicked) -> None:
+        self.sort_by(event.column)
 
     async def action_reconnect(self) -> None:
         await self.session.drop()
@@ -617,19 +567,40 @@ class ConsoleApp(App[None]):
 # --- the command ---------------------------------------------------------------------------
 
 def run_console(url: str, user: str, password: str, *, open_timeout_s: float = 10.0,
+                ssl_context: ssl.SSLContext | None = None,
                 app_hook: Callable[[ConsoleApp], None] | None = None,
                 headless: bool = False) -> None:
-    """``wattkeeper console``: log in (a :class:`ConsoleError` with words if that fails), then
-    take over the terminal until the operator quits."""
-    asyncio.run(_console(url, user, password, open_timeout_s, app_hook, headless))
+    """``wattkeeper console``: log in, then take over the terminal until the operator quits.
+
+    Raises :class:`ConsoleError` with words when the hub cannot be reached or refuses the
+    login (before the terminal is touched). ``headless`` and ``app_hook`` are for tests.
+    """
+    asyncio.run(_console(ConsoleSession(url, ConsoleClient(user, password),
+                                        open_timeout_s=open_timeout_s, ssl_context=ssl_context),
+                         app_hook, headless))
 
 
-async def _console(url: str, user: str, password: str, open_timeout_s: float,
-                   app_hook: Callable[[ConsoleApp], None] | None, headless: bool) -> None:
-    session = ConsoleSession(url, ConsoleClient(user, password), open_timeout_s=open_timeout_s)
+async def _console(session: ConsoleSession, app_hook: Callable[[ConsoleApp], None] | None,
+                   headless: bool) -> None:
     await session.login()
+    if not headless and not sys.stdout.isatty():
+        await session.close()
+        raise ConsoleError("the console draws in a terminal, and standard output is not one")
     app = ConsoleApp(session)
     if app_hook is not None:
         app_hook(app)
-    await app.run_async(headless=headless)
+    with _logs_into_the_app():
+        await app.run_async(headless=headless)
 
+
+@contextlib.contextmanager
+def _logs_into_the_app() -> Iterator[None]:
+    """While the app owns the terminal, a log line written to stderr would land in the middle
+    of the screen: log records go to textual's log (its devtools console) instead."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [TextualHandler(stderr=False)]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved

@@ -7,7 +7,9 @@ without a park behind it. It runs on the websockets asyncio server, in the test'
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -16,6 +18,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from policies.money import format_amount, parse_amount
+
+# Its connection-open/closed lines are noise in the tests' captured stderr.
+LOG = logging.getLogger("tests.console.fake_hub")
+LOG.setLevel(logging.WARNING)
 
 USERS = {"op": ("op-secret", "operator"), "view": ("view-secret", "viewer"),
          "boss": ("boss-secret", "admin")}
@@ -51,7 +57,7 @@ class FakeHub:
         self.url = ""
 
     async def start(self) -> str:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", 0, logger=LOG)
         port = next(iter(self._server.sockets)).getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
         return self.url
@@ -227,10 +233,8 @@ class FakeHub:
                 "relay_reason": meter["relay_reason"]}
 
     async def _send(self, connection: ServerConnection, message: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await connection.send(json.dumps(message))
-        except ConnectionClosed:
-            pass
 
 
 def _error(command_id: object, code: str, message: str) -> dict[str, Any]:
