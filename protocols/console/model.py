@@ -24,6 +24,7 @@ dropped at its end.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -56,7 +57,7 @@ class MeterRow:
     tenant: str
     gateway: str
     balance: str          # decimal string, the currency's minor units (as the wire has it)
-    power_w: float
+    power_w: float        # NaN when the hub sent null (no finite reading)
     energy_kwh: float
     relay: str            # "closed" (supply on) | "open"
     relay_reason: str | None
@@ -150,6 +151,13 @@ def _number(message: Mapping[str, Any], name: str) -> float:
     return float(_field(message, name, (int, float)))
 
 
+def _reading(message: Mapping[str, Any], name: str) -> float:
+    """A measured value; null when the meter's last value was not a finite number."""
+    if message.get(name) is None and name in message:
+        return math.nan
+    return _number(message, name)
+
+
 def _decimal(text: str) -> Decimal:
     try:
         return Decimal(text)
@@ -169,7 +177,7 @@ def meter_row(message: Mapping[str, Any]) -> MeterRow:
         # The contract's own example has no gateway; the hub sends it (docs/protocol.md).
         gateway=str(message.get("gateway") or ""),
         balance=balance,
-        power_w=_number(message, "power_w"),
+        power_w=_reading(message, "power_w"),
         energy_kwh=_number(message, "energy_kwh"),
         relay=_field(message, "relay", str),
         relay_reason=_field(message, "relay_reason", (str, type(None))),
@@ -445,7 +453,8 @@ SORT_COLUMNS: Final[Mapping[str, Callable[[MeterRow], Any]]] = {
     "tenant": lambda row: (row.tenant, row.meter),
     "gateway": lambda row: (row.gateway, row.meter),
     "balance": lambda row: (row.balance_value, row.meter),
-    "power": lambda row: (row.power_w, row.meter),
+    "power": lambda row: (math.isnan(row.power_w), 0.0 if math.isnan(row.power_w) else row.power_w,
+                          row.meter),
     "energy": lambda row: (row.energy_kwh, row.meter),
     "relay": lambda row: (row.relay, row.relay_reason or "", row.meter),
     "alarm": lambda row: (row.alarm == "none", row.alarm, row.meter),

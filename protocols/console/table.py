@@ -22,6 +22,7 @@ keeps the cursor on the same meter when it is still shown.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Final
 
@@ -62,7 +63,8 @@ def meter_cells(row: MeterRow) -> Cells:
     """A meter's cells as text, in :data:`COLUMNS` order."""
     relay = row.relay + (f" ({row.relay_reason})" if row.relay_reason else "")
     online = "faulted" if row.faulted else ("online" if row.online else "offline")
-    return (row.meter, row.tenant, row.gateway, row.balance, f"{row.power_w:,.0f}",
+    power = "-" if math.isnan(row.power_w) else f"{row.power_w:,.0f}"
+    return (row.meter, row.tenant, row.gateway, row.balance, power,
             f"{row.energy_kwh:,.3f}", relay, row.alarm, online, clock_time(row.ts))
 
 
@@ -218,9 +220,11 @@ class MeterTable(ScrollView, can_focus=True):
         rows_in_view = max(1, self.size.height - 1)
         top = int(self.scroll_y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True,
+                           force=True)
         elif self.cursor >= top + rows_in_view:
-            self.scroll_to(y=self.cursor - rows_in_view + 1, animate=False)
+            self.scroll_to(y=self.cursor - rows_in_view + 1, animate=False, immediate=True,
+                           force=True)
 
     def _move(self, cursor: int) -> None:
         if not self.order:

@@ -268,3 +268,62 @@ def test_a_command_whose_answer_was_lost_is_sent_again_with_the_same_id() -> Non
         assert any("sent 1 unanswered command" in m for m in app.messages)
 
     run_app(hub, "op", "op-secret", body)
+
+
+def test_the_meter_table_scrolls_keeps_its_cursor_and_sorts_by_a_header_click() -> None:
+    hub = FakeHub(_park(300))
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        table = meters_table(app)
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.cursor_meter == "M-0300"
+        lines = screen_lines(table)
+        assert lines[-1].startswith("M-0300") and lines[0].startswith("Meter")  # header stays
+        await pilot.press("home", "down", "down", "pagedown")
+        rows_per_page = table.size.height - 2
+        assert table.cursor_meter == f"M-{3 + rows_per_page:04d}"
+        # A re-sort keeps the cursor on its meter.
+        chosen = table.cursor_meter
+        app.sort_by("balance", reverse=True)
+        assert table.cursor_meter == chosen and table.order[0] == "M-0300"
+        assert chosen is not None and screen_lines(table)[1:].count(
+            next(line for line in screen_lines(table) if line.startswith(chosen))) == 1
+        # Clicking the Tenant header sorts by tenant.
+        await pilot.click(MeterTable, offset=(14, 0))
+        assert app.sort_column == "tenant" and table.order[:2] == ["M-0001", "M-0002"]
+        assert "Tenant ▲" in screen_lines(table)[0]
+        # A click on a row moves the cursor there (line 3: the third row in view).
+        top = int(table.scroll_y)
+        await pilot.click(MeterTable, offset=(2, 3))
+        assert table.cursor == top + 2
+
+    run_app(hub, "op", "op-secret", body)
+
+
+def test_run_console_logs_in_and_runs_the_app_until_it_quits() -> None:
+    from protocols.console.app import run_console
+
+    hub = FakeHub(_park(5))
+    seen: list[int] = []
+
+    async def serve_and_run() -> None:
+        url = await hub.start()
+
+        def hook(app: ConsoleApp) -> None:
+            async def quit_when_live() -> None:
+                while app.meters_table.row_count < 5:
+                    await asyncio.sleep(0.05)
+                seen.append(app.meters_table.row_count)
+                app.exit()
+
+            app.call_later(lambda: asyncio.ensure_future(quit_when_live()))
+
+        loop = asyncio.get_running_loop()
+        # run_console runs its own event loop: in a thread, next to the hub's.
+        await loop.run_in_executor(None, lambda: run_console(url, "op", "op-secret",
+                                                             app_hook=hook, headless=True))
+        await hub.stop()
+
+    asyncio.run(serve_and_run())
+    assert seen == [5]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from protocols.console.model import (
@@ -12,6 +14,7 @@ from protocols.console.model import (
     meter_row,
     sort_key,
 )
+from protocols.console.table import meter_cells
 from tests.console.fake_hub import meter_message
 
 
@@ -45,6 +48,16 @@ def test_a_malformed_meter_message_leaves_the_model_unchanged() -> None:
             model.apply({**meter_message("M-1"), **bad})
     assert model.meters["M-1"].balance == "10.00"
     assert not model.take_changes().any
+
+
+def test_a_meter_without_a_finite_power_reading_is_kept() -> None:
+    model = ParkModel()
+    model.apply({**meter_message("M-1"), "power_w": None})
+    model.apply(meter_message("M-2", power_w=5.0))
+    assert math.isnan(model.meters["M-1"].power_w)
+    rows = sorted(model.meters.values(), key=sort_key("power"))
+    assert [row.meter for row in rows] == ["M-2", "M-1"]  # no reading: last
+    assert meter_cells(model.meters["M-1"])[4] == "-"
 
 
 def test_unknown_message_types_are_left_to_the_caller() -> None:
