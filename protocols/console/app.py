@@ -7,14 +7,13 @@ and the alarm list; a status bar on top says who is logged in and the connection
 including the countdown to the next reconnect attempt.
 
 The app draws on a timer (:data:`REFRESH_S`), never per frame: each tick drains the session's
-events (login, answers to commands) and takes the model's changes. A changed meter that is
-on screen has only its changed cells rewritten, in place (``DataTable.update_cell``); the
-table is rebuilt (filtered and sorted by the model, not by the table) only when the set of
+events (login, answers to commands) and takes the model's changes. The meter table
+(:class:`MeterTable`) draws its rows from the model, so a changed meter on screen is simply
+redrawn; the table's *order* (filtered and sorted by the model) is rebuilt only when the set of
 rows shown must change: a new filter or sort, a meter that starts or stops matching the
 filter, a meter that appeared or left. Rebuilds are spaced at least :data:`REBUILD_EVERY_S`
 apart, so a park full of meters crossing a filter's boundary costs one rebuild a second, and
-rows do not jump under the operator's cursor while values change (press ``s`` again to
-re-sort by a value that moved).
+rows do not jump under the operator's cursor while values change (``r`` sorts again).
 
 Commands open a small dialog (amount, reason, or a yes/no), go to the client, and the answer
 (or the server's error message) comes back as a notification. A viewer gets no command keys:
@@ -185,6 +184,7 @@ class ConsoleApp(App[None]):
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse", show=False),
+        Binding("r", "resort", "Re-sort", show=False),
         Binding("t", "top_up", "Top up"),
         Binding("o", "open_relay", "Open relay"),
         Binding("a", "auto_relay", "Relay auto"),
@@ -441,7 +441,7 @@ class ConsoleApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in COMMAND_ACTIONS:
             return self.client.may_command
-        if action in ("filter", "sort", "reverse_sort"):
+        if action in ("filter", "sort", "reverse_sort", "resort"):
             return self.tabs.active == "meters" or None
         return True
 
@@ -488,6 +488,10 @@ class ConsoleApp(App[None]):
         """Next sort column (the same column again, after the last one)."""
         keys = list(SORT_COLUMNS)
         self.sort_by(keys[(keys.index(self.sort_column) + 1) % len(keys)], reverse=False)
+
+    def action_resort(self) -> None:
+        """Sort again by the same column (rows keep their places while values change)."""
+        self._rebuild_now()
 
     def action_reverse_sort(self) -> None:
         self.sort_by(self.sort_column, reverse=not self.sort_reverse)

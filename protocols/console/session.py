@@ -240,7 +240,8 @@ class ConsoleSession:
                 self.status = attrs.evolve(self.status, state=self.client.state, detail="")
                 if self.client.state is ConnectionState.REFUSED:
                     await connection.close()
-                    break
+                    refused = [e for e in events if isinstance(e, LoginRefused)]
+                    return refused[0].message if refused else "the login was refused"
                 self._wake.set()
             return _close_words(connection)
         except ConnectionClosed as error:

@@ -18,7 +18,7 @@ from protocols.console.app import AskScreen, ConsoleApp
 from protocols.console.client import Backoff, ConnectionState, ConsoleClient
 from protocols.console.session import ConsoleSession
 from protocols.console.table import MeterTable
-from tests.console.fake_hub import FakeHub, meter_message
+from tests.console.fake_hub import USERS, FakeHub, meter_message
 
 SIZE = (140, 40)
 
@@ -327,3 +327,26 @@ def test_run_console_logs_in_and_runs_the_app_until_it_quits() -> None:
 
     asyncio.run(serve_and_run())
     assert seen == [5]
+
+
+def test_a_password_refused_on_reconnect_stops_the_console_trying() -> None:
+    hub = FakeHub(_park(3))
+
+    async def body(app: ConsoleApp, pilot: Pilot[None]) -> None:
+        hub.tokens.clear()                                # the server forgot the session...
+        hub_users = dict(USERS)
+        USERS["op"] = ("changed", "operator")             # ...and the password changed
+        try:
+            await hub.drop_all()
+            await until(pilot, lambda: app.session.status.state is ConnectionState.REFUSED,
+                        "the refusal")
+            await until(pilot, lambda: "login refused: wrong user name or password"
+                        in app.status_text(), "the status bar")
+            connections = app.session.connections
+            await pilot.pause(0.5)
+            assert app.session.connections == connections   # no more attempts
+            assert app.meters_table.row_count == 3            # the last state stays on screen
+        finally:
+            USERS.update(hub_users)
+
+    run_app(hub, "op", "op-secret", body)
