@@ -19,10 +19,22 @@ from typing import Final
 
 import attrs
 
-from policies.records import AdjustmentApplied, ReplaceMeter, TopUpApplied
+from policies.records import (
+    AcknowledgeAlarm,
+    AdjustmentApplied,
+    ReplaceMeter,
+    ResetLockout,
+    SetManualRelay,
+    TopUpApplied,
+)
+
+OPERATOR_KINDS: Final = frozenset({"relay", "reset_lockout", "ack_alarm"})
+"""Operator commands journaled like money (a manual open survives a restart). ``detail`` is
+the command: ``"open:<reason>"`` / ``"auto:"`` for a relay, the meter's own alarm number for an
+acknowledgement; ``amount`` is 0."""
 
 KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment", "quota_approval",
-                          "replace_meter"})
+                          "replace_meter"}) | OPERATOR_KINDS
 
 
 class ReferenceConflict(ValueError):
@@ -49,9 +61,12 @@ class JournalEntry:
     mono_ms: int = -1
 
     def conflicts_with(self, other: JournalEntry) -> bool:
-        """Same reference but a different movement (ts, mono and detail may differ)."""
-        return (self.kind, self.meter_id, self.amount, self.start_wh, self.final_wh) != (
-            other.kind, other.meter_id, other.amount, other.start_wh, other.final_wh)
+        """Same reference but a different movement (ts, mono and detail may differ, except
+        for operator commands, whose detail *is* the command)."""
+        if (self.kind, self.meter_id, self.amount, self.start_wh, self.final_wh) != (
+                other.kind, other.meter_id, other.amount, other.start_wh, other.final_wh):
+            return True
+        return self.kind in OPERATOR_KINDS and self.detail != other.detail
 
 
 @attrs.frozen
@@ -64,7 +79,14 @@ class Recorded:
     duplicate: bool = False
 
 
-MeterMessage = TopUpApplied | AdjustmentApplied | ReplaceMeter
+MeterMessage = (
+    TopUpApplied | AdjustmentApplied | ReplaceMeter | SetManualRelay | ResetLockout
+    | AcknowledgeAlarm
+)
+
+
+def relay_detail(action: str, reason: str) -> str:
+    return f"{action}:{reason}"
 
 
 def to_message(seq: int, entry: JournalEntry) -> MeterMessage:
@@ -74,13 +96,26 @@ def to_message(seq: int, entry: JournalEntry) -> MeterMessage:
     if entry.kind == "replace_meter":
         return ReplaceMeter(seq, entry.start_wh, entry.final_wh, entry.detail, entry.ts_ms,
                             entry.mono_ms)
+    if entry.kind == "relay":
+        action, _, reason = entry.detail.partition(":")
+        return SetManualRelay(action, reason, entry.ts_ms, entry.mono_ms, seq)
+    if entry.kind == "reset_lockout":
+        return ResetLockout(entry.ts_ms, entry.mono_ms, seq)
+    if entry.kind == "ack_alarm":
+        return AcknowledgeAlarm(entry.detail, entry.ts_ms, entry.mono_ms, seq)
     return AdjustmentApplied(seq, entry.amount, entry.detail or entry.kind, entry.ts_ms,
                              entry.mono_ms)
 
 
 def conflict_message(first: JournalEntry, again: JournalEntry) -> str:
     return (
-        f"reference {first.reference!r} was already used for a {first.kind} of {first.amount} "
-        f"on meter {first.meter_id}; it cannot be reused for a {again.kind} of {again.amount} "
-        f"on meter {again.meter_id}"
+        f"reference {first.reference!r} was already used for {_described(first)} on meter "
+        f"{first.meter_id}; it cannot be reused for {_described(again)} on meter "
+        f"{again.meter_id}"
     )
+
+
+def _described(entry: JournalEntry) -> str:
+    if entry.kind in OPERATOR_KINDS:
+        return f"a {entry.kind} command {entry.detail!r}"
+    return f"a {entry.kind} of {entry.amount}"

@@ -327,32 +327,56 @@ def _adjustment(state: MeterState, message: AdjustmentApplied, policy: MeterPoli
     return settle(new, policy, message.ts_ms, mono_ms=message.mono_ms)
 
 
+def _operator_replay(state: MeterState, seq: int) -> bool:
+    """A journaled operator command (``seq`` > 0) already in ``state``: recovery re-reading
+    the journal past an older snapshot. Unjournaled commands (seq 0) always apply."""
+    return seq > 0 and credit_rules.is_replay(state, seq)
+
+
+def _applied_seq(state: MeterState, seq: int) -> int | None:
+    """The ``journal_seq`` after applying a command (None: unchanged, for seq 0)."""
+    return seq if seq > state.journal_seq else None
+
+
 def _manual_relay(state: MeterState, message: SetManualRelay, policy: MeterPolicy) -> StepResult:
+    if _operator_replay(state, message.seq):
+        return state, NO_EFFECTS
     if message.action not in protection.MANUAL_ACTIONS:
         return state, (CommandRejected(
             "bad_request", f"relay action must be 'open' or 'auto', got {message.action!r}"),)
     relay = protection.set_manual(state.relay, message)
-    if relay is not state.relay:
-        state = replace_state(state, relay=relay)
+    seq = _applied_seq(state, message.seq)
+    if relay is not state.relay or seq is not None:
+        state = replace_state(state, relay=relay, journal_seq=seq)
     return settle(state, policy, message.ts_ms, operator=True, mono_ms=message.mono_ms)
 
 
 def _reset_lockout(state: MeterState, message: ResetLockout, policy: MeterPolicy) -> StepResult:
+    if _operator_replay(state, message.seq):
+        return state, NO_EFFECTS
     prot, relay = protection.reset_lockout(state.protection, state.relay)
     alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.OVERLOAD, message.ts_ms)
-    if prot is not state.protection or relay is not state.relay or alarms is not state.alarms:
-        state = replace_state(state, protection=prot, relay=relay, alarms=alarms)
+    seq = _applied_seq(state, message.seq)
+    if (prot is not state.protection or relay is not state.relay or alarms is not state.alarms
+            or seq is not None):
+        state = replace_state(state, protection=prot, relay=relay, alarms=alarms,
+                              journal_seq=seq)
     return settle(state, policy, message.ts_ms, fx, operator=True, mono_ms=message.mono_ms)
 
 
 def _acknowledge(state: MeterState, message: AcknowledgeAlarm, policy: MeterPolicy) -> StepResult:
+    if _operator_replay(state, message.seq):
+        return state, NO_EFFECTS
     alarms, effects = alarm_rules.acknowledge(state.alarms, message)
-    if alarms is state.alarms:
+    if any(type(effect) is CommandRejected for effect in effects):
+        return state, effects
+    seq = _applied_seq(state, message.seq)
+    if alarms is state.alarms and seq is None:
         return state, effects
     # Settling on every state change keeps time-based decisions (a friendly period that has
     # ended, a due reclose) from waiting for the next reading.
-    return settle(replace_state(state, alarms=alarms), policy, message.ts_ms, effects,
-                  mono_ms=message.mono_ms)
+    return settle(replace_state(state, alarms=alarms, journal_seq=seq), policy, message.ts_ms,
+                  effects, mono_ms=message.mono_ms)
 
 
 def _replace_meter(state: MeterState, message: ReplaceMeter, policy: MeterPolicy) -> StepResult:

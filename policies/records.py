@@ -82,27 +82,35 @@ class AdjustmentApplied:
 
 @attrs.frozen
 class SetManualRelay:
-    """Operator command: ``action`` is "open" (cut with reason manual) or "auto"."""
+    """Operator command: ``action`` is "open" (cut with reason manual) or "auto".
+
+    Operator commands are journaled (``seq`` > 0) like money, so a meter opened for maintenance
+    stays open across a restart; ``seq`` 0 is an unjournaled command (tests, tools)."""
 
     action: str
     reason: str
     ts_ms: int
     mono_ms: int = -1
+    seq: int = 0
 
 
 @attrs.frozen
 class ResetLockout:
-    """Operator command: clear an overload lockout."""
+    """Operator command: clear an overload lockout (journaled: ``seq``, as SetManualRelay)."""
 
     ts_ms: int
     mono_ms: int = -1
+    seq: int = 0
 
 
 @attrs.frozen
 class AcknowledgeAlarm:
+    """Operator command: the alarm was seen (journaled: ``seq``, as SetManualRelay)."""
+
     alarm_id: str
     ts_ms: int
     mono_ms: int = -1
+    seq: int = 0
 
 
 @attrs.frozen

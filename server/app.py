@@ -43,6 +43,7 @@ from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import run_snapshotter, snapshot_dirty
 from actors.supervisor import MeterSupervisor, NotRestorable, RestartIntensity
+from persistence.audit import MemoryAuditLog
 from persistence.codec import encode_state
 from persistence.damage import DamagedRecord
 from persistence.journal import Journal, open_journal
@@ -56,6 +57,7 @@ from server.collector import run_collector_hygiene
 from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
+from server.operations import Operations
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
 from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
 
@@ -91,6 +93,8 @@ class Park:
         self.supervisor = supervisor
         self.ledger = ledger
         self.clock = clock
+        self.operations = Operations(registry, ledger, clock, MemoryAuditLog(),
+                                     decimals=config.server.decimals)
         self.clock_ms = clock.wall_ms
         self.tenants = {meter.id: meter.tenant for meter in config.meters}
         self.field: Field | None = None

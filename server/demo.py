@@ -61,6 +61,16 @@ name = "op"
 password = "op-secret"
 role = "operator"
 
+[[users]]
+name = "viewer"
+password = "viewer-secret"
+role = "viewer"
+
+[[users]]
+name = "admin"
+password = "admin-secret"
+role = "admin"
+
 [tariffs.flat]
 kind = "flat"
 price = "1.00"

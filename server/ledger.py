@@ -47,7 +47,7 @@ from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
-from persistence.entries import to_message
+from persistence.entries import relay_detail, to_message
 from persistence.journal import Journal, JournalEntry, Recorded
 from persistence.store import StoreError
 
@@ -74,6 +74,19 @@ class MoneyAck:
     balance: int
     duplicate: bool = False
     status: Status = "applied"
+
+
+@attrs.frozen
+class CommandAck:
+    """The answer to an operator command (relay, lockout reset, alarm acknowledgement): the
+    meter's relay and balance right after it, or now for a duplicate."""
+
+    reference: str
+    meter_id: str
+    status: Status
+    balance: int
+    relay_closed: bool
+    relay_reason: str | None
 
 
 def _no_control_clock() -> int:
@@ -146,6 +159,38 @@ class Ledger:
         entry = JournalEntry("replace_meter", meter_id, 0, reference, ts_ms, reason,
                              start_wh=start_wh, final_wh=final_wh, mono_ms=self._mono_ms())
         return await self._move(entry)
+
+    # -- operator commands: journaled like money, so they survive a restart ------------------
+
+    async def set_relay(self, meter_id: str, action: str, reason: str, reference: str,
+                        ts_ms: int) -> CommandAck:
+        """``action`` "open" (a manual cut, until "auto") or "auto" (the policies decide)."""
+        if action not in ("open", "auto"):
+            raise BadRequest(f"relay action must be 'open' or 'auto', got {action!r}")
+        detail = relay_detail(action, reason if action == "open" else "")
+        return await self._command(JournalEntry("relay", meter_id, 0, reference, ts_ms, detail,
+                                                mono_ms=self._mono_ms()))
+
+    async def reset_lockout(self, meter_id: str, reference: str, ts_ms: int) -> CommandAck:
+        return await self._command(JournalEntry("reset_lockout", meter_id, 0, reference, ts_ms,
+                                                mono_ms=self._mono_ms()))
+
+    async def ack_alarm(self, meter_id: str, local_id: str, reference: str,
+                        ts_ms: int) -> CommandAck:
+        """Acknowledge the meter's alarm number ``local_id`` (park id ``<meter>/<local>``)."""
+        active = self._registry.get(meter_id).state.alarms.active
+        if (not any(alarm.alarm_id == local_id for alarm in active)
+                and not self._is_recorded(reference)):
+            # The policy refuses it too; saying so before writing keeps the journal clean.
+            raise BadRequest(f"meter {meter_id} has no active alarm {meter_id}/{local_id}")
+        return await self._command(JournalEntry("ack_alarm", meter_id, 0, reference, ts_ms,
+                                                local_id, mono_ms=self._mono_ms()))
+
+    async def _command(self, entry: JournalEntry) -> CommandAck:
+        ack = await self._move(entry)
+        relay = self._registry.get(entry.meter_id).state.relay
+        return CommandAck(ack.reference, ack.meter_id, ack.status, ack.balance, relay.closed,
+                          relay.reason)
 
     async def _move(self, entry: JournalEntry) -> MoneyAck:
         _check_reference(entry.reference)
