@@ -71,11 +71,11 @@ def _passwd(args: argparse.Namespace) -> int:
 
     try:
         first = getpass.getpass("New password: ")
+        if not first:
+            raise UserError("an empty password is not allowed; nothing was printed")
         second = getpass.getpass("Same password again: ")
     except EOFError:
         raise UserError("no password given (end of input); nothing was printed") from None
-    if not first:
-        raise UserError("an empty password is not allowed; nothing was printed")
     if first != second:
         raise UserError("the two passwords differ; nothing was printed, run it again")
     if len(first.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
