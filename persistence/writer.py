@@ -291,9 +291,9 @@ class Writer:
                 log.info("LMDB map grown to %d bytes", new_size)
                 continue
             except StorageFull as full:
-                if batch.background_puts:
+                if batch.background_puts or batch.prune is not None:
                     lost = batch.background_puts
-                    log.error("%s (%d snapshot/history puts dropped)", full, lost)
+                    log.error("%s (%d snapshot/history/audit puts dropped)", full, lost)
                     self.counters.dropped_puts += lost
                     result.dropped += lost
                     batch.snapshots, batch.history, batch.audit = [], [], []

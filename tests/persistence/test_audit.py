@@ -301,3 +301,24 @@ async def test_storage_down_the_command_is_still_answered_and_the_gap_logged(
         with pytest.raises(StorageUnavailable):
             await park.operations.top_up(ADMIN, "M-1", 5_00, "pay-down-2")
         assert caplog.text.count("audit entry not written") == 2
+
+
+async def test_audit_entries_that_do_not_fit_are_dropped_before_money_and_forgotten(
+    tmp_path: Path,
+) -> None:
+    from persistence.journal import JournalEntry, StorageFull
+
+    kib = 1024
+    with open_store(tmp_path, map_size=128 * kib, max_map_size=128 * kib) as store:
+        async with open_journal(store, chunk_puts=100_000) as journal:
+            log = LmdbAuditLog(store, journal)
+            for n in range(1, 401):  # ~400 KiB of entries: never fits in 128 KiB at once
+                log.append_nowait(entry(n, detail="x" * 1000))
+            recorded = await journal.record(JournalEntry("topup", "M-1", 100, "pay-1", T0))
+            with pytest.raises(StorageFull, match="snapshot/history writes were dropped"):
+                await journal.flush()
+            stats = journal.statistics()
+            assert stats.audit_written + stats.dropped_puts == 400 and stats.dropped_puts > 0
+            assert stats.audit_pending == 0  # dropped is taken care of: nothing left to resend
+            assert len(log.page(None, 200).entries) == stats.audit_written
+        assert recorded.seq == 1
