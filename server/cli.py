@@ -96,6 +96,29 @@ def _console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passwd(args: argparse.Namespace) -> int:
+    """Prompt twice (never echoed, never on the command line), print the hash line."""
+    import getpass
+
+    from server.auth import MAX_PASSWORD_BYTES, hash_password
+
+    try:
+        first = getpass.getpass("New password: ")
+        if not first:
+            raise UserError("an empty password is not allowed; nothing was printed")
+        second = getpass.getpass("Same password again: ")
+    except EOFError:
+        raise UserError("no password given (end of input); nothing was printed") from None
+    if first != second:
+        raise UserError("the two passwords differ; nothing was printed, run it again")
+    if len(first.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        raise UserError(f"a password is at most {MAX_PASSWORD_BYTES} bytes of UTF-8")
+    print("Put this line in the user's [[users]] table, in place of the plain password:",
+          file=sys.stderr)
+    print(f'password = "{hash_password(first)}"')
+    return 0
+
+
 BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
 """What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
 
@@ -191,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
     check.set_defaults(run=_check)
+
+    passwd = commands.add_parser(
+        "passwd", help="prompt for a password and print the hash to put in [[users]]",
+        description="Prompts twice for a password (not echoed) and prints the line "
+                    "`password = \"scrypt$...\"` to put in a [[users]] table of the park "
+                    "config instead of the plain password. Exit status 1, printing nothing, "
+                    "when the two differ or the password is empty.")
+    passwd.set_defaults(run=_passwd)
 
     bench = commands.add_parser("bench", help="run a benchmark against its baseline")
     bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")
