@@ -268,8 +268,8 @@ class ParkStream:
         for actor in router.take_changed():  # all in the views just built
             router.clear_changed(actor)
         self._resum()
-        self._park_view = self._totals(wall)
         self._refresh_gateways(wall)
+        self._park_view = self._totals(wall)
 
     def _update(self, actor: MeterActor, wall: int) -> MeterView:
         meter_id = actor.meter_id

@@ -16,7 +16,7 @@ from tests.ws.parks import feed, hub_park, open_hub, settle
 
 
 async def test_login_welcome_token_reconnect_and_bad_token(tmp_path: Path) -> None:
-    async with open_hub(hub_park(tmp_path / "park")) as (park, services):
+    async with open_hub(hub_park(tmp_path / "park")) as (_park, services):
         assert services.hub_url.startswith("ws://127.0.0.1:")
         first = await HubClient.connect(services.hub_url)
         welcome = await first.login("op", "op-secret")
@@ -41,7 +41,7 @@ async def test_login_welcome_token_reconnect_and_bad_token(tmp_path: Path) -> No
 
 
 async def test_wrong_password_is_refused_and_repeats_are_slowed(tmp_path: Path) -> None:
-    async with open_hub(hub_park(tmp_path / "park")) as (park, services):
+    async with open_hub(hub_park(tmp_path / "park")) as (_park, services):
         client = await HubClient.connect(services.hub_url)
         times = []
         for attempt in range(3):
@@ -81,7 +81,7 @@ async def test_nothing_but_hello_before_welcome(tmp_path: Path) -> None:
 
 
 async def test_malformed_unknown_and_oversized_frames(tmp_path: Path) -> None:
-    async with open_hub(hub_park(tmp_path / "park"), max_frame_bytes=2048) as (park, services):
+    async with open_hub(hub_park(tmp_path / "park"), max_frame_bytes=2048) as (_park, services):
         client = await connect_and_login(services.hub_url, "op", "op-secret")
         cases: list[tuple[str | bytes, object, str]] = [
             ("{not json", None, "not JSON"),
@@ -347,7 +347,7 @@ async def test_a_stalled_client_is_dropped_while_others_keep_receiving(tmp_path:
 
 
 async def test_max_clients_refuses_the_next_connection(tmp_path: Path) -> None:
-    async with open_hub(hub_park(tmp_path / "park"), max_clients=1) as (park, services):
+    async with open_hub(hub_park(tmp_path / "park"), max_clients=1) as (_park, services):
         first = await connect_and_login(services.hub_url, "op", "op-secret")
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
             await HubClient.connect(services.hub_url)
@@ -366,7 +366,7 @@ async def test_wss_with_a_configured_certificate(tmp_path: Path) -> None:
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     config = hub_park(tmp_path / "park", hub_keys=f'tls_cert = "{cert}"\ntls_key = "{key}"')
-    async with open_hub(config) as (park, services):
+    async with open_hub(config) as (_park, services):
         assert services.hub_url.startswith("wss://127.0.0.1:")
         client = await connect_and_login(services.hub_url, "op", "op-secret",
                                          sslopt={"ca_certs": str(cert)})
