@@ -117,6 +117,7 @@ class HubStatistics:
 
     clients: int
     authenticated: int
+    meter_updates_offered: int  # changed meter x client following it, summed over ticks
     frames_sent: int
     bytes_sent: int
     messages_sent: int
@@ -195,6 +196,7 @@ class Hub:
         self._failed_logins = 0
         self._errors = 0
         self._offered_gone = 0  # offered - released of clients that left
+        self._meter_offers = 0
 
     @property
     def url(self) -> str:
@@ -212,6 +214,7 @@ class Hub:
         return HubStatistics(
             clients=len(self._clients),
             authenticated=sum(1 for c in self._clients if c.who is not None),
+            meter_updates_offered=self._meter_offers,
             frames_sent=self._frames,
             bytes_sent=self._bytes,
             messages_sent=self._messages,
@@ -229,6 +232,7 @@ class Hub:
         everyone = self._all_meters
         fragments = self._fragments
         encode = self._encoder.encode
+        offers = 0
         for view in tick.meters:
             meter_id = view.meter_id
             targets = by_meter.get(meter_id)
@@ -237,12 +241,15 @@ class Hub:
             fragment = encode(view)
             fragments[meter_id] = (view, fragment)
             if targets:
+                offers += len(targets)
                 for outbox in targets:
                     outbox.updates[meter_id] = fragment
                     outbox.offered += 1
+            offers += len(everyone)
             for outbox in everyone:
                 outbox.updates[meter_id] = fragment
                 outbox.offered += 1
+        self._meter_offers += offers
         if tick.park is not None and self._park:
             fragment = encode_park(tick.park, self._decimals)
             for outbox in self._park:
