@@ -248,9 +248,15 @@ def serve_forever(config: ParkConfig) -> None:
     """Run the park until Ctrl-C or SIGTERM (a service manager's stop); both close it in order:
     pollers stopped, history and a last snapshot written, the journal flushed."""
 
+    from server.services import open_services  # (it imports this module)
+    from server.stream import AlarmInbox
+
     async def main() -> None:
+        inbox = AlarmInbox()
         with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
-            async with open_park(config, alarm_sinks=(log_alarm,)):
+            async with open_park(config, alarm_sinks=(log_alarm, inbox)) as park, \
+                    open_services(park, inbox=inbox) as services:
+                log.info("websocket hub: %s", services.hub_url)
                 async for _ in stop_requests:
                     log.info("SIGTERM: stopping")
                     return

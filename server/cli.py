@@ -27,7 +27,7 @@ from server.logs import (
 
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus", "chaos")
+BENCHMARKS = ("core", "modbus", "chaos", "hub")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -184,7 +184,16 @@ class ServerSection:
 
 @attrs.frozen
 class HubSection:
+    """``[hub]``: the websocket hub (docs/protocol.md)."""
+
     listen: ListenAddress = ListenAddress("127.0.0.1", 8765)
+    max_frame_bytes: int = 65_536
+    meter_rate_hz: float = 10.0
+    stall_timeout_s: float = 5.0
+    session_ttl_ms: int = 12 * 3_600_000
+    max_clients: int = 5_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @attrs.frozen
@@ -835,7 +844,7 @@ class _ParkReader:
         self.decimals = server.decimals
         calendar = self.read_calendar(root.table("calendar"), root.at("server"), server.timezone)
         server = attrs.evolve(server, timezone=calendar.timezone)
-        hub = HubSection(self.read_listen(root.table("hub"), HubSection().listen))
+        hub = self.read_hub(root.table("hub"))
         http = HttpSection(self.read_listen(root.table("http"), HttpSection().listen))
         opcua = self.read_opcua(root.table("opcua"))
         users = self.read_users(root.tables("users"))
@@ -955,6 +964,40 @@ class _ParkReader:
                 t.fail("listen", str(error))
         t.finish()
         return address
+
+    def read_hub(self, t: _Table) -> HubSection:
+        default = HubSection()
+        listen = default.listen
+        if t.has("listen"):
+            try:
+                listen = parse_listen(t.raw("listen"))
+            except ValueError as error:
+                t.fail("listen", str(error))
+        max_frame = t.integer("max_frame_bytes", default.max_frame_bytes, low=1024,
+                              high=16 << 20)
+        rate = t.number("meter_rate_hz", default.meter_rate_hz, low=0.0)
+        if "meter_rate_hz" not in t.failed and not 0.1 <= rate <= 100:
+            t.fail("meter_rate_hz", f"must be between 0.1 and 100 updates a second, got {rate:g}")
+            rate = default.meter_rate_hz
+        stall_ms = t.duration_ms("stall_timeout", "5s", low_ms=100)
+        ttl_ms = t.duration_ms("session_ttl", "12h", low_ms=60_000)
+        max_clients = t.integer("max_clients", default.max_clients, low=1, high=1_000_000)
+        cert = t.string("tls_cert", "")
+        key = t.string("tls_key", "")
+        if bool(cert) != bool(key):
+            t.problems.add(t.path, "tls_cert and tls_key go together: set both (wss://) or "
+                                   "neither (ws://)")
+        t.finish()
+        return HubSection(
+            listen=listen,
+            max_frame_bytes=max_frame,
+            meter_rate_hz=rate,
+            stall_timeout_s=stall_ms / 1000,
+            session_ttl_ms=ttl_ms,
+            max_clients=max_clients,
+            tls_cert=self.base_dir / cert if cert and key else None,
+            tls_key=self.base_dir / key if cert and key else None,
+        )
 
     def read_opcua(self, t: _Table) -> OpcUaSection:
         default = OpcUaSection()
