@@ -76,6 +76,7 @@ from protocols.modbus.profiles import (
     load_profile_file,
 )
 from protocols.toml_limits import TomlNestingError, parse_toml
+from server.auth import check_hash, is_hash
 
 KeyPath = tuple[str | int, ...]
 """A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
@@ -183,7 +184,16 @@ class ServerSection:
 
 @attrs.frozen
 class HubSection:
+    """``[hub]``: the websocket hub (docs/protocol.md)."""
+
     listen: ListenAddress = ListenAddress("127.0.0.1", 8765)
+    max_frame_bytes: int = 65_536
+    meter_rate_hz: float = 10.0
+    stall_timeout_s: float = 5.0
+    session_ttl_ms: int = 12 * 3_600_000
+    max_clients: int = 5_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @attrs.frozen
@@ -208,6 +218,18 @@ class User:
     # Kept out of repr so a logged config never shows it.
     password: str = attrs.field(repr=False)
     role: Literal["viewer", "operator", "admin"]
+
+
+AUDIT_KEEP_DEFAULT: Final = "400d"
+_DAYS = re.compile(r"(\d+)d")
+MS_PER_DAY: Final = 86_400_000
+
+
+@attrs.frozen
+class AuditSection:
+    """``[audit]``: how long the audit log keeps an entry (``keep = "400d"``)."""
+
+    keep_ms: int = 400 * MS_PER_DAY
 
 
 @attrs.frozen
@@ -301,6 +323,7 @@ class ParkConfig:
     and nowhere else."""
     profile_files: tuple[Path, ...] = ()
     """The ``profile_files`` of the config, resolved against its directory."""
+    audit: AuditSection = AuditSection()
 
     @classmethod
     def from_toml_text(
@@ -824,10 +847,11 @@ class _ParkReader:
         self.decimals = server.decimals
         calendar = self.read_calendar(root.table("calendar"), root.at("server"), server.timezone)
         server = attrs.evolve(server, timezone=calendar.timezone)
-        hub = HubSection(self.read_listen(root.table("hub"), HubSection().listen))
+        hub = self.read_hub(root.table("hub"))
         http = self.read_http(root.table("http"))
         opcua = self.read_opcua(root.table("opcua"))
         users = self.read_users(root.tables("users"))
+        audit = self.read_audit(root.table("audit"))
         self.read_profile_files(root)
         tariffs = self.read_tariffs(root.table("tariffs"), calendar)
         gateways = self.read_gateways(root.tables("gateways"))
@@ -850,6 +874,7 @@ class _ParkReader:
             source=source,
             profiles=self.profiles,
             profile_files=self.profile_files,
+            audit=audit,
         )
 
     # -- sections --
@@ -943,6 +968,40 @@ class _ParkReader:
         t.finish()
         return address
 
+    def read_hub(self, t: _Table) -> HubSection:
+        default = HubSection()
+        listen = default.listen
+        if t.has("listen"):
+            try:
+                listen = parse_listen(t.raw("listen"))
+            except ValueError as error:
+                t.fail("listen", str(error))
+        max_frame = t.integer("max_frame_bytes", default.max_frame_bytes, low=1024,
+                              high=16 << 20)
+        rate = t.number("meter_rate_hz", default.meter_rate_hz, low=0.0)
+        if "meter_rate_hz" not in t.failed and not 0.1 <= rate <= 100:
+            t.fail("meter_rate_hz", f"must be between 0.1 and 100 updates a second, got {rate:g}")
+            rate = default.meter_rate_hz
+        stall_ms = t.duration_ms("stall_timeout", "5s", low_ms=100)
+        ttl_ms = t.duration_ms("session_ttl", "12h", low_ms=60_000)
+        max_clients = t.integer("max_clients", default.max_clients, low=1, high=1_000_000)
+        cert = t.string("tls_cert", "")
+        key = t.string("tls_key", "")
+        if bool(cert) != bool(key):
+            t.problems.add(t.path, "tls_cert and tls_key go together: set both (wss://) or "
+                                   "neither (ws://)")
+        t.finish()
+        return HubSection(
+            listen=listen,
+            max_frame_bytes=max_frame,
+            meter_rate_hz=rate,
+            stall_timeout_s=stall_ms / 1000,
+            session_ttl_ms=ttl_ms,
+            max_clients=max_clients,
+            tls_cert=self.base_dir / cert if cert and key else None,
+            tls_key=self.base_dir / key if cert and key else None,
+        )
+
     def read_opcua(self, t: _Table) -> OpcUaSection:
         default = OpcUaSection()
         endpoint = t.string("endpoint", default.endpoint)
@@ -983,9 +1042,15 @@ class _ParkReader:
         first_at: dict[str, KeyPath] = {}
         for t in tables:
             name = t.name("name", "a user name")
+            # Plain text (the contract's example) or a hash from `wattkeeper passwd`; a damaged
+            # hash must fail here, with its line, not as "wrong password" at every login.
             password = t.string("password")
             if "password" not in t.failed and not password:
                 t.fail("password", "must not be empty")
+            elif "password" not in t.failed and is_hash(password):
+                problem = check_hash(password)
+                if problem is not None:
+                    t.fail("password", problem)
             role = t.string("role", choices=ROLES)
             t.finish()
             if "name" not in t.failed:
@@ -997,6 +1062,28 @@ class _ParkReader:
                 User(name, password, cast(Literal["viewer", "operator", "admin"], role or "viewer"))
             )
         return tuple(users)
+
+    def read_audit(self, t: _Table) -> AuditSection:
+        """``keep``: a duration; days (``"400d"``) besides the usual units, as retention is
+        counted in days. At least an hour: the log is pruned hourly."""
+        keep_ms = AuditSection().keep_ms
+        if t.has("keep"):
+            value = t.raw("keep")
+            days = _DAYS.fullmatch(value) if isinstance(value, str) else None
+            if days is not None:
+                keep_ms = int(days[1]) * MS_PER_DAY
+                if keep_ms < 3_600_000:
+                    t.fail("keep", f"must be at least 1h, got {_show(value)}")
+            else:
+                try:
+                    keep_ms = parse_duration_ms(value)
+                except ValueError as error:
+                    t.fail("keep", f'{error}; days are written like "{AUDIT_KEEP_DEFAULT}"')
+                else:
+                    if keep_ms < 3_600_000:
+                        t.fail("keep", f"must be at least 1h, got {_show(value)}")
+        t.finish()
+        return AuditSection(keep_ms)
 
     # -- meter profiles --
 

@@ -24,7 +24,9 @@ from server.app import Park, open_park
 from server.config import ParkConfig
 from server.errors import UserError, interrupted_only, leaves
 from server.logs import current_log_file, open_log_file
+from server.services import open_services
 from server.simulate import open_simulated_park
+from server.stream import AlarmInbox
 from simulators.gateway import PortInUse
 
 log = logging.getLogger(__name__)
@@ -175,10 +177,13 @@ class DemoConsole:
 
 async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> None:
     console = DemoConsole()  # listening from the start: recovery raises alarms too
+    inbox = AlarmInbox()
     async with open_simulated_park(config) as sim, open_park(
-            config, alarm_sinks=(console.alarm,)) as park:
+            config, alarm_sinks=(console.alarm, inbox)) as park, open_services(
+            park, inbox=inbox) as services:
         console.park = park
         gateways = ", ".join(f"{g.host}:{g.port}" for g in config.gateways)
+        logins = ", ".join(f"{u.name} / {u.password} ({u.role})" for u in config.users)
         print(
             f"wattkeeper demo: {len(config.meters)} simulated meters behind "
             f"{len(config.gateways)} Modbus TCP gateways ({gateways})\n"
@@ -186,6 +191,8 @@ async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> 
             f"  data directory: {config.server.data_dir}\n"
             f"  log file:       {current_log_file()}\n"
             f"  simulator:      {sim.describe()}\n"
+            f"  websocket hub:  {services.hub_url}\n"
+            f"  logins:         {logins}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

@@ -117,9 +117,14 @@ def _requirements() -> dict[str, list[str]]:
     return {"runtime": project["dependencies"], **project["optional-dependencies"]}
 
 
+# Distributions whose import name is not their name with "_" for "-".
+IMPORT_NAMES = {"websocket_client": "websocket"}
+
+
 def _import_name(requirement: str) -> str:
-    """``"pytest-trio==0.8.*"`` -> ``pytest_trio`` (every package we use is named so)."""
-    return re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("-", "_")
+    """``"pytest-trio==0.8.*"`` -> ``pytest_trio`` (and ``IMPORT_NAMES``)."""
+    name = re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("-", "_")
+    return IMPORT_NAMES.get(name, name)
 
 
 def _third_party(packages: tuple[str, ...]) -> set[str]:

@@ -1,0 +1,258 @@
+"""``wattkeeper bench hub``: the websocket hub under a control room's load, in the server.
+
+A park of ``--meters`` meters (default 10,000; no field: the benchmark hands every meter a
+reading once a second through the registry, as the Modbus side would) runs with its stream
+and hub in this process. ``--clients`` websocket clients (default 1,000) run in a second
+process (``bench.hub_clients``): every client follows ``park`` and ``alarms``; all but
+``--all-clients`` (default 10) follow a random page of 100 meters, those follow every meter;
+all with ``batch``.
+
+Phases, each ``--seconds`` long (default 20):
+
+1. ``without``: no client connected;
+2. ``with``: every client connected and subscribed;
+3. ``stalled``: the same, plus one client that subscribes to every meter and stops reading.
+
+Figures (the last line with ``--json`` is one JSON object):
+
+* ``deltas_offered_per_s``: meter updates the hub had for clients (changed meter x client
+  following it) per second in phase 2; ``deltas_delivered_per_s``: meter messages the clients
+  received per second in phase 2.
+* ``p99_delivery_ms``: reading handed to the registry (its wall label is the message's ``ts``)
+  -> message received by a client, phase 2.
+* ``bytes_per_client``: this process's resident memory growth from phase 1 to phase 2 /
+  clients.
+* ``control_p99_decision_ms_with_clients`` / ``_without_clients``: the control path's p99
+  latency, phases 2 and 1: a probe message queued for the meter runtime (the dispatcher's run
+  queue, the path every reading and command takes, behind the readings of 10,000 meters) ->
+  handled, 200 probes a second. This is the part of ``bench core``'s reading -> relay decision
+  that contention on the trio thread can lengthen (the policy's own ~5 µs does not change).
+* ``stalled_client_effect_ms``: the other clients' p99 delivery in phase 3 minus phase 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from bench.parks import park_toml
+from bench.results import print_result
+from policies.records import Reading
+from server.app import Park, open_park
+from server.config import ParkConfig
+from server.services import Services, open_services
+
+PER_GATEWAY = 200
+PROBES_PER_S = 200
+SLICES_PER_S = 50
+
+
+def bench_config(data_dir: Path, meters: int) -> ParkConfig:
+    """``meters`` rounded up to whole gateways of PER_GATEWAY units."""
+    gateways = -(-meters // PER_GATEWAY)
+    text = park_toml(data_dir, {f"gw{g + 1}": 20_000 + g for g in range(gateways)},
+                     PER_GATEWAY, profile="sdm630", window=16, poll_interval="1s",
+                     overload_delay_ms=2_000, opening_balance="1000000.00")
+    text += '\n[[users]]\nname = "bench"\npassword = "bench-secret"\nrole = "viewer"\n'
+    text = text.replace("[server]", '[hub]\nlisten = "127.0.0.1:8765"\nmax_clients = 100000\n'
+                        '\n[server]', 1)
+    return ParkConfig.from_toml_text(text, "bench-hub.toml")
+
+
+class Probe:
+    """A pseudo-actor on the dispatcher: records how long each probe waited to be handled."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+
+    def receive(self, message: object) -> None:
+        assert isinstance(message, int)
+        self.latencies_ms.append((time.perf_counter_ns() - message) / 1e6)
+
+
+async def feed_readings(park: Park, probe: Probe) -> None:
+    """Every meter a reading a second (in SLICES_PER_S slices), probes at PROBES_PER_S."""
+    registry = park.registry
+    clock = park.clock
+    keys = list(range(len(registry)))
+    per_slice = -(-len(keys) // SLICES_PER_S)
+    register = [1_000_000 + 7 * key for key in keys]
+    probes_per_slice = PROBES_PER_S // SLICES_PER_S
+    started = trio.current_time()
+    slice_number = 0
+    while True:
+        start = (slice_number % SLICES_PER_S) * per_slice
+        chosen = keys[start:start + per_slice]
+        wall, mono = clock.wall_ms(), clock.mono_ms()
+        readings = []
+        for key in chosen:
+            register[key] += 3
+            readings.append(Reading(wall, register[key], 10_000.0 + (key + slice_number) % 97,
+                                    mono_ms=mono))
+        for offset in range(0, len(chosen), 100):  # batches as a gateway's burst would be
+            registry.deliver_readings_nowait(chosen[offset:offset + 100],
+                                             readings[offset:offset + 100])
+        for _ in range(probes_per_slice):
+            park.dispatcher.send_nowait(probe, time.perf_counter_ns())
+            await trio.sleep(1 / PROBES_PER_S)
+        slice_number += 1
+        await trio.sleep_until(started + slice_number / SLICES_PER_S)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def phase(probe: Probe, seconds: float) -> float:
+    probe.latencies_ms.clear()
+    await trio.sleep(seconds)
+    return percentile(probe.latencies_ms, 0.99)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.clients + 256)),
+                                                hard))
+    workdir = Path(tempfile.mkdtemp(prefix="wattkeeper-bench-hub-"))
+    config = bench_config(workdir / "lmdb", args.meters)
+    me = psutil.Process()
+    probe = Probe()
+    results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters)}
+    async with open_park(config, with_field=False) as park, open_services(
+            park, hub_overrides={"port": 0}) as services, trio.open_nursery() as nursery:
+        nursery.start_soon(feed_readings, park, probe)
+        progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
+        await trio.sleep(3)  # every meter read once, allocations settled
+        without = await phase(probe, args.seconds)
+        rss_before = me.memory_info().rss
+        progress(f"without clients: control p99 {without:.2f} ms")
+        clients = await start_clients(services, args, len(config.meters))
+        try:
+            progress("clients ready")
+            await trio.sleep(3)
+            offered_before = services.hub.statistics().meter_updates_offered
+            await clients.send("PHASE with")
+            with_clients = await phase(probe, args.seconds)
+            offered = services.hub.statistics().meter_updates_offered - offered_before
+            await clients.send("PHASE between")
+            rss_after = me.memory_info().rss
+            progress(f"with clients: control p99 {with_clients:.2f} ms")
+            await clients.send("STALL")
+            await trio.sleep(1)
+            await clients.send("PHASE stalled")
+            await phase(probe, args.seconds)
+            await clients.send("END")
+            report = await clients.report()
+        finally:
+            await clients.stop()
+        statistics = services.hub.statistics()
+        nursery.cancel_scope.cancel()
+    with_phase, stalled_phase = report["with"], report["stalled"]
+    results.update({
+        "deltas_offered_per_s": round(offered / args.seconds),
+        "deltas_delivered_per_s": round(with_phase["messages"] / args.seconds),
+        "p99_delivery_ms": with_phase["p99_ms"],
+        "p50_delivery_ms": with_phase["p50_ms"],
+        "bytes_per_client": round((rss_after - rss_before) / args.clients),
+        "control_p99_decision_ms_with_clients": round(with_clients, 3),
+        "control_p99_decision_ms_without_clients": round(without, 3),
+        "stalled_client_effect_ms": round(stalled_phase["p99_ms"] - with_phase["p99_ms"], 1),
+        "p99_delivery_ms_with_stalled_client": stalled_phase["p99_ms"],
+        "dropped_stalled": statistics.dropped_stalled,
+        "coalesced_updates": statistics.coalesced_updates,
+        "frames_sent": statistics.frames_sent,
+        "clients_closed_early": report["closed"]["clients"],
+    })
+    return results
+
+
+class ClientProcess:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdout is not None and process.stdin is not None
+        self._stdout = process.stdout
+        self._stdin = process.stdin
+        self._buffer = b""
+
+    async def line(self) -> str:
+        while b"\n" not in self._buffer:
+            data = await self._stdout.receive_some()
+            if not data:
+                raise RuntimeError("the client process ended early (see its stderr)")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    async def send(self, command: str) -> None:
+        await self._stdin.send_all(command.encode() + b"\n")
+
+    async def report(self) -> dict[str, Any]:
+        with trio.fail_after(60):
+            result: dict[str, Any] = json.loads(await self.line())
+            return result
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+
+async def start_clients(services: Services, args: argparse.Namespace,
+                        meters: int) -> ClientProcess:
+    pages = args.clients - args.all_clients
+    command = [sys.executable, "-m", "bench.hub_clients", services.hub_url, "--pages",
+               str(pages), "--all", str(args.all_clients), "--meters", str(meters)]
+    process = await trio.lowlevel.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONHASHSEED": "1"})
+    clients = ClientProcess(process)
+    with trio.fail_after(max(120, args.clients / 5)):
+        line = await clients.line()
+    if line != "READY":
+        raise RuntimeError(f"the client process said {line!r}")
+    return clients
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="wattkeeper bench hub", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=1_000)
+    parser.add_argument("--all-clients", type=int, default=10,
+                        help="clients that follow every meter (default 10)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per phase (default 20)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.meters < 100 or not 0 <= args.all_clients <= args.clients or args.clients < 1:
+        parser.error("need --meters >= 100 and 0 <= --all-clients <= --clients")
+    results = trio.run(run, args)
+    verdicts = [
+        f"p99_delivery_ms {results['p99_delivery_ms']} (target <= 250)",
+        f"delivered/offered {results['deltas_delivered_per_s']}/"
+        f"{results['deltas_offered_per_s']} (target >= 0.95)",
+        f"bytes_per_client {results['bytes_per_client']} (target <= 65536)",
+        f"control p99 with/without clients {results['control_p99_decision_ms_with_clients']}"
+        f"/{results['control_p99_decision_ms_without_clients']} ms (target <= 2x)",
+        f"stalled_client_effect_ms {results['stalled_client_effect_ms']} (target <= 10)",
+    ]
+    print_result(results, as_json=args.json, verdicts=verdicts)
+    return 0
