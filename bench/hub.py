@@ -51,7 +51,7 @@ from bench.parks import park_toml
 from bench.results import print_result
 from policies.records import Reading
 from server.app import Park, open_park
-from server.config import ParkConfig
+from server.config import ListenAddress, ParkConfig
 from server.services import Services, open_services
 
 PER_GATEWAY = 200
@@ -138,7 +138,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     probe = Probe()
     results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters)}
     async with open_park(config, with_field=False) as park, open_services(
-            park, hub_overrides={"port": 0}) as services, trio.open_nursery() as nursery:
+            park, hub_overrides={"port": 0}, http_listen=ListenAddress("127.0.0.1", 0)
+    ) as services, trio.open_nursery() as nursery:
         nursery.start_soon(feed_readings, park, probe)
         progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
         await trio.sleep(3)  # every meter read once, allocations settled

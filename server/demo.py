@@ -191,6 +191,7 @@ async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> 
             f"  data directory: {config.server.data_dir}\n"
             f"  log file:       {current_log_file()}\n"
             f"  simulator:      {sim.describe()}\n"
+            f"  console:        {services.http_url}/\n"
             f"  websocket hub:  {services.hub_url}\n"
             f"  logins:         {logins}\n"
             "Press Ctrl-C to stop.",

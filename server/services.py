@@ -1,11 +1,11 @@
-"""The network services of a running park: the stream, the websocket hub (and, later, HTTP).
+"""The network services of a running park: the stream, the websocket hub, the HTTP side.
 
 ``open_services(park)`` starts them inside the park's lifetime, for ``wattkeeper serve`` and
 ``wattkeeper demo``::
 
     async with open_park(config, alarm_sinks=(log_alarm, inbox)) as park, \\
             open_services(park, inbox=inbox) as services:
-        print(services.hub_url)
+        print(services.hub_url, services.http_url)
 
 :class:`HubBackend` is how the hub reaches the server: ``server.auth`` for users, sessions
 and the login throttle, ``park.operations`` for every command (roles, journal, audit). The
@@ -15,6 +15,7 @@ hub itself decides nothing about roles.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -26,15 +27,17 @@ import trio
 
 from actors.meter import MeterActor
 from persistence.audit import AuditPage
+from protocols.http.server import HttpServer
 from protocols.ws.backend import Who
 from protocols.ws.hub import Hub, HubSettings
 from protocols.ws.protocol import AckInfo
 from server.app import Park
 from server.auth import Caller, LoginThrottle, Role, Session, Sessions, Users
-from server.config import HubSection
+from server.config import HubSection, ListenAddress
 from server.errors import UserError
 from server.ledger import CommandAck, MoneyAck
 from server.stream import AlarmInbox, ParkStream
+from server.web import run_web
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,8 @@ class Services:
     hub: Hub
     hub_url: str
     backend: HubBackend
-    # The HTTP server (protocols/http) is started next to the hub in open_services and
-    # gets its URL here.
+    http_url: str = ""
+    """The console and HTTP API (``[http] listen``, ``server.web``)."""
 
 
 @asynccontextmanager
@@ -144,9 +147,11 @@ async def open_services(
     *,
     inbox: AlarmInbox | None = None,
     hub_overrides: dict[str, Any] | None = None,
+    http_listen: ListenAddress | None = None,
 ) -> AsyncIterator[Services]:
-    """Start the stream and the hub for ``park`` (module docstring); stop them on exit.
-    ``hub_overrides`` replace ``HubSettings`` fields (tests: port 0, short stall timeout)."""
+    """Start the stream, the hub and the HTTP side for ``park`` (module docstring); stop them
+    on exit. ``hub_overrides`` replace ``HubSettings`` fields (tests: port 0, short stall
+    timeout); ``http_listen`` replaces ``[http] listen``."""
     config = park.config
     stream = ParkStream(park, inbox=inbox)
     backend = HubBackend(park, Users(config.users),
@@ -164,8 +169,19 @@ async def open_services(
                 raise UserError(f"the hub cannot listen on {config.hub.listen}: the port is "
                                 "in use (set [hub] listen to another address)") from None
             raise
-        # The HTTP server (branch `web`) starts here, next to the hub.
+        # Same users, and the same throttle: guessing over HTTP slows the hub's logins too.
+        listen = http_listen or config.http.listen
         try:
-            yield Services(stream, hub, url, backend)
+            http: HttpServer = await nursery.start(functools.partial(
+                run_web, park, hub_url=url, users=backend.users, throttle=backend.throttle,
+                hub_clients=lambda: hub.statistics().clients, meters=stream.current,
+                listen=listen))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise UserError(f"the console cannot listen on {listen}: the port is in use "
+                                "(set [http] listen to another address)") from None
+            raise
+        try:
+            yield Services(stream, hub, url, backend, http.url)
         finally:
             nursery.cancel_scope.cancel()

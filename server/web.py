@@ -17,44 +17,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
-import attrs
 import trio
 
 from actors.effects import AlarmEvent
-from actors.meter import MeterActor
 from persistence.audit import AuditEntry
-from policies.alarms import summary_alarm
 from protocols.http.backend import Health, HttpBackend
 from protocols.http.metrics import GatewayFigures, LoopProbe, ParkStatistics
 from protocols.http.server import HttpServer, run_http
+from protocols.ws.views import MeterView
 from server.app import Park
 from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
 from server.config import ListenAddress
-
-
-@attrs.frozen
-class MeterView:
-    """What a client sees of one meter (the fields of ``server.stream.MeterView``)."""
-
-    meter_id: str
-    tenant: str
-    gateway: str
-    balance: int
-    power_w: float
-    energy_wh: int
-    relay_closed: bool
-    relay_reason: str | None
-    alarm: str
-    online: bool
-    faulted: bool
-    ts_ms: int
-
-
-def meter_view(actor: MeterActor, tenant: str, gateway: str) -> MeterView:
-    state = actor.state
-    return MeterView(actor.meter_id, tenant, gateway, state.balance, state.power_w,
-                     state.register_wh, state.relay.closed, state.relay.reason,
-                     summary_alarm(state), state.online, actor.faulted, state.reading_ms)
+from server.stream import meter_view
 
 
 class RegistryViews(Mapping[str, MeterView]):
@@ -66,7 +40,8 @@ class RegistryViews(Mapping[str, MeterView]):
 
     def __getitem__(self, meter_id: str) -> MeterView:
         tenant, gateway = self._where[meter_id]
-        return meter_view(self._park.registry.get(meter_id), tenant, gateway)
+        return meter_view(self._park.registry.get(meter_id), tenant, gateway,
+                          self._park.clock.wall_ms())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
@@ -179,7 +154,7 @@ def http_backend(
     hub_url: str,
     users: Users | None = None,
     throttle: LoginThrottle | None = None,
-    meters: Callable[[], Mapping[str, object]] | None = None,
+    meters: Callable[[], Mapping[str, MeterView]] | None = None,
 ) -> HttpBackend:
     views = RegistryViews(park)
     return HttpBackend(
@@ -187,7 +162,7 @@ def http_backend(
         users=users if users is not None else Users(park.config.users),
         throttle=throttle if throttle is not None else LoginThrottle(),
         caller=_http_caller,
-        meters=meters if meters is not None else (lambda: views),  # type: ignore[arg-type]
+        meters=meters if meters is not None else (lambda: views),
         health=reader.health,
         statistics=reader.statistics,
         clock_ms=park.clock.wall_ms,
@@ -203,7 +178,7 @@ async def run_web(
     users: Users | None = None,
     throttle: LoginThrottle | None = None,
     hub_clients: Callable[[], int] | None = None,
-    meters: Callable[[], Mapping[str, object]] | None = None,
+    meters: Callable[[], Mapping[str, MeterView]] | None = None,
     listen: ListenAddress | None = None,
     task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:

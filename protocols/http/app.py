@@ -8,7 +8,8 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
 * ``GET /healthz``: 200 while the journal can write, 503 when storage is down (a load
   balancer or service manager takes the server out of rotation then), JSON either way.
 * ``GET /metrics``: Prometheus text format (:mod:`protocols.http.metrics`).
-* ``GET /api/meters``, ``GET /api/meters/{id}``: the hub's ``meter`` objects; any user.
+* ``GET /api/meters``, ``GET /api/meters/{id}``: the hub's ``meter`` objects (the hub's own
+  encoder, ``protocols.ws.protocol``, so the two cannot drift apart); any user.
 * ``POST /api/topups``: an operator's (or a payment integration's) top-up, idempotent on its
   ``id``; through the park's operations, so it is journaled and audited like any other.
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
@@ -41,7 +42,7 @@ from policies.money import format_amount, parse_amount
 from protocols.http.backend import HttpBackend
 from protocols.http.basic_auth import BadCredentials, CredentialCache, parse_basic
 from protocols.http.metrics import CONTENT_TYPE, metrics_registry, render
-from protocols.http.views import audit_json, meter_json
+from protocols.ws.protocol import audit_fields, meter_message
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Api:
         gateway = request.query_params.get("gateway")
         decimals = self.backend.decimals
         chosen = [
-            meter_json(view, decimals) for view in self.backend.meters().values()
+            meter_message(view, decimals) for view in self.backend.meters().values()
             if (tenant is None or view.tenant == tenant)
             and (gateway is None or view.gateway == gateway)
         ]
@@ -207,7 +208,7 @@ class Api:
         view = self.backend.meters().get(meter_id)
         if view is None:
             raise ApiError("unknown_meter", f"no meter {meter_id!r} in this park")
-        return JSONResponse(meter_json(view, self.backend.decimals))
+        return JSONResponse(meter_message(view, self.backend.decimals))
 
     async def top_up(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -237,7 +238,7 @@ class Api:
             raise ApiError("bad_request", f"limit must be a whole number from 1 to 200, "
                                           f"got {limit_text!r}") from None
         page = self.backend.operations.audit_page(caller, before=before, limit=limit)
-        return JSONResponse({"entries": [audit_json(entry) for entry in page.entries],
+        return JSONResponse({"entries": [audit_fields(entry) for entry in page.entries],
                              "next": page.next})
 
 

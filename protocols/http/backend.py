@@ -5,8 +5,9 @@
 views, health and statistics readers, each described here by the members the app uses.
 ``server.web`` builds it from a ``Park``; tests can build one from fakes.
 
-The records the park hands over (meter views, audit entries, acknowledgements) are read
-through read-only properties, so frozen ``attrs`` classes satisfy them as they are.
+Meter views and audit records are the hub's (``protocols.ws.views``): the API answers in the
+hub's shapes. The other records are read through read-only properties, so frozen ``attrs``
+classes satisfy them as they are.
 """
 
 from __future__ import annotations
@@ -17,71 +18,12 @@ from typing import Any, Protocol
 import attrs
 
 from protocols.http.metrics import ParkStatistics
-
-
-class MeterViewLike(Protocol):
-    """``server.stream.MeterView``: what every client sees of one meter."""
-
-    @property
-    def meter_id(self) -> str: ...
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def gateway(self) -> str: ...
-    @property
-    def balance(self) -> int: ...  # minor units
-    @property
-    def power_w(self) -> float: ...
-    @property
-    def energy_wh(self) -> int: ...
-    @property
-    def relay_closed(self) -> bool: ...
-    @property
-    def relay_reason(self) -> str | None: ...
-    @property
-    def alarm(self) -> str: ...
-    @property
-    def online(self) -> bool: ...
-    @property
-    def faulted(self) -> bool: ...
-    @property
-    def ts_ms(self) -> int: ...
-
-
-class AuditEntryLike(Protocol):
-    """``persistence.audit.AuditEntry``."""
-
-    @property
-    def ts_ms(self) -> int: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def channel(self) -> str: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def command(self) -> str: ...
-    @property
-    def meter_id(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def reference(self) -> str: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def result(self) -> str: ...
-    @property
-    def code(self) -> str: ...
-    @property
-    def message(self) -> str: ...
+from protocols.ws.views import AuditRecord, MeterView
 
 
 class AuditPageLike(Protocol):
     @property
-    def entries(self) -> Sequence[AuditEntryLike]: ...
+    def entries(self) -> Sequence[AuditRecord]: ...
     @property
     def next(self) -> str | None: ...
 
@@ -145,7 +87,7 @@ class HttpBackend:
     users: Authenticator
     throttle: Throttle
     caller: CallerFactory
-    meters: Callable[[], Mapping[str, MeterViewLike]]
+    meters: Callable[[], Mapping[str, MeterView]]
     """The current view of every meter, by id (the hub's stream, or read from the actors)."""
     health: Callable[[], Health]
     statistics: Callable[[], ParkStatistics]

@@ -11,7 +11,7 @@ import trio
 
 from policies.records import Reading
 from server.app import Park, open_park
-from server.config import ParkConfig
+from server.config import ListenAddress, ParkConfig
 from server.services import Services, open_services
 
 # (meter id, tenant, gateway): M-5 trips on overload and locks out at the first trip.
@@ -88,7 +88,8 @@ def hub_park(data_dir: Path, **kwargs: Any) -> ParkConfig:
 async def open_hub(config: ParkConfig, **overrides: Any) -> AsyncIterator[tuple[Park, Services]]:
     """The park (no field: tests feed readings) with its stream and hub on a free port."""
     async with open_park(config, with_field=False) as park, open_services(
-            park, hub_overrides={"port": 0, **overrides}) as services:
+            park, hub_overrides={"port": 0, **overrides},
+            http_listen=ListenAddress("127.0.0.1", 0)) as services:
         yield park, services
 
 
