@@ -137,9 +137,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     me = psutil.Process()
     probe = Probe()
     results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters)}
+    free = ListenAddress("127.0.0.1", 0)
     async with open_park(config, with_field=False) as park, open_services(
-            park, hub_overrides={"port": 0}, http_listen=ListenAddress("127.0.0.1", 0)
-    ) as services, trio.open_nursery() as nursery:
+            park, hub_overrides={"port": 0}, http_listen=free) as services, \
+            trio.open_nursery() as nursery:
         nursery.start_soon(feed_readings, park, probe)
         progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
         await trio.sleep(3)  # every meter read once, allocations settled
