@@ -3,8 +3,8 @@
 ``open_http`` binds the port and yields the server's URL (port 0 picks a free one: tests);
 leaving it stops hypercorn gracefully (no new connections, requests in progress get
 ``GRACEFUL_TIMEOUT_S`` to finish). ``run_http`` is the same as a task for the park's nursery.
-Hypercorn's own log lines go to this module's logger, so they end up in the park's log file
-rather than on the terminal; access logging is off (``/metrics`` is scraped every few
+Hypercorn's own log lines go to a child of this module's logger (warnings and errors only), so
+they end up in the park's log file; access logging is off (``/metrics`` is scraped every few
 seconds, and the audit log already records every command).
 """
 
@@ -25,6 +25,10 @@ from protocols.http.app import build_app
 from protocols.http.backend import HttpBackend
 
 log = logging.getLogger(__name__)
+# Hypercorn's own lines: its warnings and errors (with tracebacks) are worth the log file; its
+# "Running on ..." would repeat ours on the demo's terminal.
+hypercorn_log = logging.getLogger(__name__ + ".hypercorn")
+hypercorn_log.setLevel(logging.WARNING)
 
 GRACEFUL_TIMEOUT_S: Final = 2.0
 
@@ -39,7 +43,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = log
+    config.errorlog = hypercorn_log
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.include_server_header = False
     return config
