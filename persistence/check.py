@@ -25,6 +25,9 @@ What is checked, database by database (layout in ``persistence/store.py``):
 * ``snapshots``: each decodes and is usable, its ``journal_seq`` is not past the journal's end,
   and (a note, not an error) its meter is in the config.
 * ``history``: each key is a meter id and an interval start, each value ``(wh, minor, band)``.
+* ``audit``: each key is an audit number and each entry decodes and is usable
+  (``persistence.audit.decode_audit``). A directory no server has opened since the audit log
+  was added has no ``audit`` database yet: a note, not an error (the next start creates it).
 
 Each record costs one decode and a few lookups; 100k snapshots and 200k journal entries check
 in a few seconds. The read transaction is held for that long: the server keeps writing, but the
@@ -37,6 +40,7 @@ from collections.abc import Collection, Mapping
 
 import attrs
 
+from persistence.audit import read_record
 from persistence.codec import CodecError, decode_interval, decode_outcome
 from persistence.damage import (
     Damage,
@@ -55,7 +59,7 @@ from persistence.store import SCHEMA_VERSION, Store
 ERROR = "error"
 NOTE = "note"
 SCHEMA_KEY = b"schema"
-CHECKED = ("journal", "outcomes", "refs", "meter_journal", "snapshots", "history")
+CHECKED = ("journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit")
 
 
 @attrs.frozen
@@ -139,6 +143,7 @@ def check_store(
             _check_outcomes(txn, store, counts, found)
             _check_snapshots(txn, store, last_seq, configured, counts, found)
             _check_history(txn, store, counts, found)
+            _check_audit(txn, store, counts, found)
     return CheckReport(str(store.path), schema, counts, last_seq, indexed, tuple(found.kept),
                        found.errors, found.notes)
 
@@ -337,6 +342,18 @@ def _check_history(txn: Txn, store: Store, counts: dict[str, int], found: _Findi
                 raise CodecError(f"({wh!r}, {minor!r}, {band!r}) is not (Wh, minor units, band)")
         except Exception as error:
             found.error("history", shown, f"not a history interval: {describe(error)}")
+
+
+def _check_audit(txn: Txn, store: Store, counts: dict[str, int], found: _Findings) -> None:
+    if store.audit is None:
+        found.note("audit", "-", "no audit database yet: this directory was last opened by a "
+                   "wattkeeper without the audit log; the next server start creates it")
+        return
+    for key, value in txn.cursor(db=store.audit).iternext():
+        counts["audit"] += 1
+        _, record = read_record(key, value)
+        if isinstance(record, Damage):
+            found.error("audit", record.key, record.problem)
 
 
 def _last_seq(txn: Txn, store: Store) -> int:

@@ -45,11 +45,20 @@ callers of those entries were already told "outcome unknown"; their retry finds 
 duplicate. Outcomes (acknowledged balances) that were queued but not committed are kept here
 and sent again to the new writer; snapshots and history queued to the dead one are lost (the
 callers re-queue what they still need: a meter's next change lists it for a snapshot again).
+
+Audit entries (``put_audit_nowait``, from ``persistence.audit_log``) are background work too,
+but they are records of what was done, so they are kept like outcomes: each is held here until
+a result's ``audit_last`` (the writer's highest audit number taken care of) reaches it, and
+what a dead writer had not taken care of is sent again to the next one (a put of the same key
+and bytes: harmless if the dead writer had committed it after all). While storage is down
+``put_audit_nowait`` refuses (StorageUnavailable) like the other ``put_*_nowait``.
+``prune_audit_nowait`` queues one retention run (``persistence.writer``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,6 +83,9 @@ from persistence.store import StorageFull, StorageUnavailable, Store, free_space
 from persistence.writer import JournalBroken, WriterCounters
 from persistence.writer_link import WriterLink
 from persistence.writer_process import MIN_FREE_BYTES
+
+MAX_PENDING_AUDIT = 100_000
+"""Audit entries kept for a resend at most (a writer that stalls that long loses the oldest)."""
 
 __all__ = [
     "Journal",
@@ -129,6 +141,10 @@ class JournalStatistics:
     """Times the writer process died (or failed to start) and was started again."""
     redelivered: int = 0
     """Entries a dead writer committed without telling us, delivered after its restart."""
+    audit_written: int = 0
+    audit_pruned: int = 0
+    audit_pending: int = 0
+    """Audit entries sent to the writer and not yet taken care of (kept for a resend)."""
 
 
 @attrs.define(eq=False)
@@ -170,6 +186,8 @@ class Journal:
         self._in_flight: dict[str, _Waiting] = {}  # by reference
         self._markers: dict[int, trio.Event] = {}
         self._outcomes: dict[str, tuple[int, int]] = {}  # reference -> (seq, balance) uncommitted
+        self._audit: deque[tuple[int, bytes]] = deque()  # (number, encoded) not taken care of
+        self._audit_lost = 0
         self._unreported_lost = 0
         self._callback_errors = 0
         self._available = False
@@ -279,6 +297,41 @@ class Journal:
             self._check_usable()
             self._link.send_background("history", items)
 
+    # -- the audit log -------------------------------------------------------------------------
+
+    def put_audit_nowait(self, number: int, encoded: bytes) -> None:
+        """Queue audit entry ``number`` (``audit.encode_audit``); numbers must increase.
+
+        Kept until the writer has taken care of it, and sent again to a restarted writer (module
+        docstring). Raises StorageUnavailable (nothing queued) while storage is down."""
+        self._check_usable()
+        pending = self._audit
+        if len(pending) >= MAX_PENDING_AUDIT:
+            pending.popleft()
+            self._audit_lost += 1
+            if self._audit_lost == 1 or self._audit_lost % 10_000 == 0:
+                log.error("the journal writer is not writing audit entries: %d lost so far "
+                          "(the oldest unwritten go first)", self._audit_lost)
+        pending.append((number, encoded))
+        self._link.send_background("audit", [(number, encoded)])
+
+    def prune_audit_nowait(self, before_ms: int) -> None:
+        """Queue a retention run: audit entries older than ``before_ms`` (wall ms) are deleted,
+        in small chunks between other writes. Raises StorageUnavailable while storage is down."""
+        self._check_usable()
+        self._link.send_background("audit_prune", [int(before_ms)])
+
+    @property
+    def audit_written_through(self) -> int:
+        """The highest audit number the writer has taken care of (written, or dropped with the
+        data directory full): an entry up to it is on disk if it is anywhere."""
+        return self._counters.audit_last
+
+    def _forget_written_audit(self) -> None:
+        pending, last = self._audit, self._counters.audit_last
+        while pending and pending[0][0] <= last:
+            pending.popleft()
+
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed.
 
@@ -341,6 +394,9 @@ class Journal:
             available=self.available,
             writer_restarts=self._restarts.total,
             redelivered=self._redelivered,
+            audit_written=counters.audit_written,
+            audit_pruned=counters.audit_pruned,
+            audit_pending=len(self._audit),
         )
 
     # -- results from the writer process (trio thread, in commit order) ----------------------
@@ -349,6 +405,8 @@ class Journal:
         """One transaction's result: deliver committed entries, then wake the callers."""
         _, committed, duplicates, failed, outcomes, markers, dropped, counters = result
         self._counters = WriterCounters(*counters)
+        if self._audit:
+            self._forget_written_audit()
         waiting = self._waiting
         done: list[_Waiting] = []
         if committed:
@@ -416,6 +474,10 @@ class Journal:
                       last_seq, self._last_seq)
         for reference, (seq, balance) in self._outcomes.items():
             self._link.send_outcome(seq, reference, balance)
+        self._forget_written_audit()  # what the dead writer committed is on disk
+        pending = list(self._audit)
+        for start in range(0, len(pending), 1000):  # frames of a bounded size (writer_link)
+            self._link.send_background("audit", pending[start:start + 1000])
         restarts = self._restarts.total
         if restarts:
             log.warning("storage available again: the journal writer is running (pid %d) "
@@ -547,6 +609,9 @@ def _combined(earlier: WriterCounters, current: WriterCounters) -> WriterCounter
         pending_background_puts=current.pending_background_puts,
         index_lag=current.index_lag,
         indexed_entries=earlier.indexed_entries + current.indexed_entries,
+        audit_written=earlier.audit_written + current.audit_written,
+        audit_pruned=earlier.audit_pruned + current.audit_pruned,
+        audit_last=current.audit_last,
     )
 
 

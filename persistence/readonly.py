@@ -13,7 +13,9 @@ on a read-only mount) there is no reader table to use and none is needed, as not
 write there: the environment is then opened without LMDB's locking.
 
 The result is an ordinary :class:`Store` (``lock_fd`` -1), so every reader function in
-``persistence`` works on it; ``begin_write`` fails.
+``persistence`` works on it; ``begin_write`` fails. A database added after the directory was
+last opened by a server (``store.OPTIONAL_DBS``: the audit log) may be missing; it cannot be
+created here, so its handle is None and readers see an empty log.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import cast
 import lmdb
 
 from persistence.lmdb_types import Db, Env
-from persistence.store import DB_NAMES, Store, StoreError
+from persistence.store import DB_NAMES, OPTIONAL_DBS, Store, StoreError
 
 
 def open_store_readonly(data_dir: Path | str) -> Store:
@@ -84,6 +86,8 @@ def _open_databases(env: Env, path: Path) -> dict[str, Db]:
             # so the handle stays valid for the environment's lifetime.
             dbs[name] = env.open_db(name.encode(), create=False)
         except lmdb.NotFoundError:
+            if name in OPTIONAL_DBS:
+                continue  # added later without a schema change (persistence.store)
             raise StoreError(
                 f"the data directory {path} has no {name!r} database; it was not written by "
                 f"this wattkeeper version, or is damaged"

@@ -8,7 +8,7 @@ both would then write the journal; the lock turns that into a clear :class:`Data
 start-up. ``flock`` belongs to the open file description, so a second open in the *same*
 process is refused too, and the kernel drops the lock when the process dies (no stale locks).
 
-The environment is opened with ``sync=True`` (a committed transaction is on disk) and seven
+The environment is opened with ``sync=True`` (a committed transaction is on disk) and eight
 named databases (layout in ``persistence/keys.py`` and below). ``meta`` holds the schema
 version; a directory written by an incompatible version is refused, never misread.
 ``refs`` and ``meter_journal`` are written behind the journal (``persistence/index.py``):
@@ -24,7 +24,17 @@ refs       reference (UTF-8)                      seq (u64 BE)
 meter_journal meter_id NUL seq (u64 BE)           ``b""`` (index: one meter's entries)
 snapshots  meter_id (UTF-8)                       msgpack state (``codec.encode_state``)
 history    meter_id NUL start_ms (u64 BE)         msgpack ``(wh, minor)``
+audit      audit number (u64 BE), 1, 2, ...       msgpack entry (``audit.encode_audit``)
 ========== ====================================== =========================================
+
+The ``audit`` database came after schema version 2 and did not change it: it is *added*, and
+nothing already stored changes meaning. An existing directory gains it (empty) at its next
+``open_store``, which creates missing databases; a wattkeeper that predates it opens such a
+directory unharmed (LMDB's ``max_dbs`` limits the handles one process opens, not the
+databases a file holds), and simply writes no audit entries. A read-only reader of a directory
+no new server has opened yet finds no ``audit`` database: ``Store.audit`` is then None
+(``OPTIONAL_DBS``) and readers treat it as an empty log. A version bump would have refused
+every existing park for a change that both versions read correctly.
 
 Map size. LMDB needs a fixed maximum size for its memory map. We start small and the writer
 grows it (doubling, up to ``max_map_size``) when a transaction hits ``MapFullError``: it aborts
@@ -55,8 +65,10 @@ GiB: Final = 1 << 30
 SCHEMA_VERSION: Final = 2
 LOCK_FILE: Final = "wattkeeper.lock"
 DB_NAMES: Final = (
-    "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history"
+    "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit"
 )
+OPTIONAL_DBS: Final = frozenset({"audit"})
+"""Databases added without a schema change: a read-only reader may find them missing."""
 _SCHEMA_KEY: Final = b"schema"
 ORPHAN_GRACE_S: Final = 2.0
 
@@ -167,6 +179,9 @@ class Store:
         self.meter_journal = dbs["meter_journal"]
         self.snapshots = dbs["snapshots"]
         self.history = dbs["history"]
+        self.audit: Db | None = dbs.get("audit")
+        """None only in a read-only store of a directory no server has opened since the audit
+        log was added (``OPTIONAL_DBS``); ``open_store`` always creates it."""
 
     # -- reading (any thread) ----------------------------------------------------------------
 

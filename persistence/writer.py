@@ -17,10 +17,11 @@ threads, no I/O other than LMDB, so it is tested synchronously.
 
 Each transaction is built from three queues and the index backlog, in this order:
 
-1. background work (snapshots, history), FIFO, at most ``chunk_puts`` puts. A 100k-meter
-   snapshot is thus split over many small transactions, so a money record queued behind it
-   waits for one chunk, not for the whole snapshot. Flush markers travel in this queue and
-   complete when the transaction containing everything before them is committed;
+1. background work (snapshots, history, audit entries, audit pruning), FIFO, at most
+   ``chunk_puts`` puts. A 100k-meter snapshot is thus split over many small transactions, so
+   a money record queued behind it waits for one chunk, not for the whole snapshot. Flush
+   markers travel in this queue and complete when the transaction containing everything
+   before them is committed;
 2. stored outcomes of earlier records (``outcomes``, keyed by seq), all of them;
 3. journal records, at most ``max_records``, appended to ``journal``. The reference is looked
    up first in the not-yet-indexed tail (in memory), then in ``refs``, inside the write
@@ -31,6 +32,18 @@ Each transaction is built from three queues and the index backlog, in this order
 
 Records and outcomes only append, so a money transaction writes a few adjacent pages however
 many records it carries; the scattered index pages are paid in the background.
+
+The audit log (``persistence.audit``) is background work of two kinds. ``"audit"`` items are
+``(number, encoded entry)`` puts into ``audit``; numbers come from the trio side in order, and
+``counters.audit_last`` (the highest number this writer has *taken care of*: committed, or
+dropped when the map was full) lets the journal forget what it keeps for a resend. An
+``"audit_prune"`` item carries a cutoff (wall ms): the transaction deletes entries older than
+that from the oldest end, looking at no more records than the chunk's remaining budget; if it
+may have stopped early it queues itself again at the *end* of the background queue, so a
+retention run over millions of old entries is many small transactions with everything else in
+between, never one long one. Numbers follow time, so the walk stops at the first entry that is
+young enough. A damaged record's time cannot be read: it goes with the first readable entry
+after it that is old enough (numbers follow time, so it is older still), and stays otherwise.
 
 Taking background work *before* records matters for ``flush``: a record queued before a marker
 is always in the same transaction as that marker or an earlier one.
@@ -59,6 +72,7 @@ from collections import deque
 import attrs
 import lmdb
 
+from persistence.audit import audit_time, last_audit_number
 from persistence.codec import decode_outcome, encode_interval, encode_outcome
 from persistence.index import PendingIndex
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, unpack_u64
@@ -101,8 +115,9 @@ class RecordRequest:
 class Background:
     """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
 
-    kind: str  # "snapshots" | "history"
-    items: list[tuple[str, bytes]] | list[tuple[str, int, int, int, str]]
+    kind: str  # "snapshots" | "history" | "audit" | "audit_prune"
+    items: (list[tuple[str, bytes]] | list[tuple[str, int, int, int, str]]
+            | list[tuple[int, bytes]] | list[int])
     offset: int = 0
 
 
@@ -125,10 +140,15 @@ class _Batch:
     records: list[RecordRequest]
     markers: list[int]
     index: int = 0
+    audit: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    audit_high: int = 0
+    """The highest audit number taken into this batch (0: none)."""
+    prune: tuple[int, int] | None = None
+    """``(cutoff_ms, at most this many records looked at)``: an audit retention chunk."""
 
     @property
     def background_puts(self) -> int:
-        return len(self.snapshots) + len(self.history)
+        return len(self.snapshots) + len(self.history) + len(self.audit)
 
 
 @attrs.define
@@ -153,6 +173,10 @@ class WriterCounters:
     index_lag: int = 0
     """Committed entries whose ``refs``/``meter_journal`` keys are not written yet."""
     indexed_entries: int = 0
+    audit_written: int = 0
+    audit_pruned: int = 0
+    audit_last: int = 0
+    """The highest audit number taken care of (committed, or dropped with the map full)."""
 
 
 class Writer:
@@ -169,7 +193,8 @@ class Writer:
         self.store = store
         self.last_seq = store.last_seq()
         self.index = PendingIndex.load(store)
-        self.counters = WriterCounters(map_size=store.map_size, index_lag=len(self.index))
+        self.counters = WriterCounters(map_size=store.map_size, index_lag=len(self.index),
+                                       audit_last=last_audit_number(store))
         self._chunk_puts = chunk_puts
         self._max_records = max_records
         self._index_budget_s = index_budget_s
@@ -220,6 +245,13 @@ class Writer:
                 queue.popleft()
                 batch.markers.append(head)
                 continue
+            if head.kind == "audit_prune":
+                queue.popleft()
+                cutoff = head.items[0]
+                if batch.prune is None and isinstance(cutoff, int):
+                    batch.prune = (cutoff, budget)
+                    budget = 0
+                continue  # a second prune queued behind the first is the same work
             end = min(head.offset + budget, len(head.items))
             chunk = head.items[head.offset : end]
             budget -= end - head.offset
@@ -228,6 +260,10 @@ class Writer:
                 queue.popleft()
             if head.kind == "snapshots":
                 batch.snapshots.extend(_snapshot_puts(chunk))  # type: ignore[arg-type]
+            elif head.kind == "audit":
+                puts, high = _audit_puts(chunk)  # type: ignore[arg-type]
+                batch.audit.extend(puts)
+                batch.audit_high = max(batch.audit_high, high)
             else:
                 batch.history.extend(_history_puts(chunk))  # type: ignore[arg-type]
         outcomes = self._outcomes
@@ -255,12 +291,13 @@ class Writer:
                 log.info("LMDB map grown to %d bytes", new_size)
                 continue
             except StorageFull as full:
-                if batch.background_puts:
+                if batch.background_puts or batch.prune is not None:
                     lost = batch.background_puts
-                    log.error("%s (%d snapshot/history puts dropped)", full, lost)
+                    log.error("%s (%d snapshot/history/audit puts dropped)", full, lost)
                     self.counters.dropped_puts += lost
                     result.dropped += lost
-                    batch.snapshots, batch.history = [], []
+                    batch.snapshots, batch.history, batch.audit = [], [], []
+                    batch.prune = None  # tried again at the next retention run
                     continue
                 if batch.index:
                     log.error("%s (indexing stops until a restart; %d entries wait in the "
@@ -275,6 +312,7 @@ class Writer:
                 result.outcomes.clear()
                 break
         counters = self.counters
+        counters.audit_last = max(counters.audit_last, batch.audit_high)
         counters.map_size = self.store.map_size
         counters.map_grows = self.store.map_grows
         counters.pending_records, counters.pending_background_puts = self.pending()
@@ -295,6 +333,10 @@ class Writer:
                 put(key, value, db=store.snapshots)
             for key, value in batch.history:
                 put(key, value, db=store.history)
+            for key, value in batch.audit:
+                put(key, value, db=store.audit)
+            pruned, more = (0, False) if batch.prune is None else _prune_audit(
+                txn, store, *batch.prune)
             txn.commit()
         except BaseException:
             _abort(txn)
@@ -320,6 +362,11 @@ class Writer:
         counters.largest_batch = max(counters.largest_batch, len(committed))
         counters.snapshots_written += len(batch.snapshots)
         counters.history_written += len(batch.history)
+        counters.audit_written += len(batch.audit)
+        counters.audit_pruned += pruned
+        if more and batch.prune is not None:
+            # Perhaps more to prune: after whatever else is queued (module docstring).
+            self._background.append(Background("audit_prune", [batch.prune[0]]))
         counters.outcomes_written += len(outcomes)
         counters.indexed_entries += indexed
         counters.commit_seconds += elapsed
@@ -396,6 +443,45 @@ def _history_puts(chunk: list[tuple[str, int, int, int, str]]) -> list[tuple[byt
         else:
             log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
     return puts
+
+
+def _audit_puts(chunk: list[tuple[int, bytes]]) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The puts of audit entries and the highest number among them."""
+    puts = []
+    high = 0
+    for number, encoded in chunk:
+        if type(number) is int and 0 < number < 1 << 64 and isinstance(encoded, bytes):
+            puts.append((pack_u64(number), encoded))
+            high = max(high, number)
+        else:
+            log.error("audit entry with an unusable number %r skipped", number)
+    return puts, high
+
+
+def _prune_audit(txn: Txn, store: Store, cutoff_ms: int, budget: int) -> tuple[int, bool]:
+    """Delete audit entries older than ``cutoff_ms`` from the oldest end, looking at no more
+    than ``budget`` records: ``(deleted, perhaps more to delete)``. See the module docstring."""
+    doomed: list[bytes] = []
+    unknown: list[bytes] = []  # damaged records since the last readable one
+    stopped = False
+    for looked, (key, value) in enumerate(txn.cursor(db=store.audit).iternext()):
+        if looked >= max(budget, 1):
+            break
+        ts_ms = audit_time(value)
+        if ts_ms is None:
+            unknown.append(key)
+        elif ts_ms < cutoff_ms:
+            doomed.extend(unknown)
+            unknown.clear()
+            doomed.append(key)
+        else:
+            stopped = True
+            break
+    else:
+        stopped = True  # the end of the log
+    for key in doomed:
+        txn.delete(key, db=store.audit)
+    return len(doomed), bool(doomed) and not stopped
 
 
 def _abort(txn: Txn) -> None:

@@ -12,7 +12,8 @@ Theory of operation
    restart;
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
-4. periodic work: snapshots of changed meters, interval history flushes;
+4. periodic work: snapshots of changed meters, interval history flushes, audit retention
+   (``[audit] keep``: at start, then hourly; ``persistence.audit_log``);
 5. the field side: one bus task per Modbus gateway (``server.field``).
 
 The ``Park`` it yields is what protocol adapters (websocket hub, HTTP, OPC UA, the demo) talk
@@ -43,7 +44,7 @@ from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import run_snapshotter, snapshot_dirty
 from actors.supervisor import MeterSupervisor, NotRestorable, RestartIntensity
-from persistence.audit import MemoryAuditLog
+from persistence.audit_log import LmdbAuditLog, run_audit_retention
 from persistence.codec import encode_state
 from persistence.damage import DamagedRecord
 from persistence.journal import Journal, open_journal
@@ -52,6 +53,7 @@ from persistence.store import Store, StoreError, open_store
 from policies.meter import step
 from policies.meter_policy import MeterPolicy
 from policies.records import MeterState
+from server.auth import Users
 from server.clock import ParkClock
 from server.collector import run_collector_hygiene
 from server.config import ParkConfig
@@ -93,8 +95,12 @@ class Park:
         self.supervisor = supervisor
         self.ledger = ledger
         self.clock = clock
-        self.operations = Operations(registry, ledger, clock, MemoryAuditLog(),
+        self.audit = LmdbAuditLog(store, journal)
+        """Every command, accepted or refused, in the data directory (``Operations`` writes)."""
+        self.operations = Operations(registry, ledger, clock, self.audit,
                                      decimals=config.server.decimals)
+        self.users = Users(config.users)
+        """The configured logins, shared by every adapter (hub, HTTP, OPC UA)."""
         self.clock_ms = clock.wall_ms
         self.tenants = {meter.id: meter.tenant for meter in config.meters}
         self.field: Field | None = None
@@ -220,6 +226,8 @@ async def open_park(
                 on_encode_error=park.supervisor_restart))
             await nursery.start(run_history_flusher, history, journal, 1.0)
             await nursery.start(run_collector_hygiene)
+            await nursery.start(run_audit_retention, journal, clock.wall_ms,
+                                config.audit.keep_ms)
             if with_field:
                 park.field = await start_field(config, registry, router, nursery, clock)
             try:

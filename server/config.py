@@ -76,6 +76,7 @@ from protocols.modbus.profiles import (
     load_profile_file,
 )
 from protocols.toml_limits import TomlNestingError, parse_toml
+from server.auth import check_hash, is_hash
 
 KeyPath = tuple[str | int, ...]
 """A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
@@ -216,6 +217,18 @@ class User:
     role: Literal["viewer", "operator", "admin"]
 
 
+AUDIT_KEEP_DEFAULT: Final = "400d"
+_DAYS = re.compile(r"(\d+)d")
+MS_PER_DAY: Final = 86_400_000
+
+
+@attrs.frozen
+class AuditSection:
+    """``[audit]``: how long the audit log keeps an entry (``keep = "400d"``)."""
+
+    keep_ms: int = 400 * MS_PER_DAY
+
+
 @attrs.frozen
 class GatewaySection:
     """A Modbus TCP gateway (or a Modbus TCP meter), or a serial converter speaking RTU over
@@ -307,6 +320,7 @@ class ParkConfig:
     and nowhere else."""
     profile_files: tuple[Path, ...] = ()
     """The ``profile_files`` of the config, resolved against its directory."""
+    audit: AuditSection = AuditSection()
 
     @classmethod
     def from_toml_text(
@@ -834,6 +848,7 @@ class _ParkReader:
         http = HttpSection(self.read_listen(root.table("http"), HttpSection().listen))
         opcua = self.read_opcua(root.table("opcua"))
         users = self.read_users(root.tables("users"))
+        audit = self.read_audit(root.table("audit"))
         self.read_profile_files(root)
         tariffs = self.read_tariffs(root.table("tariffs"), calendar)
         gateways = self.read_gateways(root.tables("gateways"))
@@ -856,6 +871,7 @@ class _ParkReader:
             source=source,
             profiles=self.profiles,
             profile_files=self.profile_files,
+            audit=audit,
         )
 
     # -- sections --
@@ -1008,9 +1024,15 @@ class _ParkReader:
         first_at: dict[str, KeyPath] = {}
         for t in tables:
             name = t.name("name", "a user name")
+            # Plain text (the contract's example) or a hash from `wattkeeper passwd`; a damaged
+            # hash must fail here, with its line, not as "wrong password" at every login.
             password = t.string("password")
             if "password" not in t.failed and not password:
                 t.fail("password", "must not be empty")
+            elif "password" not in t.failed and is_hash(password):
+                problem = check_hash(password)
+                if problem is not None:
+                    t.fail("password", problem)
             role = t.string("role", choices=ROLES)
             t.finish()
             if "name" not in t.failed:
@@ -1022,6 +1044,28 @@ class _ParkReader:
                 User(name, password, cast(Literal["viewer", "operator", "admin"], role or "viewer"))
             )
         return tuple(users)
+
+    def read_audit(self, t: _Table) -> AuditSection:
+        """``keep``: a duration; days (``"400d"``) besides the usual units, as retention is
+        counted in days. At least an hour: the log is pruned hourly."""
+        keep_ms = AuditSection().keep_ms
+        if t.has("keep"):
+            value = t.raw("keep")
+            days = _DAYS.fullmatch(value) if isinstance(value, str) else None
+            if days is not None:
+                keep_ms = int(days[1]) * MS_PER_DAY
+                if keep_ms < 3_600_000:
+                    t.fail("keep", f"must be at least 1h, got {_show(value)}")
+            else:
+                try:
+                    keep_ms = parse_duration_ms(value)
+                except ValueError as error:
+                    t.fail("keep", f'{error}; days are written like "{AUDIT_KEEP_DEFAULT}"')
+                else:
+                    if keep_ms < 3_600_000:
+                        t.fail("keep", f"must be at least 1h, got {_show(value)}")
+        t.finish()
+        return AuditSection(keep_ms)
 
     # -- meter profiles --
 

@@ -79,7 +79,7 @@ def test_a_healthy_directory_is_clean(store: Store) -> None:
     report = check_store(store, METERS)
     assert report.clean and report.findings == ()
     assert report.counts == {"journal": 9, "outcomes": 9, "refs": 9, "meter_journal": 9,
-                             "snapshots": 3, "history": 9}
+                             "snapshots": 3, "history": 9, "audit": 0}
     assert (report.schema, report.last_seq, report.indexed) == (2, 9, 9)
 
 

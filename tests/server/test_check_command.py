@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from persistence.check import CHECKED
 from persistence.keys import pack_u64
 from persistence.store import DataDirInUse, Store, open_store
 from policies.records import MeterState, Reading
@@ -151,7 +152,7 @@ async def test_check_runs_beside_a_running_park_without_disturbing_it(tmp_path: 
         await park.snapshot_now()
     result = check(config)  # the park's writes meanwhile are all consistent
     assert result.returncode == 1
-    assert result.stdout.splitlines()[7:] == [
+    assert result.stdout.splitlines()[1 + len(CHECKED):] == [
         "2 problems:",
         "  journal[seq 3]: not a journal entry: FormatError (meter M-2)",
         '  refs["pay-2"]: points at journal entry seq 3, whose reference is unreadable',
