@@ -82,9 +82,16 @@ class Probe:
         self.latencies_ms.append((time.perf_counter_ns() - message) / 1e6)
 
 
-async def feed_readings(park: Park) -> None:
+async def feed_readings(park: Park, probe: Probe) -> None:
     """Every meter a reading a second, in SLICES_PER_S slices (batches of 100, as gateways'
-    bursts would arrive); a slice that starts late does not shift the ones after it."""
+    bursts would arrive); a slice that starts late does not shift the ones after it. The
+    probes go in a task of their own, so a late probe does not slow the readings."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_probes, park, probe)
+        await _feed(park)
+
+
+async def _feed(park: Park) -> None:
     registry = park.registry
     clock = park.clock
     keys = list(range(len(registry)))
@@ -146,8 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters)}
     async with open_park(config, with_field=False) as park, open_services(
             park, hub_overrides={"port": 0}) as services, trio.open_nursery() as nursery:
-        nursery.start_soon(feed_readings, park)
-        nursery.start_soon(send_probes, park, probe)
+        nursery.start_soon(feed_readings, park, probe)
         progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
         await trio.sleep(3)  # every meter read once, allocations settled
         without = await phase(probe, args.seconds)
