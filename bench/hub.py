@@ -83,13 +83,20 @@ class Probe:
 
 
 async def feed_readings(park: Park, probe: Probe) -> None:
-    """Every meter a reading a second (in SLICES_PER_S slices), probes at PROBES_PER_S."""
+    """Every meter a reading a second, in SLICES_PER_S slices (batches of 100, as gateways'
+    bursts would arrive); a slice that starts late does not shift the ones after it. The
+    probes go in a task of their own, so a late probe does not slow the readings."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_probes, park, probe)
+        await _feed(park)
+
+
+async def _feed(park: Park) -> None:
     registry = park.registry
     clock = park.clock
     keys = list(range(len(registry)))
     per_slice = -(-len(keys) // SLICES_PER_S)
     register = [1_000_000 + 7 * key for key in keys]
-    probes_per_slice = PROBES_PER_S // SLICES_PER_S
     started = trio.current_time()
     slice_number = 0
     while True:
@@ -101,14 +108,21 @@ async def feed_readings(park: Park, probe: Probe) -> None:
             register[key] += 3
             readings.append(Reading(wall, register[key], 10_000.0 + (key + slice_number) % 97,
                                     mono_ms=mono))
-        for offset in range(0, len(chosen), 100):  # batches as a gateway's burst would be
+        for offset in range(0, len(chosen), 100):
             registry.deliver_readings_nowait(chosen[offset:offset + 100],
                                              readings[offset:offset + 100])
-        for _ in range(probes_per_slice):
-            park.dispatcher.send_nowait(probe, time.perf_counter_ns())
-            await trio.sleep(1 / PROBES_PER_S)
         slice_number += 1
         await trio.sleep_until(started + slice_number / SLICES_PER_S)
+
+
+async def send_probes(park: Park, probe: Probe) -> None:
+    """PROBES_PER_S probes through the dispatcher's run queue, behind the readings."""
+    started = trio.current_time()
+    number = 0
+    while True:
+        park.dispatcher.send_nowait(probe, time.perf_counter_ns())
+        number += 1
+        await trio.sleep_until(started + number / PROBES_PER_S)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -76,20 +76,25 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_client(url: str, user: str, password: str, subscription: dict[str, Any],
                      counters: Counters, ready: Callable[[], None]) -> None:
-    async with trio_websocket.open_websocket_url(url, max_message_size=1 << 24) as ws:
-        await ws.send_message(json.dumps({"type": "hello", "user": user, "password": password}))
-        welcome = json.loads(await ws.get_message())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"login refused: {welcome}")
-        await ws.send_message(json.dumps({"type": "subscribe", "id": "s", **subscription}))
-        while True:
-            text = await ws.get_message()
-            assert isinstance(text, str)
-            if '"snapshot_done"' in text:
-                break
-        ready()
-        epoch_ms = _epoch_ms
-        try:
+    """One client; dropped by the server (stalled: this process could not keep up), it is
+    counted in ``closed`` and, if it was not ready yet, as ready, so the run goes on."""
+    is_ready = False
+    try:
+        async with trio_websocket.open_websocket_url(url, max_message_size=1 << 24) as ws:
+            await ws.send_message(json.dumps({"type": "hello", "user": user,
+                                              "password": password}))
+            welcome = json.loads(await ws.get_message())
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"login refused: {welcome}")
+            await ws.send_message(json.dumps({"type": "subscribe", "id": "s", **subscription}))
+            while True:
+                text = await ws.get_message()
+                assert isinstance(text, str)
+                if '"snapshot_done"' in text:
+                    break
+            is_ready = True
+            ready()
+            epoch_ms = _epoch_ms
             while True:
                 text = await ws.get_message()
                 assert isinstance(text, str)
@@ -102,8 +107,10 @@ async def run_client(url: str, user: str, password: str, subscription: dict[str,
                     count += 1
                     latencies.append(now - epoch_ms(match[1]) - int(match[2]))
                 phase.messages += count
-        except trio_websocket.ConnectionClosed:
-            counters.closed += 1
+    except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError, OSError):
+        counters.closed += 1
+        if not is_ready:
+            ready()
 
 
 async def stalled_client(url: str, user: str, password: str) -> None:
