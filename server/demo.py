@@ -193,6 +193,7 @@ async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> 
             f"  simulator:      {sim.describe()}\n"
             f"  console:        {services.http_url}/\n"
             f"  websocket hub:  {services.hub_url}\n"
+            f"  terminal:       wattkeeper console --url {services.hub_url} --user op\n"
             f"  logins:         {logins}\n"
             "Press Ctrl-C to stop.",
             flush=True,
