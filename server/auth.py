@@ -34,6 +34,8 @@ from typing import Final, Literal, Protocol, cast
 
 import attrs
 
+from protocols.ws.backend import Who
+
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: Final[dict[str, int]] = {"viewer": 0, "operator": 1, "admin": 2}
 
@@ -63,6 +65,16 @@ class Caller:
 
 SYSTEM: Final = Caller("", "admin", "cli")
 """The server itself and local tools (``wattkeeper`` commands run by the park's owner)."""
+
+
+def hub_caller(who: Who) -> Caller:
+    """A hub client as a caller of ``park.operations``."""
+    return Caller(who.user, cast(Role, who.role), "hub", who.address)
+
+
+def may_follow_audit(role: str) -> bool:
+    """The audit log's rule for the hub's ``audit`` topic (as for its pages): admins only."""
+    return ROLE_RANK.get(role, -1) >= ROLE_RANK["admin"]
 
 
 class ConfiguredUser(Protocol):
@@ -243,6 +255,9 @@ class LoginThrottle:
 
     def __init__(self) -> None:
         self._hosts: OrderedDict[str, _Failures] = OrderedDict()
+        self.listeners: list[Callable[[str, int], None]] = []
+        """Told of every failure recorded by :meth:`failed` (the hub's own process keeps a
+        throttle of its own, and each side tells the other)."""
 
     def delay_s(self, host: str, now_ms: int) -> float:
         failures = self._hosts.get(host)
@@ -254,6 +269,12 @@ class LoginThrottle:
         return float(min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** (failures.count - 1)))
 
     def failed(self, host: str, now_ms: int) -> None:
+        self.failed_elsewhere(host, now_ms)
+        for listener in self.listeners:
+            listener(host, now_ms)
+
+    def failed_elsewhere(self, host: str, now_ms: int) -> None:
+        """A failure another process saw (not passed on to the listeners)."""
         before = self._hosts.pop(host, None)
         count = 1 if before is None or now_ms - before.last_ms > FORGET_AFTER_MS else \
             before.count + 1

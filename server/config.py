@@ -194,6 +194,12 @@ class HubSection:
     max_clients: int = 5_000
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    isolation: Literal["process", "inline"] = "process"
+    """Where the hub runs: its own process fed by the stream (``server.hub_process``), or the
+    server's own trio thread (``inline``: one process less, for small parks and tests)."""
+
+
+HUB_ISOLATION: Final = ("process", "inline")
 
 
 @attrs.frozen
@@ -985,6 +991,7 @@ class _ParkReader:
         stall_ms = t.duration_ms("stall_timeout", "5s", low_ms=100)
         ttl_ms = t.duration_ms("session_ttl", "12h", low_ms=60_000)
         max_clients = t.integer("max_clients", default.max_clients, low=1, high=1_000_000)
+        isolation = t.string("isolation", default.isolation, choices=HUB_ISOLATION)
         cert = t.string("tls_cert", "")
         key = t.string("tls_key", "")
         if bool(cert) != bool(key):
@@ -1000,6 +1007,7 @@ class _ParkReader:
             max_clients=max_clients,
             tls_cert=self.base_dir / cert if cert and key else None,
             tls_key=self.base_dir / key if cert and key else None,
+            isolation=cast(Literal["process", "inline"], isolation or default.isolation),
         )
 
     def read_opcua(self, t: _Table) -> OpcUaSection:

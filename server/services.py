@@ -7,9 +7,9 @@
             open_services(park, inbox=inbox) as services:
         print(services.hub_url, services.http_url)
 
-:class:`HubBackend` is how the hub reaches the server: ``server.auth`` for users, sessions
-and the login throttle, ``park.operations`` for every command (roles, journal, audit). The
-hub itself decides nothing about roles.
+The hub runs where ``[hub] isolation`` says: in a process of its own by default
+(``server.hub_process``), or on this process's trio thread. Either way its commands reach the
+park through :class:`server.hub_backend.HubBackend`.
 """
 
 from __future__ import annotations
@@ -20,106 +20,32 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
 
-from actors.meter import MeterActor
-from persistence.audit import AuditPage
 from protocols.http.server import HttpServer
-from protocols.ws.backend import Who
 from protocols.ws.hub import Hub, HubSettings
-from protocols.ws.protocol import AckInfo
 from server.app import Park
-from server.auth import Caller, LoginThrottle, Role, Session, Sessions, Users
+from server.auth import LoginThrottle, Sessions, Users
 from server.config import HubSection, ListenAddress
 from server.errors import UserError
-from server.ledger import CommandAck, MoneyAck
+from server.hub_backend import HubBackend
+from server.hub_process import HubProcess, HubProcessSettings
 from server.stream import AlarmInbox, ParkStream
+from server.tls import server_tls_context
 from server.web import run_web
 
 log = logging.getLogger(__name__)
-
-
-def _caller(who: Who) -> Caller:
-    return Caller(who.user, cast(Role, who.role), "hub", who.address)
-
-
-def _ack(ack: CommandAck | MoneyAck, actor: MeterActor) -> AckInfo:
-    if isinstance(ack, CommandAck):
-        return AckInfo(ack.meter_id, ack.status, ack.balance, ack.relay_closed,
-                       ack.relay_reason)
-    relay = actor.state.relay  # a top-up's answer: the relay as it is now
-    return AckInfo(ack.meter_id, ack.status, ack.balance, relay.closed, relay.reason)
-
-
-class HubBackend:
-    """``protocols.ws.backend.Backend`` for a park."""
-
-    def __init__(self, park: Park, users: Users, sessions: Sessions,
-                 throttle: LoginThrottle) -> None:
-        self._park = park
-        self._operations = park.operations
-        self.users = users
-        self.sessions = sessions
-        self.throttle = throttle
-        self.decimals = park.config.server.decimals
-
-    def authenticate(self, user: str, password: str) -> str | None:
-        return self.users.authenticate(user, password)
-
-    def issue_session(self, user: str, role: str) -> tuple[str, int]:
-        return self.sessions.issue(user, cast(Role, role))
-
-    def resume_session(self, token: str) -> Session | None:
-        return self.sessions.resume(token)
-
-    def login_delay_s(self, host: str, now_ms: int) -> float:
-        return self.throttle.delay_s(host, now_ms)
-
-    def login_failed(self, host: str, now_ms: int) -> None:
-        self.throttle.failed(host, now_ms)
-
-    def login_succeeded(self, host: str) -> None:
-        self.throttle.succeeded(host)
-
-    def may_follow_audit(self, who: Who) -> bool:
-        return _caller(who).may("admin")
-
-    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
-        ack = await self._operations.top_up(_caller(who), meter_id, amount, reference)
-        return _ack(ack, self._park.registry.get(ack.meter_id))
-
-    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
-                        reference: str) -> AckInfo:
-        ack = await self._operations.set_relay(_caller(who), meter_id, action, reason,
-                                               reference)
-        return _ack(ack, self._park.registry.get(ack.meter_id))
-
-    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
-        ack = await self._operations.reset_lockout(_caller(who), meter_id, reference)
-        return _ack(ack, self._park.registry.get(ack.meter_id))
-
-    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
-        ack = await self._operations.ack_alarm(_caller(who), alarm_id, reference)
-        return _ack(ack, self._park.registry.get(ack.meter_id))
-
-    def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPage:
-        return self._operations.audit_page(_caller(who), before=before, limit=limit)
 
 
 def hub_ssl_context(section: HubSection) -> ssl.SSLContext | None:
     """``wss://`` when ``[hub] tls_cert`` and ``tls_key`` are set."""
     if section.tls_cert is None or section.tls_key is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(section.tls_cert, section.tls_key)
-    except (OSError, ssl.SSLError) as error:
-        raise UserError(f"cannot load the hub's TLS certificate [hub] tls_cert = "
-                        f"{section.tls_cert}, tls_key = {section.tls_key}: {error}") from None
-    return context
+    return server_tls_context(section.tls_cert, section.tls_key,
+                              where="[hub] tls_cert, tls_key")
 
 
 def hub_settings(section: HubSection, **overrides: Any) -> HubSettings:
@@ -134,11 +60,31 @@ def hub_settings(section: HubSection, **overrides: Any) -> HubSettings:
 @attrs.define
 class Services:
     stream: ParkStream
-    hub: Hub
+    hub: Hub | HubProcess
+    """The hub in this process, or the handle of its own process (``[hub] isolation``): both
+    have ``url``, ``port`` and ``statistics()``."""
     hub_url: str
     backend: HubBackend
     http_url: str = ""
     """The console and HTTP API (``[http] listen``, ``server.web``)."""
+
+
+def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
+              overrides: dict[str, Any]) -> Hub | HubProcess:
+    """The hub where ``[hub] isolation`` says, subscribed to ``stream``."""
+    section = park.config.hub
+    settings = hub_settings(section, **overrides)
+    hub: Hub | HubProcess
+    if section.isolation == "inline":
+        hub = Hub(settings, stream, backend, park.clock.wall_ms)
+    else:
+        # (The context was loaded above, so a bad certificate fails here, in the server.)
+        tls = None if section.tls_cert is None or section.tls_key is None else (
+            str(section.tls_cert), str(section.tls_key))
+        hub = HubProcess(HubProcessSettings(settings, tls, park.config.users,
+                                            section.session_ttl_ms), stream, backend)
+    stream.subscribe(hub)
+    return hub
 
 
 @asynccontextmanager
@@ -157,9 +103,7 @@ async def open_services(
     backend = HubBackend(park, Users(config.users),
                          Sessions(config.hub.session_ttl_ms, park.clock.wall_ms),
                          LoginThrottle())
-    hub = Hub(hub_settings(config.hub, **(hub_overrides or {})), stream, backend,
-              park.clock.wall_ms)
-    stream.subscribe(hub)
+    hub = start_hub(park, stream, backend, hub_overrides or {})
     async with trio.open_nursery() as nursery:
         await nursery.start(stream.run)
         try:

@@ -129,8 +129,8 @@ class HubStatistics:
 
 
 class _Client:
-    __slots__ = ("address", "cancel", "failed_hellos", "gateway", "host", "meters", "outbox",
-                 "state", "topics", "waiting", "wakeup", "who", "ws")
+    __slots__ = ("address", "cancel", "deadline", "failed_hellos", "gateway", "host", "meters",
+                 "outbox", "state", "topics", "waiting", "wakeup", "who", "ws")
 
     def __init__(self, ws: WebSocketConnection, address: str, host: str, outbox: Outbox) -> None:
         self.ws = ws
@@ -144,6 +144,7 @@ class _Client:
         self.gateway: str | None = None
         self.wakeup = trio.Event()
         self.waiting = False
+        self.deadline = math.inf  # when the sender wakes by itself (held-back updates)
         self.failed_hellos = 0
         self.cancel = trio.CancelScope()
 
@@ -151,6 +152,10 @@ class _Client:
         if self.waiting:
             self.waiting = False
             self.wakeup.set()
+
+
+def hub_url(host: str, port: int, *, tls: bool) -> str:
+    return f"{'wss' if tls else 'ws'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _address(remote: Endpoint | str) -> tuple[str, str]:
@@ -200,9 +205,7 @@ class Hub:
 
     @property
     def url(self) -> str:
-        scheme = "wss" if self.settings.ssl_context is not None else "ws"
-        host = self.settings.host
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return hub_url(self.settings.host, self.port, tls=self.settings.ssl_context is not None)
 
     def statistics(self) -> HubStatistics:
         offered = released = pending = 0
@@ -272,7 +275,10 @@ class Hub:
         now = trio.current_time()
         for client in self._clients:
             outbox = client.outbox
-            if outbox.stalled or outbox.has_work(now):
+            # A sender asleep without a deadline must hear of held-back updates too, or they
+            # wait for the next tick that has work for it now.
+            if outbox.stalled or outbox.has_work(now) or (
+                    outbox.updates and client.deadline == math.inf):
                 client.wake()
 
     # -- serving ----------------------------------------------------------------------------
@@ -352,7 +358,8 @@ class Hub:
                 client.wakeup = trio.Event()
                 client.waiting = True
                 due = outbox.next_due()
-                with trio.move_on_at(due if due is not None else math.inf):
+                client.deadline = due if due is not None else math.inf
+                with trio.move_on_at(client.deadline):
                     await client.wakeup.wait()
                 client.waiting = False
                 continue
@@ -461,7 +468,7 @@ class Hub:
                 ack = await backend.ack_alarm(who, frame.alarm, frame.id)
                 self._answer(client, encode_ack(frame.id, ack, self._decimals, frame.alarm))
             elif isinstance(frame, AuditQuery):
-                page = backend.audit_page(who, frame.before, frame.limit)
+                page = await backend.audit_page(who, frame.before, frame.limit)
                 self._answer(client, encode_audit_page(frame.id, page.entries, page.next))
             else:  # the transition table sends nothing else here
                 raise AssertionError(f"not a command: {frame!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -104,3 +104,11 @@ def feed(park: Park, meter_id: str, register_wh: int, power_w: float) -> None:
 async def settle(park: Park) -> None:
     while park.dispatcher.queue_depth:
         await trio.sleep(0.001)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` holds: the hub's statistics come from its own process, a tenth
+    of a second late."""
+    with trio.fail_after(timeout):
+        while not check():
+            await trio.sleep(0.02)

@@ -1,0 +1,290 @@
+"""The hub's own process: ``python -m server.hub_worker FD`` (started by ``server.hub_process``).
+
+Theory of operation
+-------------------
+``FD`` is this process's end of a socket pair with the server (``server.hub_link``). The
+first message holds the hub's settings and the users; the second is the park's state. Then the
+websocket hub (``protocols.ws.hub``, the same code as in-process) listens, and one loop here
+applies every message from the server: tick messages update the :class:`~protocols.ws.feed.
+Mirror` (the hub's ``ParkState``) and go to ``Hub.on_tick``; replies finish the calls of
+:class:`RemoteBackend`.
+
+:class:`RemoteBackend` is the hub's ``Backend`` here: passwords, sessions and the login
+throttle are checked in this process (a scrypt check takes ~50 ms of CPU the control loop
+should not pay); commands and audit pages are calls to the server, which runs them through
+``park.operations`` exactly as for an in-process hub. The throttle tells the server of each
+failure, and hears of the server's (HTTP logins), so both keep one count per host.
+
+When the server goes away (its end of the pipe closes: it stopped, or died), the hub closes
+and this process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Final, cast
+
+import trio
+
+from protocols.ws.backend import Who
+from protocols.ws.feed import STATE, TICK, Mirror
+from protocols.ws.hub import Hub, HubSettings
+from protocols.ws.protocol import AckInfo
+from server.auth import LoginThrottle, Role, Session, Sessions, Users, may_follow_audit
+from server.config import User
+from server.errors import UserError
+from server.hub_link import (
+    CALL,
+    INIT,
+    LOG,
+    LOGIN_FAILED,
+    READY,
+    REFUSED,
+    REPLY,
+    STATS,
+    AuditPageLine,
+    Link,
+    LinkClosed,
+    audit_page_of,
+    statistics_row,
+    who_row,
+)
+from server.tls import server_tls_context
+
+log = logging.getLogger("server.hub_worker")
+
+CALL_TIMEOUT_S: Final = 30.0
+STATS_EVERY_S: Final = 0.1
+MAX_QUEUED_NOTICES: Final = 10_000
+
+
+class RemoteError(Exception):
+    """A call the server refused (``code`` is the contract's), or could not answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RemoteBackend:
+    """``protocols.ws.backend.Backend`` in the hub's process (module docstring)."""
+
+    def __init__(self, link: Link, users: Users, sessions: Sessions, decimals: int) -> None:
+        self._link = link
+        self.users = users
+        self.sessions = sessions
+        self.throttle = LoginThrottle()
+        self.decimals = decimals
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, list[Any]] = {}  # call id -> [done event, ok, payload]
+        self._notices_send, self._notices = trio.open_memory_channel[tuple[Any, ...]](
+            MAX_QUEUED_NOTICES)
+
+    # -- in this process ------------------------------------------------------------------------
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        return self.users.authenticate(user, password)
+
+    def issue_session(self, user: str, role: str) -> tuple[str, int]:
+        return self.sessions.issue(user, cast(Role, role))
+
+    def resume_session(self, token: str) -> Session | None:
+        return self.sessions.resume(token)
+
+    def login_delay_s(self, host: str, now_ms: int) -> float:
+        return self.throttle.delay_s(host, now_ms)
+
+    def login_failed(self, host: str, now_ms: int) -> None:
+        self.throttle.failed(host, now_ms)
+        self.notify((LOGIN_FAILED, host, now_ms))
+
+    def login_succeeded(self, host: str) -> None:
+        self.throttle.succeeded(host)
+
+    def may_follow_audit(self, who: Who) -> bool:
+        return may_follow_audit(who.role)
+
+    # -- calls to the server -------------------------------------------------------------------
+
+    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("top_up", who, meter_id, amount, reference))
+
+    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
+                        reference: str) -> AckInfo:
+        return AckInfo(*await self._call("set_relay", who, meter_id, action, reason,
+                                         reference))
+
+    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("reset_lockout", who, meter_id, reference))
+
+    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("ack_alarm", who, alarm_id, reference))
+
+    async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageLine:
+        return audit_page_of(await self._call("audit_page", who, before, limit))
+
+    async def _call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
+        call_id = next(self._ids)
+        waiting = self._waiting[call_id] = [trio.Event(), False, None]
+        try:
+            await self._link.send((CALL, call_id, method, who_row(who), args))
+            with trio.move_on_after(CALL_TIMEOUT_S):
+                await waiting[0].wait()
+        except LinkClosed:
+            raise RemoteError("unavailable", "the server cannot be reached; nothing was "
+                                             "done") from None
+        finally:
+            del self._waiting[call_id]
+        if not waiting[0].is_set():
+            raise RemoteError("overloaded", f"the server did not answer within "
+                                            f"{CALL_TIMEOUT_S:g} s; the command may have been "
+                                            "done: send it again with the same id")
+        _, ok, payload = waiting
+        if not ok:
+            code, message = payload
+            raise RemoteError(code, message)
+        return cast(Sequence[Any], payload)
+
+    def answered(self, call_id: int, ok: bool, payload: Any) -> None:
+        waiting = self._waiting.get(call_id)
+        if waiting is not None:  # else the caller gave up waiting
+            waiting[1], waiting[2] = ok, payload
+            waiting[0].set()
+
+    def notify(self, notice: tuple[Any, ...]) -> None:
+        """Queue a message for the server (trio thread only); dropped if it does not read."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._notices_send.send_nowait(notice)
+
+    async def send_notices(self) -> None:
+        async for notice in self._notices:
+            await self._link.send(notice)
+
+
+class ServerLogHandler(logging.Handler):
+    """Log records go to the server, which logs them with its own (console, log file)."""
+
+    def __init__(self, backend: RemoteBackend, token: trio.lowlevel.TrioToken) -> None:
+        super().__init__()
+        self._backend = backend
+        self._token = token
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            # run_sync_soon: records may come from worker threads (password checks).
+            self._token.run_sync_soon(self._backend.notify,
+                                      (LOG, record.levelno, record.name, text))
+        except Exception:
+            self.handleError(record)
+
+
+def log_to_server(backend: RemoteBackend, level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(ServerLogHandler(backend, trio.lowlevel.current_trio_token()))
+    root.setLevel(level)
+
+
+def hub_settings_of(fields: dict[str, Any], tls: Sequence[str] | None) -> HubSettings:
+    context = None if tls is None else server_tls_context(
+        tls[0], tls[1], where="[hub] tls_cert, tls_key")
+    return HubSettings(**fields, ssl_context=context)
+
+
+async def serve(link: Link) -> None:
+    init = await link.receive()
+    if init[0] != INIT:
+        raise LinkClosed(f"expected the settings first, got {init[0]!r}")
+    _, fields, tls, user_rows, session_ttl_ms, decimals, level = init
+    mirror = Mirror()
+    state = await link.receive()
+    if state[0] != STATE:
+        raise LinkClosed(f"expected the park's state, got {state[0]!r}")
+    mirror.apply(state)
+    users = Users([User(name, password, role) for name, password, role in user_rows])
+    backend = RemoteBackend(link, users, Sessions(session_ttl_ms, wall_ms), decimals)
+    log_to_server(backend, level)
+    try:
+        settings = hub_settings_of(fields, tls)
+    except UserError as error:
+        await link.send((REFUSED, 0, str(error)))
+        return
+    hub = Hub(settings, mirror, backend, wall_ms)
+    async with trio.open_nursery() as nursery:
+        try:
+            url = await nursery.start(hub.run)
+        except OSError as error:
+            await link.send((REFUSED, error.errno or 0, str(error)))
+            return
+        await link.send((READY, url, hub.port))
+        nursery.start_soon(backend.send_notices)
+        nursery.start_soon(report_statistics, link, hub)
+        try:
+            await follow_server(link, mirror, hub, backend)
+        except LinkClosed as error:
+            log.info("the server closed the hub's pipe (%s): the hub stops", error)
+        nursery.cancel_scope.cancel()
+
+
+async def follow_server(link: Link, mirror: Mirror, hub: Hub, backend: RemoteBackend) -> None:
+    while True:
+        message = await link.receive()
+        kind = message[0]
+        if kind == TICK:
+            tick = mirror.apply(message)
+            if tick is not None:
+                hub.on_tick(tick)
+        elif kind == REPLY:
+            _, call_id, ok, payload = message
+            backend.answered(call_id, ok, payload)
+        elif kind == LOGIN_FAILED:
+            backend.throttle.failed_elsewhere(message[1], message[2])
+        else:
+            log.warning("the server sent %r; ignored", kind)
+
+
+async def report_statistics(link: Link, hub: Hub) -> None:
+    while True:
+        await link.send((STATS, statistics_row(hub.statistics())))
+        await trio.sleep(STATS_EVERY_S)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m server.hub_worker FD (started by the server)", file=sys.stderr)
+        return 2
+    # Until the server's pipe carries them (log_to_server), records go to stderr.
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+
+    async def run() -> None:
+        link = Link(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        try:
+            await serve(link)
+        except LinkClosed as error:
+            log.info("the hub's pipe closed before it started: %s", error)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
