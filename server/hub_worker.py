@@ -16,7 +16,7 @@ should not pay); commands and audit pages are calls to the server, which runs th
 failure, and hears of the server's (HTTP logins), so both keep one count per host.
 
 When the server goes away (its end of the pipe closes: it stopped, or died), the hub closes
-and this process exits.
+and this process exits; it ignores SIGINT and SIGTERM, which reach it with the server's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import signal
 import socket
 import sys
 import time
@@ -271,6 +272,10 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=int(argv[0]))
+    # Ctrl-C on the terminal and a service manager's SIGTERM reach the whole process group:
+    # the server stops in order and then closes the pipe, which is what ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async def run() -> None:
         link = Link(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
@@ -279,10 +284,7 @@ def main(argv: Sequence[str]) -> int:
         except LinkClosed as error:
             log.info("the hub's pipe closed before it started: %s", error)
 
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        return 130
+    trio.run(run)
     return 0
 
 
