@@ -30,8 +30,10 @@ Figures (the last line with ``--json`` is one JSON object):
   same path: the answer -> the hub's message handed to the console's listeners, so the
   difference is the page's own share (store, the per-frame redraw). ``updates_missed``: top-ups
   whose value never showed (they are not in the percentiles).
-* ``js_heap_mb``: the page's used JS heap (CDP ``Performance.getMetrics`` JSHeapUsedSize) at
-  the end of the live phase, as it stands (garbage not yet collected included);
+* ``js_heap_mb``: the page's JS memory at the end of the live phase, as it stands (garbage
+  not yet collected included): V8's used heap (``js_heap_v8_mb``) plus the ArrayBuffers'
+  backing stores (``js_array_buffers_mb``: the meters' power histories), from CDP
+  ``Runtime.getHeapUsage``; the sum is what ``performance.memory.usedJSHeapSize`` says.
   ``js_heap_mb_after_gc`` after a forced collection; ``dom_nodes`` at that moment.
 * ``page_meter_messages_per_s``: meter messages the page received per second in the live phase.
 """
@@ -51,7 +53,7 @@ from typing import Any, TypeVar
 
 import attrs
 import trio
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from bench.hub import bench_config, feed_every_meter, percentile, progress
 from bench.results import print_result
@@ -66,11 +68,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 """Debian's Chromium and the flags the browser tests use (tests/browser/conftest.py)."""
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 USER, PASSWORD = "bench", "bench-secret"  # bench_config's viewer
 TOPUP = 50_000  # minor units: 500.00
 TOPUP_CALLER = Caller("bench", "operator", "cli")
 TIMEOUT_MS = 60_000
+ROW_HEIGHT = 30  # px, the console's ROW_HEIGHT (console.js)
 
 T = TypeVar("T")
 
@@ -197,7 +200,7 @@ class ParkThread:
     def _run(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+        except BaseException as error:  # whatever it was, the main thread raises it
             self._error = error
         finally:
             self._ready.set()
@@ -241,7 +244,7 @@ class TopUps:
 
 
 def new_page(browser: Browser) -> tuple[BrowserContext, Page]:
-    context = browser.new_context(viewport=VIEWPORT, locale="en-US")  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     return context, page
@@ -272,9 +275,6 @@ def first_table(browser: Browser, http_url: str, meters: int) -> tuple[float, fl
         return float(full), float(every)
     finally:
         context.close()
-
-
-ROW_HEIGHT = 30  # the console's ROW_HEIGHT (console.js)
 
 
 def minor_units(text: str, decimals: int) -> int | None:
@@ -308,22 +308,30 @@ def latencies(topups: list[tuple[str, int, float]], seen: list[list[Any]],
 
 
 def heap(page: Page) -> dict[str, float]:
+    """The page's JS memory now and after a forced collection: V8's heap plus the
+    ArrayBuffers' backing stores (the meter histories are typed arrays), which is what
+    ``performance.memory.usedJSHeapSize`` reports (with ``--enable-precise-memory-info``)."""
     cdp = page.context.new_cdp_session(page)
-    cdp.send("Performance.enable")
-
-    def metrics() -> dict[str, float]:
-        return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-
-    before = metrics()
-    cdp.send("HeapProfiler.collectGarbage")
-    after = metrics()
-    cdp.detach()
+    try:
+        cdp.send("Performance.enable")
+        nodes = {m["name"]: m["value"]
+                 for m in cdp.send("Performance.getMetrics")["metrics"]}["Nodes"]
+        before = cdp.send("Runtime.getHeapUsage")
+        cdp.send("HeapProfiler.collectGarbage")
+        after = cdp.send("Runtime.getHeapUsage")
+    finally:
+        cdp.detach()
     return {
-        "js_heap_mb": round(before["JSHeapUsedSize"] / 2**20, 1),
-        "js_heap_mb_after_gc": round(after["JSHeapUsedSize"] / 2**20, 1),
-        "js_heap_total_mb": round(before["JSHeapTotalSize"] / 2**20, 1),
-        "dom_nodes": int(before["Nodes"]),
+        "js_heap_mb": _mb(before["usedSize"] + before["backingStorageSize"]),
+        "js_heap_mb_after_gc": _mb(after["usedSize"] + after["backingStorageSize"]),
+        "js_heap_v8_mb": _mb(before["usedSize"]),
+        "js_array_buffers_mb": _mb(before["backingStorageSize"]),
+        "dom_nodes": int(nodes),
     }
+
+
+def _mb(size: float) -> float:
+    return round(size / 2**20, 1)
 
 
 def live(browser: Browser, park: ParkThread, args: argparse.Namespace) -> dict[str, Any]:
