@@ -88,10 +88,11 @@ async def feed_readings(park: Park, probe: Probe) -> None:
     probes go in a task of their own, so a late probe does not slow the readings."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_probes, park, probe)
-        await _feed(park)
+        await feed_every_meter(park)
 
 
-async def _feed(park: Park) -> None:
+async def feed_every_meter(park: Park) -> None:
+    """A reading for every meter once a second, as the Modbus side would deliver them."""
     registry = park.registry
     clock = park.clock
     keys = list(range(len(registry)))

@@ -27,7 +27,7 @@ from server.logs import (
 
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus", "chaos", "hub")
+BENCHMARKS = ("core", "modbus", "chaos", "hub", "console")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -119,7 +119,7 @@ def _passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil"})
+BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil", "playwright"})
 """What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
 
 
