@@ -2,10 +2,11 @@
 
 A park of ``--meters`` meters (default 10,000; no field: the benchmark hands every meter a
 reading once a second through the registry, as the Modbus side would) runs with its stream
-and hub in this process. ``--clients`` websocket clients (default 1,000) run in a second
-process (``bench.hub_clients``): every client follows ``park`` and ``alarms``; all but
-``--all-clients`` (default 10) follow a random page of 100 meters, those follow every meter;
-all with ``batch``.
+in this process and its hub where ``--isolation`` says (``[hub] isolation``: its own process
+by default, or ``inline`` on this process's thread). ``--clients`` websocket clients
+(default 1,000) run in a second process (``bench.hub_clients``): every client follows
+``park`` and ``alarms``; all but ``--all-clients`` (default 10) follow a random page of 100
+meters, those follow every meter; all with ``batch``.
 
 Phases, each ``--seconds`` long (default 20):
 
@@ -20,8 +21,9 @@ Figures (the last line with ``--json`` is one JSON object):
   received per second in phase 2.
 * ``p99_delivery_ms``: reading handed to the registry (its wall label is the message's ``ts``)
   -> message received by a client, phase 2.
-* ``bytes_per_client``: this process's resident memory growth from phase 1 to phase 2 /
-  clients.
+* ``bytes_per_client``: the server's anonymous resident memory growth (this process and,
+  with ``--isolation process``, the hub's; not the LMDB map's file pages) from phase 1 to
+  phase 2 / clients.
 * ``control_p99_decision_ms_with_clients`` / ``_without_clients``: the control path's p99
   latency, phases 2 and 1: a probe message queued for the meter runtime (the dispatcher's run
   queue, the path every reading and command takes, behind the readings of 10,000 meters) ->
@@ -59,15 +61,16 @@ PROBES_PER_S = 200
 SLICES_PER_S = 50
 
 
-def bench_config(data_dir: Path, meters: int) -> ParkConfig:
-    """``meters`` rounded up to whole gateways of PER_GATEWAY units."""
+def bench_config(data_dir: Path, meters: int, isolation: str = "process") -> ParkConfig:
+    """``meters`` rounded up to whole gateways of PER_GATEWAY units; the hub where
+    ``isolation`` says (``[hub] isolation``)."""
     gateways = -(-meters // PER_GATEWAY)
     text = park_toml(data_dir, {f"gw{g + 1}": 20_000 + g for g in range(gateways)},
                      PER_GATEWAY, profile="sdm630", window=16, poll_interval="1s",
                      overload_delay_ms=2_000, opening_balance="1000000.00")
     text += '\n[[users]]\nname = "bench"\npassword = "bench-secret"\nrole = "viewer"\n'
     text = text.replace("[server]", '[hub]\nlisten = "127.0.0.1:8765"\nmax_clients = 100000\n'
-                        '\n[server]', 1)
+                        f'isolation = "{isolation}"\n\n[server]', 1)
     return ParkConfig.from_toml_text(text, "bench-hub.toml")
 
 
@@ -126,6 +129,26 @@ async def send_probes(park: Park, probe: Probe) -> None:
         await trio.sleep_until(started + number / PROBES_PER_S)
 
 
+def server_rss(services: Services) -> int:
+    """Anonymous resident memory of the server: this process, plus the hub's when it has its
+    own. Anonymous only: the park's LMDB map grows the resident size as history is written,
+    whoever is connected, and that is file cache, not what clients cost."""
+    pids = [os.getpid()]
+    pid = getattr(services.hub, "pid", None)
+    if pid is not None:
+        pids.append(pid)
+    return sum(_rss_anon(pid) for pid in pids)
+
+
+def _rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    rss: int = psutil.Process(pid).memory_info().rss  # (a kernel without RssAnon)
+    return rss
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -148,10 +171,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.clients + 256)),
                                                 hard))
     workdir = Path(tempfile.mkdtemp(prefix="wattkeeper-bench-hub-"))
-    config = bench_config(workdir / "lmdb", args.meters)
-    me = psutil.Process()
+    config = bench_config(workdir / "lmdb", args.meters, args.isolation)
     probe = Probe()
-    results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters)}
+    results: dict[str, Any] = {"clients": args.clients, "meters": len(config.meters),
+                               "isolation": args.isolation}
     free = ListenAddress("127.0.0.1", 0)
     async with open_park(config, with_field=False) as park, open_services(
             park, hub_overrides={"port": 0}, http_listen=free) as services, \
@@ -160,7 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
         await trio.sleep(3)  # every meter read once, allocations settled
         without = await phase(probe, args.seconds)
-        rss_before = me.memory_info().rss
+        rss_before = server_rss(services)
         progress(f"without clients: control p99 {without:.2f} ms")
         clients = await start_clients(services, args, len(config.meters))
         try:
@@ -171,7 +194,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with_clients = await phase(probe, args.seconds)
             offered = services.hub.statistics().meter_updates_offered - offered_before
             await clients.send("PHASE between")
-            rss_after = me.memory_info().rss
+            rss_after = server_rss(services)
             progress(f"with clients: control p99 {with_clients:.2f} ms")
             await clients.send("STALL")
             await trio.sleep(1)
@@ -257,6 +280,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all-clients", type=int, default=10,
                         help="clients that follow every meter (default 10)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase (default 20)")
+    parser.add_argument("--isolation", choices=("process", "inline"), default="process",
+                        help="where the hub runs ([hub] isolation; default process)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.meters < 100 or not 0 <= args.all_clients <= args.clients or args.clients < 1:

@@ -128,8 +128,8 @@ def _bench(args: argparse.Namespace) -> int:
     import importlib.util
 
     forwarded = list(args.bench_args)
-    if forwarded[:1] == ["--"]:  # `wattkeeper bench core -- --meters 1000`: the separator
-        del forwarded[0]
+    if "--" in forwarded:  # `bench core -- --meters 1000`, `bench hub --json -- --seconds 8`
+        forwarded.remove("--")
     if args.json:
         forwarded.append("--json")
     # Checked before anything runs: bench modbus would otherwise find pymodbus missing only
