@@ -67,7 +67,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-"""Debian's Chromium and the flags the browser tests use (tests/browser/conftest.py)."""
+"""Debian's Chromium and its flags, for this bench and the browser tests."""
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 USER, PASSWORD = "bench", "bench-secret"  # bench_config's viewer
 TOPUP = 50_000  # minor units: 500.00

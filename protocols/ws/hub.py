@@ -11,15 +11,18 @@ sent, and a client flooding commands only waits for itself: trio-websocket reads
 frame until the previous one is taken).
 
 The park reaches the hub through :meth:`Hub.on_tick`, called by the stream
-(``server.stream``) on the trio thread once per tick with what changed. It encodes each
-changed meter once (:class:`~protocols.ws.protocol.MeterEncoder`) and shares the text with
-every client whose subscription matches, found through indexes (meter id -> outboxes, plus
+(``server.stream``) on the trio thread once per tick with what changed. Meters that changed
+within ``meter_rate_hz``'s interval are held (``protocols.ws.rate``: latest view wins, sent
+when the interval is up). It encodes each other changed meter once
+(:class:`~protocols.ws.protocol.MeterEncoder`) and shares the text with every client whose
+subscription matches, found through indexes (meter id -> outboxes, plus
 the outboxes that follow all meters), so a tick costs O(changes x interested clients) and
 never looks at a client that does not care. It then wakes the senders that have something to
 send. Nothing in ``on_tick`` waits: a client that reads slowly gets coalesced updates (the
 outbox keeps the latest per meter), and one that stops reading is dropped (below). So neither
-the control loop (which shares the trio thread and only pays for the encoding and the index
-walk) nor the other clients (each has its own sender) are delayed by it.
+the control loop (which, with ``[hub] isolation = "inline"``, shares the trio thread and
+only pays for the encoding and the index walk) nor the other clients (each has its own
+sender) are delayed by it.
 
 Dropping: a sender whose write blocks longer than ``stall_timeout_s``, or whose queued
 answers and events exceed ``max_backlog_bytes``, closes its connection with code 1008
@@ -40,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import ssl
 from collections.abc import Callable, Iterator
 from typing import Final
@@ -85,6 +87,7 @@ from protocols.ws.protocol import (
     parse_frame,
     refusal,
 )
+from protocols.ws.rate import MeterRate
 from protocols.ws.views import MeterView, ParkState, StreamTick
 
 log = logging.getLogger(__name__)
@@ -129,8 +132,8 @@ class HubStatistics:
 
 
 class _Client:
-    __slots__ = ("address", "cancel", "deadline", "failed_hellos", "gateway", "host", "meters",
-                 "outbox", "state", "topics", "waiting", "wakeup", "who", "ws")
+    __slots__ = ("address", "cancel", "failed_hellos", "gateway", "host", "meters", "outbox",
+                 "state", "topics", "waiting", "wakeup", "who", "ws")
 
     def __init__(self, ws: WebSocketConnection, address: str, host: str, outbox: Outbox) -> None:
         self.ws = ws
@@ -144,7 +147,6 @@ class _Client:
         self.gateway: str | None = None
         self.wakeup = trio.Event()
         self.waiting = False
-        self.deadline = math.inf  # when the sender wakes by itself (held-back updates)
         self.failed_hellos = 0
         self.cancel = trio.CancelScope()
 
@@ -182,6 +184,7 @@ class Hub:
         self._decimals = backend.decimals
         self._encoder = MeterEncoder(backend.decimals)
         self._fragments: dict[str, tuple[MeterView, str]] = {}
+        self._rate = MeterRate(settings.meter_rate_hz)
         self._clients: set[_Client] = set()
         self._by_meter: dict[str, set[Outbox]] = {}
         self._all_meters: set[Outbox] = set()
@@ -231,28 +234,8 @@ class Hub:
     # -- the stream's side: never blocks ---------------------------------------------------
 
     def on_tick(self, tick: StreamTick) -> None:
-        by_meter = self._by_meter
-        everyone = self._all_meters
-        fragments = self._fragments
-        encode = self._encoder.encode
-        offers = 0
-        for view in tick.meters:
-            meter_id = view.meter_id
-            targets = by_meter.get(meter_id)
-            if not targets and not everyone:
-                continue
-            fragment = encode(view)
-            fragments[meter_id] = (view, fragment)
-            if targets:
-                offers += len(targets)
-                for outbox in targets:
-                    outbox.updates[meter_id] = fragment
-                    outbox.offered += 1
-            offers += len(everyone)
-            for outbox in everyone:
-                outbox.updates[meter_id] = fragment
-                outbox.offered += 1
-        self._meter_offers += offers
+        now = trio.current_time()
+        self._fan_out(self._rate.admit(tick.meters, now))
         if tick.park is not None and self._park:
             fragment = encode_park(tick.park, self._decimals)
             for outbox in self._park:
@@ -272,14 +255,48 @@ class Hub:
             fragment = encode_audit(entry)
             for client in self._audit:
                 client.outbox.event(fragment)
-        now = trio.current_time()
+        self._wake_senders()
+
+    def _fan_out(self, views: list[MeterView]) -> None:
+        """Each view encoded once, its text shared by every outbox that follows the meter."""
+        by_meter = self._by_meter
+        everyone = self._all_meters
+        fragments = self._fragments
+        encode = self._encoder.encode
+        offers = 0
+        for view in views:
+            meter_id = view.meter_id
+            targets = by_meter.get(meter_id)
+            if not targets and not everyone:
+                continue
+            fragment = encode(view)
+            fragments[meter_id] = (view, fragment)
+            if targets:
+                offers += len(targets)
+                for outbox in targets:
+                    outbox.updates[meter_id] = fragment
+                    outbox.offered += 1
+            offers += len(everyone)
+            for outbox in everyone:
+                outbox.updates[meter_id] = fragment
+                outbox.offered += 1
+        self._meter_offers += offers
+
+    def _wake_senders(self) -> None:
         for client in self._clients:
             outbox = client.outbox
-            # A sender asleep without a deadline must hear of held-back updates too, or they
-            # wait for the next tick that has work for it now.
-            if outbox.stalled or outbox.has_work(now) or (
-                    outbox.updates and client.deadline == math.inf):
+            if outbox.stalled or outbox.has_work():
                 client.wake()
+
+    async def _release_held(self) -> None:
+        """Meters held back by the rate limit go when their interval is up, even when no
+        tick comes to carry them (a quiet park)."""
+        rate = self._rate
+        while True:
+            await trio.sleep(rate.interval_s / 2)
+            if rate.held:
+                self._fan_out(rate.release_due(trio.current_time()))
+                self._wake_senders()
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -293,6 +310,7 @@ class Hub:
                 max_message_size=HARD_FRAME_FACTOR * settings.max_frame_bytes,
                 message_queue_size=1))
             self.port = server.port
+            nursery.start_soon(self._release_held)
             log.info("websocket hub listening on %s", self.url)
             task_status.started(self.url)
 
@@ -308,8 +326,7 @@ class Hub:
             return
         address, host = _address(ws.remote)
         settings = self.settings
-        client = _Client(ws, address, host, Outbox(
-            rate_hz=settings.meter_rate_hz, max_backlog_bytes=settings.max_backlog_bytes))
+        client = _Client(ws, address, host, Outbox(max_backlog_bytes=settings.max_backlog_bytes))
         self._clients.add(client)
         try:
             with client.cancel:
@@ -353,14 +370,11 @@ class Hub:
             if outbox.stalled:
                 await self._drop(client, f"more than {outbox.max_backlog_bytes} bytes queued")
                 return
-            messages = outbox.take(trio.current_time())
+            messages = outbox.take()
             if not messages:
                 client.wakeup = trio.Event()
                 client.waiting = True
-                due = outbox.next_due()
-                client.deadline = due if due is not None else math.inf
-                with trio.move_on_at(client.deadline):
-                    await client.wakeup.wait()
+                await client.wakeup.wait()
                 client.waiting = False
                 continue
             self._messages += len(messages)

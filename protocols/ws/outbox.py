@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 The hub hands every client its share of each stream tick without waiting for anything: the
 updates go into this client's :class:`Outbox`, and the client's own sender task takes them
-out (:meth:`Outbox.take`) and writes them. Nothing here does I/O or reads a clock (the
-caller passes ``now``), so a slow client can cost only its own memory, bounded as follows.
+out (:meth:`Outbox.take`) and writes them. Nothing here does I/O or reads a clock, so a
+slow client can cost only its own memory, bounded as follows.
 
 Four queues, sent in this order:
 
@@ -15,9 +15,9 @@ Four queues, sent in this order:
    thread), ending with ``snapshot_done``; while it runs, events wait;
 3. **events** (alarm, audit): in order, never coalesced;
 4. **updates** (meter, park, gateway): keyed, *latest value wins* — a newer update of a key
-   replaces the pending one, keeping its place. They are released at most ``rate_hz`` times a
-   second (:meth:`next_due`), so each meter reaches a client at most ``rate_hz`` times a
-   second however often it changes, and a slow client gets fewer, fresher updates.
+   replaces the pending one, keeping its place, so a slow client gets fewer, fresher updates.
+   How often a meter may change is the hub's business (``protocols.ws.rate``, once for every
+   client); what reaches the outbox goes with the next frame.
 
 Updates are bounded by the subscription (one per key). Answers and events are not bounded by
 anything the client controls, so their queued size counts against ``max_backlog_bytes``:
@@ -44,15 +44,8 @@ EVENTS_PER_TAKE: Final = 1024
 
 
 class Outbox:
-    def __init__(
-        self,
-        *,
-        rate_hz: float,
-        max_backlog_bytes: int,
-        batch_bytes: int = 60_000,
-    ) -> None:
+    def __init__(self, *, max_backlog_bytes: int, batch_bytes: int = 60_000) -> None:
         self.batch = False
-        self.interval_s = 1.0 / rate_hz
         self.max_backlog_bytes = max_backlog_bytes
         self.batch_bytes = batch_bytes
         self.answers: deque[str] = deque()
@@ -61,7 +54,6 @@ class Outbox:
         self.snapshot: Iterator[str] | None = None
         self.backlog_bytes = 0
         self.stalled = False
-        self.next_release = 0.0
         self.offered = 0  # updates offered (each replaced one is "coalesced")
         self.released = 0  # updates taken for sending
 
@@ -98,17 +90,11 @@ class Outbox:
 
     # -- draining (the client's sender task) ---------------------------------------------------
 
-    def has_work(self, now: float) -> bool:
-        return bool(self.answers or self.snapshot is not None or self.events
-                    or (self.updates and now >= self.next_release))
+    def has_work(self) -> bool:
+        return bool(self.answers or self.snapshot is not None or self.events or self.updates)
 
-    def next_due(self) -> float | None:
-        """When held-back updates may go (None: nothing is held back)."""
-        return self.next_release if self.updates else None
-
-    def take(self, now: float) -> list[str]:
-        """The messages to send now, in order (empty: nothing to send until more is added,
-        or until :meth:`next_due`)."""
+    def take(self) -> list[str]:
+        """The messages to send now, in order (empty: nothing until more is added)."""
         taken: list[str] = []
         answers = self.answers
         while answers and len(taken) < ANSWERS_PER_TAKE:
@@ -121,8 +107,7 @@ class Outbox:
                 if len(taken) >= SNAPSHOT_CHUNK:
                     return taken
             self.snapshot = None
-            # The snapshot was sent just now: updates already pending are newer than it, and
-            # may go at once; the rate limit counts from here.
+            # The snapshot was sent just now: updates already pending are newer than it.
         events = self.events
         count = 0
         while events and count < EVENTS_PER_TAKE:
@@ -130,11 +115,10 @@ class Outbox:
             self.backlog_bytes -= len(message)
             taken.append(message)
             count += 1
-        if self.updates and now >= self.next_release:
+        if self.updates:
             taken.extend(self.updates.values())
             self.released += len(self.updates)
             self.updates = {}
-            self.next_release = now + self.interval_s
         return taken
 
     def frames(self, messages: list[str]) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""One client's outbox: order, coalescing, the rate limit, batches, the backlog bound."""
+"""One client's outbox: order, coalescing, batches, the backlog bound (the rate limit is the
+hub's: test_rate.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from protocols.ws.outbox import SNAPSHOT_CHUNK, Outbox
 
 
 def outbox(**kwargs: object) -> Outbox:
-    return Outbox(rate_hz=10.0, max_backlog_bytes=10_000, **kwargs)  # type: ignore[arg-type]
+    return Outbox(max_backlog_bytes=10_000, **kwargs)  # type: ignore[arg-type]
 
 
 def test_answers_then_snapshot_then_events_then_updates() -> None:
@@ -18,24 +19,21 @@ def test_answers_then_snapshot_then_events_then_updates() -> None:
     box.event("alarm-1")
     box.update("M-1", "m1-new")
     box.answer("ack-1")
-    assert box.take(now=0.0) == ["ack-1", "snap-1", "snap-2", "done", "alarm-1", "m1-new"]
-    assert box.take(now=0.0) == []
+    assert box.take() == ["ack-1", "snap-1", "snap-2", "done", "alarm-1", "m1-new"]
+    assert box.take() == []
     assert box.backlog_bytes == 0
 
 
-def test_latest_update_wins_and_each_key_goes_at_most_rate_hz() -> None:
+def test_latest_update_wins_keeping_its_place() -> None:
     box = outbox()
     for value in range(5):
         box.update("M-1", f"m1-{value}")
     box.update("M-2", "m2")
-    assert box.take(now=1.0) == ["m1-4", "m2"]
     box.update("M-1", "m1-5")
-    assert box.take(now=1.05) == []  # held back: 100 ms have not passed
-    assert box.next_due() == 1.1
-    box.update("M-1", "m1-6")
-    assert not box.has_work(1.05) and box.has_work(1.1)
-    assert box.take(now=1.1) == ["m1-6"]
-    assert (box.offered, box.released) == (8, 3)
+    assert box.has_work()
+    assert box.take() == ["m1-5", "m2"]
+    assert not box.has_work() and box.take() == []
+    assert (box.offered, box.released) == (7, 2)
 
 
 def test_a_snapshot_is_taken_a_chunk_at_a_time_and_holds_events_back() -> None:
@@ -43,9 +41,9 @@ def test_a_snapshot_is_taken_a_chunk_at_a_time_and_holds_events_back() -> None:
     box.start_snapshot(iter([f"s{n}" for n in range(SNAPSHOT_CHUNK + 3)]), batch=False)
     box.event("alarm")
     box.answer("pong")
-    first = box.take(now=0.0)
+    first = box.take()
     assert first[0] == "pong" and len(first) == SNAPSHOT_CHUNK
-    assert box.take(now=0.0) == ["s255", "s256", "s257", "s258", "alarm"]
+    assert box.take() == ["s255", "s256", "s257", "s258", "alarm"]
 
 
 def test_a_new_subscription_drops_what_the_old_one_queued() -> None:
@@ -53,7 +51,7 @@ def test_a_new_subscription_drops_what_the_old_one_queued() -> None:
     box.event("old-alarm")
     box.update("M-1", "old")
     box.start_snapshot(iter(["done"]), batch=False)
-    assert box.take(now=0.0) == ["done"]
+    assert box.take() == ["done"]
     assert box.backlog_bytes == 0
 
 
