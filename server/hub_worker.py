@@ -38,6 +38,7 @@ from protocols.ws.feed import STATE, TICK, Mirror
 from protocols.ws.hub import Hub, HubSettings
 from protocols.ws.protocol import AckInfo
 from server.auth import LoginThrottle, Role, Session, Sessions, Users, may_follow_audit
+from server.collector import run_collector_hygiene
 from server.config import User
 from server.errors import UserError
 from server.hub_link import (
@@ -232,6 +233,9 @@ async def serve(link: Link) -> None:
             await link.send((REFUSED, error.errno or 0, str(error)))
             return
         await link.send((READY, url, hub.port))
+        # A thousand connections are a lot of long-lived objects: without the hygiene a full
+        # collection walks them all, a pause every client sees (server/collector.py).
+        await nursery.start(run_collector_hygiene)
         nursery.start_soon(backend.send_notices)
         nursery.start_soon(report_statistics, link, hub)
         try:

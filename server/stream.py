@@ -14,11 +14,9 @@ then is the latest state).
 
 Park totals (:class:`ParkView`) are kept incrementally: each new view replaces the old one's
 contribution, so a tick costs O(changed meters), not O(park); the floating-point load is
-summed afresh once a minute so rounding cannot creep. The park message goes out at most
-every ``park_every_s`` (a second: each is a frame to every client that follows the park,
-and at 4 Hz they were most of the hub's frames with a control room of 1,000 clients),
-gateway views (Modbus bus statistics when the field runs) once a second, only those that
-changed.
+summed afresh once a minute so rounding cannot creep. The park view goes out at most every
+``park_every_s`` (4 Hz; the hub sends each client the latest once a second), gateway views
+(Modbus bus statistics when the field runs) once a second, only those that changed.
 
 Alarm events arrive through a sink on ``router.alarm_sinks`` and audit entries through
 ``park.operations.audit_listeners``. Both are called inside someone else's work (the
@@ -65,7 +63,7 @@ __all__ = ["AlarmInbox", "AlarmView", "GatewayView", "MeterView", "ParkState", "
 log = logging.getLogger(__name__)
 
 TICK_S: Final = 0.05
-PARK_EVERY_S: Final = 1.0
+PARK_EVERY_S: Final = 0.25
 GATEWAYS_EVERY_S: Final = 1.0
 RESUM_EVERY_S: Final = 60.0
 MAX_METERS_PER_TICK: Final = 20_000

@@ -111,7 +111,7 @@ class StreamTick:
     """What changed since the previous tick, handed to every subscriber at once.
 
     ``meters``: each changed meter once, in its latest state. ``park``/``gateways``: present
-    when due (park and gateways at most once a second). ``alarms``/``audit``: every event in order.
+    when due (park at most 4 Hz, gateways 1 Hz). ``alarms``/``audit``: every event in order.
     ``taken_s``: ``time.perf_counter()`` when the changes were taken (latency accounting).
     """
 
