@@ -8,11 +8,14 @@ by default, or ``inline`` on this process's thread). ``--clients`` websocket cli
 ``park`` and ``alarms``; all but ``--all-clients`` (default 10) follow a random page of 100
 meters, those follow every meter; all with ``batch``.
 
-Phases, each ``--seconds`` long (default 20):
+Phases, the first two ``--seconds`` long (default 20):
 
 1. ``without``: no client connected;
 2. ``with``: every client connected and subscribed;
-3. ``stalled``: the same, plus one client that subscribes to every meter and stops reading.
+3. three rounds of ``stalled`` (``--stall-seconds``, default 7: one more client subscribes
+   to every meter and stops reading, until the hub drops it after its 5 s stall timeout)
+   and ``calm`` (as long, as phase 2). The rounds interleave so that the machine's own
+   drift over a minute does not read as the stalled client's effect.
 
 Figures (the last line with ``--json`` is one JSON object):
 
@@ -29,7 +32,8 @@ Figures (the last line with ``--json`` is one JSON object):
   queue, the path every reading and command takes, behind the readings of 10,000 meters) ->
   handled, 200 probes a second. This is the part of ``bench core``'s reading -> relay decision
   that contention on the trio thread can lengthen (the policy's own ~5 µs does not change).
-* ``stalled_client_effect_ms``: the other clients' p99 delivery in phase 3 minus phase 2.
+* ``stalled_client_effect_ms``: the other clients' p99 delivery in the ``stalled`` windows
+  minus the ``calm`` ones (each pooled over the three rounds).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from server.services import Services, open_services
 
 PER_GATEWAY = 200
 PROBES_PER_S = 200
+STALL_ROUNDS = 3
 SLICES_PER_S = 50
 
 
@@ -196,17 +201,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await clients.send("PHASE between")
             rss_after = server_rss(services)
             progress(f"with clients: control p99 {with_clients:.2f} ms")
-            await clients.send("STALL")
-            await trio.sleep(1)
-            await clients.send("PHASE stalled")
-            await phase(probe, args.seconds)
+            for _ in range(STALL_ROUNDS):
+                await clients.send("STALL")
+                await clients.send("PHASE stalled")
+                await trio.sleep(args.stall_seconds)
+                await clients.send("PHASE calm")
+                await trio.sleep(args.stall_seconds)
             await clients.send("END")
             report = await clients.report()
         finally:
             await clients.stop()
         statistics = services.hub.statistics()
         nursery.cancel_scope.cancel()
-    with_phase, stalled_phase = report["with"], report["stalled"]
+    with_phase, stalled_phase, calm = report["with"], report["stalled"], report["calm"]
     results.update({
         "deltas_offered_per_s": round(offered / args.seconds),
         "deltas_delivered_per_s": round(with_phase["messages"] / args.seconds),
@@ -215,8 +222,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "bytes_per_client": round((rss_after - rss_before) / args.clients),
         "control_p99_decision_ms_with_clients": round(with_clients, 3),
         "control_p99_decision_ms_without_clients": round(without, 3),
-        "stalled_client_effect_ms": round(stalled_phase["p99_ms"] - with_phase["p99_ms"], 1),
+        "stalled_client_effect_ms": round(stalled_phase["p99_ms"] - calm["p99_ms"], 1),
         "p99_delivery_ms_with_stalled_client": stalled_phase["p99_ms"],
+        "p99_delivery_ms_calm": calm["p99_ms"],
         "dropped_stalled": statistics.dropped_stalled,
         "coalesced_updates": statistics.coalesced_updates,
         "frames_sent": statistics.frames_sent,
@@ -280,6 +288,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all-clients", type=int, default=10,
                         help="clients that follow every meter (default 10)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase (default 20)")
+    parser.add_argument("--stall-seconds", type=float, default=7.0,
+                        help="each stalled and calm window (default 7: the stall timeout + 2)")
     parser.add_argument("--isolation", choices=("process", "inline"), default="process",
                         help="where the hub runs ([hub] isolation; default process)")
     parser.add_argument("--json", action="store_true")
