@@ -286,6 +286,37 @@ class LoginThrottle:
         self._hosts.pop(host, None)
 
 
+class HubLogins:
+    """The login half of the hub's ``Backend`` (``protocols.ws.backend``), the same wherever
+    the hub runs: passwords, session tokens, the throttle and the audit topic's rule."""
+
+    def __init__(self, users: Users, sessions: Sessions, throttle: LoginThrottle) -> None:
+        self.users = users
+        self.sessions = sessions
+        self.throttle = throttle
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        return self.users.authenticate(user, password)
+
+    def issue_session(self, user: str, role: str) -> tuple[str, int]:
+        return self.sessions.issue(user, cast(Role, role))
+
+    def resume_session(self, token: str) -> Session | None:
+        return self.sessions.resume(token)
+
+    def login_delay_s(self, host: str, now_ms: int) -> float:
+        return self.throttle.delay_s(host, now_ms)
+
+    def login_failed(self, host: str, now_ms: int) -> None:
+        self.throttle.failed(host, now_ms)
+
+    def login_succeeded(self, host: str) -> None:
+        self.throttle.succeeded(host)
+
+    def may_follow_audit(self, who: Who) -> bool:
+        return may_follow_audit(who.role)
+
+
 def client_host(address: str) -> str:
     """``"1.2.3.4:5678"`` -> ``"1.2.3.4"``; ``"[::1]:80"`` -> ``"::1"`` (throttling is per host)."""
     host, sep, _ = address.rpartition(":")

@@ -8,22 +8,12 @@ in its own process, its commands come back over the pipe and run here all the sa
 
 from __future__ import annotations
 
-from typing import cast
-
 from actors.meter import MeterActor
 from persistence.audit import AuditPage
 from protocols.ws.backend import Who
 from protocols.ws.protocol import AckInfo
 from server.app import Park
-from server.auth import (
-    LoginThrottle,
-    Role,
-    Session,
-    Sessions,
-    Users,
-    hub_caller,
-    may_follow_audit,
-)
+from server.auth import HubLogins, LoginThrottle, Sessions, Users, hub_caller
 from server.ledger import CommandAck, MoneyAck
 
 
@@ -35,38 +25,15 @@ def _ack(ack: CommandAck | MoneyAck, actor: MeterActor) -> AckInfo:
     return AckInfo(ack.meter_id, ack.status, ack.balance, relay.closed, relay.reason)
 
 
-class HubBackend:
+class HubBackend(HubLogins):
     """``protocols.ws.backend.Backend`` for a park."""
 
     def __init__(self, park: Park, users: Users, sessions: Sessions,
                  throttle: LoginThrottle) -> None:
+        super().__init__(users, sessions, throttle)
         self._park = park
         self._operations = park.operations
-        self.users = users
-        self.sessions = sessions
-        self.throttle = throttle
         self.decimals = park.config.server.decimals
-
-    def authenticate(self, user: str, password: str) -> str | None:
-        return self.users.authenticate(user, password)
-
-    def issue_session(self, user: str, role: str) -> tuple[str, int]:
-        return self.sessions.issue(user, cast(Role, role))
-
-    def resume_session(self, token: str) -> Session | None:
-        return self.sessions.resume(token)
-
-    def login_delay_s(self, host: str, now_ms: int) -> float:
-        return self.throttle.delay_s(host, now_ms)
-
-    def login_failed(self, host: str, now_ms: int) -> None:
-        self.throttle.failed(host, now_ms)
-
-    def login_succeeded(self, host: str) -> None:
-        self.throttle.succeeded(host)
-
-    def may_follow_audit(self, who: Who) -> bool:
-        return may_follow_audit(who.role)
 
     async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
         ack = await self._operations.top_up(hub_caller(who), meter_id, amount, reference)

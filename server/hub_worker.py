@@ -37,7 +37,7 @@ from protocols.ws.backend import Who
 from protocols.ws.feed import STATE, TICK, Mirror
 from protocols.ws.hub import Hub, HubSettings
 from protocols.ws.protocol import AckInfo
-from server.auth import LoginThrottle, Role, Session, Sessions, Users, may_follow_audit
+from server.auth import HubLogins, LoginThrottle, Sessions, Users
 from server.collector import run_collector_hygiene
 from server.config import User
 from server.errors import UserError
@@ -78,43 +78,21 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class RemoteBackend:
+class RemoteBackend(HubLogins):
     """``protocols.ws.backend.Backend`` in the hub's process (module docstring)."""
 
     def __init__(self, link: Link, users: Users, sessions: Sessions, decimals: int) -> None:
+        super().__init__(users, sessions, LoginThrottle())
         self._link = link
-        self.users = users
-        self.sessions = sessions
-        self.throttle = LoginThrottle()
         self.decimals = decimals
         self._ids = itertools.count(1)
         self._waiting: dict[int, list[Any]] = {}  # call id -> [done event, ok, payload]
         self._notices_send, self._notices = trio.open_memory_channel[tuple[Any, ...]](
             MAX_QUEUED_NOTICES)
 
-    # -- in this process ------------------------------------------------------------------------
-
-    def authenticate(self, user: str, password: str) -> str | None:
-        return self.users.authenticate(user, password)
-
-    def issue_session(self, user: str, role: str) -> tuple[str, int]:
-        return self.sessions.issue(user, cast(Role, role))
-
-    def resume_session(self, token: str) -> Session | None:
-        return self.sessions.resume(token)
-
-    def login_delay_s(self, host: str, now_ms: int) -> float:
-        return self.throttle.delay_s(host, now_ms)
-
     def login_failed(self, host: str, now_ms: int) -> None:
-        self.throttle.failed(host, now_ms)
+        super().login_failed(host, now_ms)
         self.notify((LOGIN_FAILED, host, now_ms))
-
-    def login_succeeded(self, host: str) -> None:
-        self.throttle.succeeded(host)
-
-    def may_follow_audit(self, who: Who) -> bool:
-        return may_follow_audit(who.role)
 
     # -- calls to the server -------------------------------------------------------------------
 
