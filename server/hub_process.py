@@ -243,8 +243,7 @@ class HubProcess:
                 return f"it said {answer[0]!r} instead of ready"
             self.port = answer[2]
             self.pid = process.pid
-            log.info("websocket hub (its own process, pid %d) listening on %s", process.pid,
-                     self.url)
+            log.info("the hub runs in its own process (pid %d)", process.pid)
             if status is not None:
                 status.started(self.url)
             return await self._serve(link, process)

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from protocols.http.metrics import HubFigures
 from protocols.http.server import HttpServer
 from protocols.ws.hub import Hub, HubSettings
 from server.app import Park
@@ -87,6 +88,13 @@ def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
     return hub
 
 
+def hub_figures(hub: Hub | HubProcess) -> HubFigures:
+    """For /metrics."""
+    statistics = hub.statistics()
+    restarts = hub.restarts if isinstance(hub, HubProcess) else 0
+    return HubFigures(statistics.clients, statistics.dropped_stalled, restarts)
+
+
 @asynccontextmanager
 async def open_services(
     park: Park,
@@ -118,7 +126,7 @@ async def open_services(
         try:
             http: HttpServer = await nursery.start(functools.partial(
                 run_web, park, hub_url=url, users=backend.users, throttle=backend.throttle,
-                hub_clients=lambda: hub.statistics().clients, meters=stream.current,
+                hub=functools.partial(hub_figures, hub), meters=stream.current,
                 listen=listen))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:

@@ -49,6 +49,13 @@ class GatewayFigures:
 
 
 @attrs.frozen
+class HubFigures:
+    clients: int
+    dropped_stalled: int
+    restarts: int  # of its own process ([hub] isolation = "process"); 0 inline
+
+
+@attrs.frozen
 class ParkStatistics:
     """One reading of every counter the park keeps (``server.web`` fills it)."""
 
@@ -80,8 +87,8 @@ class ParkStatistics:
     loop_lateness_ms: float
     loop_worst_lateness_ms: float
     gateways: tuple[GatewayFigures, ...] = ()
-    hub_clients: int | None = None
-    """Websocket clients connected; None when the hub does not run in this process."""
+    hub: HubFigures | None = None
+    """None when no hub runs for this park."""
     uptime_s: float = 0.0
 
 
@@ -169,8 +176,12 @@ class StatisticsCollector:
         yield commands
         yield from self._journal(s)
         yield from self._gateways(s)
-        if s.hub_clients is not None:
-            yield _gauge("hub_clients", "Websocket clients connected to the hub", s.hub_clients)
+        if s.hub is not None:
+            yield _gauge("hub_clients", "Websocket clients connected to the hub", s.hub.clients)
+            yield _counter("hub_dropped_clients", "Hub clients dropped as stalled",
+                           s.hub.dropped_stalled)
+            yield _counter("hub_restarts", "Restarts of the hub's own process (it died)",
+                           s.hub.restarts)
 
     @staticmethod
     def _journal(s: ParkStatistics) -> Iterator[Metric]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from protocols.http.backend import Health, HttpBackend
-from protocols.http.metrics import ParkStatistics
+from protocols.http.metrics import HubFigures, ParkStatistics
 from protocols.http.server import open_http
 from server.auth import LoginThrottle, Users
 from server.config import ParkConfig
@@ -26,7 +26,7 @@ STATISTICS = ParkStatistics(
     commands={("topup", "accepted"): 5}, journal_available=False, journal_commits=7,
     journal_entries=9, journal_duplicates=0, journal_pending=2,
     journal_average_commit_ms=2.0, journal_longest_commit_ms=9.0, journal_writer_restarts=1,
-    loop_lateness_ms=0.5, loop_worst_lateness_ms=12.0, hub_clients=3, uptime_s=5.0)
+    loop_lateness_ms=0.5, loop_worst_lateness_ms=12.0, hub=HubFigures(3, 1, 2), uptime_s=5.0)
 
 
 class NoOperations:
@@ -58,6 +58,8 @@ async def test_health_is_503_while_storage_is_down_and_metrics_say_why(tmp_path:
                                  "meters": 2, "faulted": 0, "uptime_s": 5.0}
         lines = set((await client.get("/metrics")).text.splitlines())
         for line in ("wattkeeper_journal_available 0.0", "wattkeeper_hub_clients 3.0",
+                     "wattkeeper_hub_dropped_clients_total 1.0",
+                     "wattkeeper_hub_restarts_total 2.0",
                      "wattkeeper_dispatcher_queue_depth 3.0", "wattkeeper_loop_stall_seconds 0.012",
                      'wattkeeper_alarms_raised_total{kind="overload"} 1.0',
                      'wattkeeper_commands_total{command="topup",result="accepted"} 5.0',

@@ -56,6 +56,9 @@ async def test_a_killed_hub_process_restarts_on_its_port_and_the_park_goes_on(
         ack, _ = await again.ask({"type": "relay", "id": "r1", "meter": "M-1",
                                   "action": "open", "reason": "maintenance"})
         assert ack["type"] == "ack" and ack["relay"] == "open"
+        async with httpx.AsyncClient(base_url=services.http_url) as http:
+            metrics = (await http.get("/metrics")).text.splitlines()
+        assert "wattkeeper_hub_restarts_total 1.0" in metrics
 
 
 async def connect_and_login_retrying(url: str) -> HubClient:
