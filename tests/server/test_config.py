@@ -18,8 +18,8 @@ from server.config import (
     ConfigError,
     ListenAddress,
     ParkConfig,
-    _locate_keys,
     load_config,
+    locate_keys,
     parse_duration_ms,
     parse_listen,
     parse_minute,
@@ -803,7 +803,7 @@ def test_locator_understands_toml_shapes() -> None:
         "r = 'x' # comment [[p]]\n"  # 15
         "[[p.s]]\n"  # 16
     )
-    lines = _locate_keys(text)
+    lines = locate_keys(text)
     assert lines[("a", "b")] == 1
     assert lines[("quoted.key",)] == 2
     assert ("not_a_table",) not in lines
@@ -817,7 +817,7 @@ def test_locator_understands_toml_shapes() -> None:
 
 @given(st.text(alphabet="[]{}\"'=,.#\n abc123", max_size=200))
 def test_locator_never_raises_or_hangs(text: str) -> None:
-    _locate_keys(text)
+    locate_keys(text)
 
 
 # --- scale --------------------------------------------------------------------------------
@@ -1018,7 +1018,7 @@ def test_serve_refuses_a_broken_profile_file_in_words(
 
 
 def test_every_key_the_reader_accepts_is_documented() -> None:
-    source = (REPO / "server" / "config.py").read_text()
+    source = (REPO / "server" / "config" / "reader.py").read_text()
     accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
     accessors += r"table|tables|raw|has|read_month_day\(t,|read_kwh_as_wh\(tier,)"
     keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_]+)\"", source))

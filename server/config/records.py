@@ -1,0 +1,301 @@
+"""The park configuration's records: what a valid park is, in the business model's units
+(integers in minor units, Wh, ms), and the limits a value must keep to be storable."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import attrs
+
+from policies.meter_policy import FriendlyPeriod, MeterPolicy
+from policies.money import (
+    CHARGE_UNITS_PER_MINOR,
+    WH_PER_KWH,
+)
+from policies.tariff_records import Calendar, Tariff
+from protocols.modbus.profiles import (
+    Profile,
+    builtin_profiles,
+)
+
+KeyPath = tuple[str | int, ...]
+"""A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
+
+ROLES: Final = ("viewer", "operator", "admin")
+METER_KINDS: Final = ("electricity", "water", "gas")
+OPCUA_SECURITY: Final = ("none", "sign-encrypt")
+GATEWAY_TRANSPORTS: Final = ("tcp", "rtu-over-tcp")
+"""Modbus TCP (MBAP), or RTU frames with their CRC over the TCP stream: what serial-to-Ethernet
+converters in transparent mode and 4G DTUs speak (``protocols.modbus.rtu``)."""
+MAX_COMMAND_SLOTS: Final = 16
+
+# --- what storage can keep ---------------------------------------------------------------
+# A value the config accepts must be one the journal and the snapshots can hold, or the
+# mistake surfaces later as a refused top-up or a skipped snapshot instead of here, with its
+# line (docs/configuration.md, "Limits").
+
+MAX_ID_BYTES: Final = 128
+"""Ids (meters, gateways, tenants, users, tariffs, bands, seasons), in UTF-8 bytes. LMDB keys
+hold at most 511 bytes and a per-meter key adds 9 (``persistence.keys``); 128 is the ledger's
+limit for references too, and leaves room for keys that combine an id with something else."""
+
+MAX_PRICE_MINOR_PER_KWH: Final = 10**8
+"""The highest price, in minor units per kWh (1,000,000.00 per kWh at two decimals). At that
+price a whole 32-bit Wh register (4.3 GWh) costs 4.3 x 10^14 minor units, 1/20,000 of what a
+64-bit integer holds, so no register delta a meter can show overflows a charge or a balance."""
+MAX_PRICE_UNITS_PER_WH: Final = MAX_PRICE_MINOR_PER_KWH * CHARGE_UNITS_PER_MINOR // WH_PER_KWH
+
+MAX_TIER_KWH: Final = 10**9
+"""The highest tier cap (1 TWh in a month: no meter comes near it)."""
+
+MAX_CONFIG_BYTES: Final = 64 << 20
+"""The largest park config read (64 MiB: about 200,000 meters written out key by key; a
+100,000-meter park is ~10 MB, which ``tomllib`` takes seconds to parse)."""
+
+# NUL splits storage keys (persistence.keys); the other C0/C1 controls and the Unicode line
+# separators would break the one-line log and error messages an id appears in.
+CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+MODBUS_UNIT_MIN, MODBUS_UNIT_MAX = 1, 247  # 0 is broadcast, 248..255 are reserved
+MODBUS_ADDRESS_MAX = 65535
+WEEKDAYS: Final = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("mon", "monday"),
+            ("tue", "tuesday"),
+            ("wed", "wednesday"),
+            ("thu", "thursday"),
+            ("fri", "friday"),
+            ("sat", "saturday"),
+            ("sun", "sunday"),
+        ]
+    )
+    for name in names
+}
+
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a config file, located for the user."""
+
+    source: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``str()`` is every problem, one per line, in file order."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ListenAddress:
+    """A TCP address to listen on; written ``"host:port"`` (``"[::1]:8080"`` for IPv6)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@attrs.frozen
+class ServerSection:
+    data_dir: Path
+    currency: str
+    decimals: int = 2
+    timezone: str = "UTC"
+    snapshot_interval_s: float = 10.0
+
+
+@attrs.frozen
+class HubSection:
+    """``[hub]``: the websocket hub (docs/protocol.md)."""
+
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8765)
+    max_frame_bytes: int = 65_536
+    meter_rate_hz: float = 10.0
+    stall_timeout_s: float = 5.0
+    session_ttl_ms: int = 12 * 3_600_000
+    max_clients: int = 5_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    isolation: Literal["process", "inline"] = "process"
+    """Where the hub runs: its own process fed by the stream (``server.hub_process``), or the
+    server's own trio thread (``inline``: one process less, for small parks and tests)."""
+
+
+HUB_ISOLATION: Final = ("process", "inline")
+
+
+@attrs.frozen
+class HttpSection:
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+    hub_url: str = ""
+    """Where browsers reach the hub when that is not ``[hub] listen`` (a reverse proxy or a
+    TLS terminator in front of it); "" = ``ws://`` + ``[hub] listen``."""
+
+
+@attrs.frozen
+class OpcUaSection:
+    endpoint: str = "opc.tcp://127.0.0.1:4840/wattkeeper/"
+    security: Literal["none", "sign-encrypt"] = "sign-encrypt"
+    certificate: Path | None = None
+    private_key: Path | None = None
+
+
+@attrs.frozen
+class User:
+    name: str
+    # Kept out of repr so a logged config never shows it.
+    password: str = attrs.field(repr=False)
+    role: Literal["viewer", "operator", "admin"]
+
+
+AUDIT_KEEP_DEFAULT: Final = "400d"
+DAYS = re.compile(r"(\d+)d")
+MS_PER_DAY: Final = 86_400_000
+
+
+@attrs.frozen
+class AuditSection:
+    """``[audit]``: how long the audit log keeps an entry (``keep = "400d"``)."""
+
+    keep_ms: int = 400 * MS_PER_DAY
+
+
+@attrs.frozen
+class GatewaySection:
+    """A Modbus TCP gateway (or a Modbus TCP meter), or a serial converter speaking RTU over
+    TCP (``transport``). Defaults match ``BusGateway``'s."""
+
+    id: str
+    host: str
+    port: int
+    poll_interval_ms: int = 1000
+    timeout_ms: int = 1000
+    transport: Literal["tcp", "rtu-over-tcp"] = "tcp"
+    window: int = 1
+    retries: int = 1
+    offline_after: int = 3
+    retry_backoff_ms: int = 50
+    reconnect_min_ms: int = 100
+    reconnect_max_ms: int = 10_000
+    spread: bool = False
+    command_slots: int = 0
+    """In-flight slots only relay commands may use (``BusGateway.command_slots``); the config
+    default is 1 when ``window`` > 1 (a pipelining gateway), else 0."""
+
+
+@attrs.frozen
+class MeterSection:
+    """One meter: identity, wiring and money. The rule parameters live in ``policy``, which is
+    shared with every meter configured the same way (so they are not repeated here)."""
+
+    id: str
+    tenant: str
+    gateway: str
+    unit: int
+    profile: str
+    relay_coil: int
+    tariff: str
+    opening_balance: int
+    policy: MeterPolicy = attrs.field(repr=False)
+    kind: Literal["electricity", "water", "gas"] = "electricity"
+
+    # Read-through views of the policy parameters, for callers that think per meter.
+    @property
+    def overload_w(self) -> float:
+        return self.policy.overload_w
+
+    @property
+    def overload_delay_ms(self) -> int:
+        return self.policy.overload_delay_ms
+
+    @property
+    def alarm_levels(self) -> tuple[int, ...]:
+        return self.policy.alarm_levels
+
+    @property
+    def emergency_credit(self) -> int:
+        return self.policy.emergency_credit
+
+    @property
+    def friendly(self) -> tuple[FriendlyPeriod, ...]:
+        return self.policy.friendly
+
+    @property
+    def debt_recovery_percent(self) -> int:
+        return self.policy.debt_recovery_percent
+
+    @property
+    def offline_opens_relay(self) -> bool:
+        return self.policy.offline_opens_relay
+
+
+@attrs.frozen(eq=False)
+class ParkConfig:
+    """A whole, valid park. Build it with :meth:`from_toml_text` or :func:`load_config`."""
+
+    server: ServerSection
+    hub: HubSection
+    http: HttpSection
+    opcua: OpcUaSection
+    users: tuple[User, ...]
+    tariffs: dict[str, Tariff]
+    gateways: tuple[GatewaySection, ...]
+    meters: tuple[MeterSection, ...]
+    calendar: Calendar
+    policies: dict[str, MeterPolicy] = attrs.field(repr=False)
+    """Meter id -> its policy; equal policies are one shared object."""
+    source: str = "<config>"
+    profiles: dict[str, Profile] = attrs.field(factory=builtin_profiles, repr=False)
+    """Profile name -> register map: the shipped profiles plus those of ``profile_files``.
+    Every meter's ``profile`` is a key here; the field and the simulator look profiles up here
+    and nowhere else."""
+    profile_files: tuple[Path, ...] = ()
+    """The ``profile_files`` of the config, resolved against its directory."""
+    audit: AuditSection = AuditSection()
+
+    @classmethod
+    def from_toml_text(
+        cls,
+        text: str,
+        source_name: str = "<config>",
+        *,
+        base_dir: Path | None = None,
+    ) -> ParkConfig:
+        """Parse and validate a park config; raise :class:`ConfigError` listing every problem.
+
+        Relative paths (``server.data_dir``, OPC UA key files, ``profile_files``) are taken
+        relative to ``base_dir`` (the config file's directory when loaded by
+        :func:`load_config`; the current directory when None). Every meter's ``profile`` must
+        name a shipped profile or one from ``profile_files``, and its ``kind`` must match it.
+        """
+        from server.config.loading import parse_config  # (it builds this class)
+
+        return parse_config(text, source_name, base_dir=base_dir)
+
+    def user(self, name: str) -> User | None:
+        return next((user for user in self.users if user.name == name), None)
+
+    def profile(self, name: str) -> Profile:
+        """The register map of that name (every meter's ``profile`` is one)."""
+        return self.profiles[name]
+
