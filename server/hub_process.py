@@ -70,6 +70,7 @@ from server.stream import ParkStream
 log = logging.getLogger(__name__)
 
 REPO: Final = Path(__file__).resolve().parents[1]
+WORKER_MODULE = "server.hub_worker"
 START_TIMEOUT_S: Final = 30.0
 STOP_GRACE_S: Final = 2.0
 FIRST_RESTART_DELAY_S: Final = 1.0
@@ -80,6 +81,21 @@ MAX_CALLS_IN_FLIGHT: Final = 1_000
 MAX_PENDING_EVENTS: Final = 100_000
 
 NO_STATISTICS: Final = HubStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+START_FAILURES: Final = (trio.TooSlowError, LinkClosed)
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, trio.TooSlowError):
+        return f"it was not ready within {START_TIMEOUT_S:g} s"
+    if isinstance(error, LinkClosed):
+        return f"its pipe closed: {error}"
+    return str(error)
+
+
+class HubNotStarted(Exception):
+    """The first hub process ended before it was ready (the message says why)."""
 
 
 class HubRefused(Exception):
@@ -118,6 +134,7 @@ class HubProcess:
         self.port = settings.hub.port
         self.restarts = 0
         self.pid: int | None = None  # of the hub process, while one runs
+        self._calls_nursery: trio.Nursery | None = None
         self.dropped_events = 0
         self._statistics = NO_STATISTICS
         self._link: Link | None = None
@@ -193,32 +210,43 @@ class HubProcess:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Start the hub process, then keep one running until cancelled. The first start's
-        failure to listen raises ``OSError`` (as the in-process hub's would)."""
+        failure to listen raises ``OSError`` (as the in-process hub's would), any other
+        failure of it :class:`HubNotStarted`: a server whose hub cannot start says so at once
+        rather than retrying out of sight."""
+        try:
+            running = await self._start()
+        except HubRefused as error:
+            raise OSError(error.errno, str(error)) from None
+        except START_FAILURES as error:
+            raise HubNotStarted(f"the hub process did not start: {_failure(error)}") from None
+        task_status.started(self.url)
         delay = FIRST_RESTART_DELAY_S
-        status: trio.TaskStatus[str] | None = task_status
-        while True:
-            started = trio.current_time()
-            try:
-                why = await self._run_once(status)
-            except HubRefused as error:
-                if status is not None:
-                    raise OSError(error.errno, str(error)) from None
-                why = f"it could not listen: {error}"
-            status = None
-            if trio.current_time() - started > STEADY_AFTER_S:
-                delay = FIRST_RESTART_DELAY_S
-            log.error("the hub process ended (%s); the park goes on, the hub restarts in %g s",
-                      why, delay)
-            await trio.sleep(delay)
-            delay = min(MAX_RESTART_DELAY_S, delay * 2)
-            self.restarts += 1
+        # Commands run here, not under one hub process: one that dies mid-command does not
+        # cancel it (its answer is lost; the client sends it again with the same id).
+        async with trio.open_nursery() as self._calls_nursery:
+            while True:
+                began = trio.current_time()
+                why = await self._serve(*running)
+                if trio.current_time() - began > STEADY_AFTER_S:
+                    delay = FIRST_RESTART_DELAY_S
+                while True:
+                    log.error("the hub process ended (%s); the park goes on, the hub restarts "
+                              "in %g s", why, delay)
+                    await trio.sleep(delay)
+                    delay = min(MAX_RESTART_DELAY_S, delay * 2)
+                    self.restarts += 1
+                    try:
+                        running = await self._start()
+                        break
+                    except (HubRefused, *START_FAILURES) as error:
+                        why = f"its restart failed: {_failure(error)}"
 
-    async def _run_once(self, status: trio.TaskStatus[str] | None) -> str:
-        """One hub process, until it ends; returns why it ended."""
+    async def _start(self) -> tuple[Link, trio.Process]:
+        """A hub process with the park's state, listening (or an exception: it is gone)."""
         ours, theirs = socket.socketpair()
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "server.hub_worker", str(theirs.fileno())],
+                [sys.executable, "-m", WORKER_MODULE, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, cwd=REPO,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
@@ -240,49 +268,51 @@ class HubProcess:
             if answer[0] == REFUSED:
                 raise HubRefused(answer[1], answer[2])
             if answer[0] != READY:
-                return f"it said {answer[0]!r} instead of ready"
-            self.port = answer[2]
-            self.pid = process.pid
-            log.info("the hub runs in its own process (pid %d)", process.pid)
-            if status is not None:
-                status.started(self.url)
-            return await self._serve(link, process)
-        except trio.TooSlowError:
-            return f"it did not start within {START_TIMEOUT_S:g} s"
-        except LinkClosed as error:
-            return f"its pipe closed: {error}"
-        finally:
-            self._link = None
-            self.pid = None
-            self._statistics = NO_STATISTICS
-            with trio.CancelScope(shield=True):
-                await link.aclose()  # it sees the end of its input and stops
-                with trio.move_on_after(STOP_GRACE_S):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+                raise LinkClosed(f"it said {answer[0]!r} instead of ready")
+        except BaseException:
+            await self._stop(link, process)
+            raise
+        self.port = answer[2]
+        self.pid = process.pid
+        log.info("the hub runs in its own process (pid %d)", process.pid)
+        return link, process
+
+    async def _stop(self, link: Link, process: trio.Process) -> None:
+        self._link = None
+        self.pid = None
+        self._statistics = NO_STATISTICS
+        with trio.CancelScope(shield=True):
+            await link.aclose()  # it sees the end of its input and stops
+            with trio.move_on_after(STOP_GRACE_S):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     async def _serve(self, link: Link, process: trio.Process) -> str:
+        """Feed the hub process and answer its calls until it ends; returns why it ended."""
         why = ""
-        async with trio.open_nursery() as nursery:
-            async def watch() -> None:
-                nonlocal why
-                code = await process.wait()
-                why = f"exit status {code}"
-                nursery.cancel_scope.cancel()
-
-            async def receive() -> None:
-                nonlocal why
-                try:
-                    await self._receive_loop(link, nursery)
-                except LinkClosed as error:
-                    why = why or f"its pipe closed: {error}"
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch() -> None:
+                    nonlocal why
+                    code = await process.wait()
+                    why = f"exit status {code}"
                     nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch)
-            nursery.start_soon(receive)
-            nursery.start_soon(self._send_loop, link)
+                async def receive() -> None:
+                    nonlocal why
+                    try:
+                        await self._receive_loop(link)
+                    except LinkClosed as error:
+                        why = why or f"its pipe closed: {error}"
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch)
+                nursery.start_soon(receive)
+                nursery.start_soon(self._send_loop, link)
+        finally:
+            await self._stop(link, process)
         return why
 
     async def _send_loop(self, link: Link) -> None:
@@ -297,7 +327,7 @@ class HubProcess:
         except LinkClosed:
             return  # the receiver or the watcher says why
 
-    async def _receive_loop(self, link: Link, nursery: trio.Nursery) -> None:
+    async def _receive_loop(self, link: Link) -> None:
         while True:
             message = await link.receive()
             kind = message[0]
@@ -309,7 +339,9 @@ class HubProcess:
                                       "send it again later with the same id")))
                     continue
                 self._calls += 1
-                nursery.start_soon(self._serve_call, link, call_id, method, Who(*who), args)
+                assert self._calls_nursery is not None  # (run() opened it)
+                self._calls_nursery.start_soon(self._serve_call, link, call_id, method,
+                                               Who(*who), args)
             elif kind == STATS:
                 self._statistics = statistics_of(message[1])
             elif kind == LOGIN_FAILED:

@@ -33,7 +33,7 @@ from server.auth import LoginThrottle, Sessions, Users
 from server.config import HubSection, ListenAddress
 from server.errors import UserError
 from server.hub_backend import HubBackend
-from server.hub_process import HubProcess, HubProcessSettings
+from server.hub_process import HubNotStarted, HubProcess, HubProcessSettings
 from server.stream import AlarmInbox, ParkStream
 from server.tls import server_tls_context
 from server.web import run_web
@@ -121,6 +121,9 @@ async def open_services(
                 raise UserError(f"the hub cannot listen on {config.hub.listen}: the port is "
                                 "in use (set [hub] listen to another address)") from None
             raise
+        except HubNotStarted as error:
+            raise UserError(f"{error}; its own log lines are above (or set [hub] isolation "
+                            '= "inline")') from None
         # Same users, and the same throttle: guessing over HTTP slows the hub's logins too.
         listen = http_listen or config.http.listen
         try:

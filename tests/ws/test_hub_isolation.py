@@ -12,10 +12,13 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from protocols.ws.hub import Hub
+from server import hub_process
 from server.auth import SYSTEM
+from server.errors import UserError, fatal_reason, leaves
 from server.hub_process import HubProcess
 from tests.ws.client import HubClient, connect_and_login
 from tests.ws.parks import eventually, feed, hub_park, open_hub, settle
@@ -68,6 +71,18 @@ async def connect_and_login_retrying(url: str) -> HubClient:
                 return await connect_and_login(url, "op", "op-secret")
             except (ConnectionError, OSError):
                 await trio.sleep(0.1)
+
+
+async def test_a_hub_process_that_cannot_start_stops_the_server_with_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_process, "WORKER_MODULE", "server.no_such_worker")
+    with pytest.raises(BaseException) as stopped:
+        async with open_hub(hub_park(tmp_path / "park")):
+            raise AssertionError("the services started without a hub")
+    # What `wattkeeper serve` would print as its one line:
+    assert [type(leaf) for leaf in leaves(stopped.value)] == [UserError]
+    assert fatal_reason(stopped.value).startswith(
+        "the hub process did not start: its pipe closed")
 
 
 async def test_refusals_cross_the_pipe_with_their_codes(tmp_path: Path) -> None:
