@@ -247,7 +247,7 @@ class HubProcess:
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", WORKER_MODULE, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, cwd=REPO,
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         finally:

@@ -22,13 +22,14 @@ and this process exits; it ignores SIGINT and SIGTERM, which reach it with the s
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, cast
 
 import trio
@@ -167,6 +168,8 @@ class ServerLogHandler(logging.Handler):
             # run_sync_soon: records may come from worker threads (password checks).
             self._token.run_sync_soon(self._backend.notify,
                                       (LOG, record.levelno, record.name, text))
+        except trio.RunFinishedError:
+            pass  # the hub has stopped: no server to tell
         except Exception:
             self.handleError(record)
 
@@ -214,8 +217,16 @@ async def serve(link: Link) -> None:
         # A thousand connections are a lot of long-lived objects: without the hygiene a full
         # collection walks them all, a pause every client sees (server/collector.py).
         await nursery.start(run_collector_hygiene)
-        nursery.start_soon(backend.send_notices)
-        nursery.start_soon(report_statistics, link, hub)
+
+        async def until_the_server_goes(send: Callable[[], Awaitable[None]]) -> None:
+            # A write to a server that has just stopped: the end, not an error.
+            try:
+                await send()
+            except LinkClosed:
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(until_the_server_goes, backend.send_notices)
+        nursery.start_soon(until_the_server_goes, functools.partial(report_statistics, link, hub))
         try:
             await follow_server(link, mirror, hub, backend)
         except LinkClosed as error:
@@ -263,8 +274,8 @@ def main(argv: Sequence[str]) -> int:
         link = Link(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
         try:
             await serve(link)
-        except LinkClosed as error:
-            log.info("the hub's pipe closed before it started: %s", error)
+        except* LinkClosed as closed:  # (raised in a nursery, it comes in a group)
+            log.info("the server closed the hub's pipe: %s", closed.exceptions[0])
 
     trio.run(run)
     return 0

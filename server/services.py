@@ -81,7 +81,7 @@ def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
     else:
         # (The context was loaded above, so a bad certificate fails here, in the server.)
         tls = None if section.tls_cert is None or section.tls_key is None else (
-            str(section.tls_cert), str(section.tls_key))
+            str(section.tls_cert.absolute()), str(section.tls_key.absolute()))
         hub = HubProcess(HubProcessSettings(settings, tls, park.config.users,
                                             section.session_ttl_ms), stream, backend)
     stream.subscribe(hub)

@@ -363,12 +363,16 @@ async def test_max_clients_refuses_the_next_connection(tmp_path: Path) -> None:
         await connect_and_login(services.hub_url, "op", "op-secret")
 
 
-async def test_wss_with_a_configured_certificate(tmp_path: Path) -> None:
+async def test_wss_with_a_configured_certificate(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cert, key = tmp_path / "hub.crt", tmp_path / "hub.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    config = hub_park(tmp_path / "park", hub_keys=f'tls_cert = "{cert}"\ntls_key = "{key}"')
+    # Relative paths, as a config next to its certificate has them: the hub's own process
+    # must find them from the server's directory, not from its own.
+    monkeypatch.chdir(tmp_path)
+    config = hub_park(tmp_path / "park", hub_keys='tls_cert = "hub.crt"\ntls_key = "hub.key"')
     async with open_hub(config) as (_park, services):
         assert services.hub_url.startswith("wss://127.0.0.1:")
         client = await connect_and_login(services.hub_url, "op", "op-secret",
