@@ -30,7 +30,7 @@ import msgpack
 import trio
 
 from protocols.ws.backend import Who
-from protocols.ws.feed import AuditLine
+from protocols.ws.feed import AuditLine, pack
 from protocols.ws.hub import HubStatistics
 from protocols.ws.protocol import AckInfo
 from protocols.ws.views import AuditRecord
@@ -64,7 +64,7 @@ class Link:
         self._send_lock = trio.Lock()
 
     async def send(self, message: Sequence[Any]) -> None:
-        await self.send_packed(msgpack.packb(message, use_bin_type=True))
+        await self.send_packed(pack(message))
 
     async def send_packed(self, data: bytes) -> None:
         async with self._send_lock:

@@ -5,7 +5,7 @@ Theory of operation
 With a control room connected, the hub's work (a thousand sockets, framing, per-client
 queues) is several times the control loop's, and in one process it shares the trio thread
 and the garbage collector with every relay decision: measured, the control path's p99 went
-from 0.4 ms to 25 ms with 1,000 clients (docs/decisions.md). So by default the hub runs in a
+from 0.4 ms to 9-25 ms with 1,000 clients (docs/decisions.md). So by default the hub runs in a
 child process (``server.hub_worker``) and this module is its server side:
 
 * **feed**: :class:`HubProcess` subscribes to the stream like the in-process hub does, but
@@ -15,7 +15,7 @@ child process (``server.hub_worker``) and this module is its server side:
   merging, and the next write carries the latest state: the control loop never waits for the
   hub, and its cost stays one dict write per changed meter plus the packing;
 * **calls**: every command and audit page a hub client sends comes back here as a call and
-  runs through :class:`server.services.HubBackend` (``park.operations``: roles, journal,
+  runs through :class:`server.hub_backend.HubBackend` (``park.operations``: roles, journal,
   audit), one task per call, exactly as in-process;
 * **supervision**: if the hub process dies (killed, crashed, out of memory), the park goes on;
   it is restarted on the same port after a pause that doubles from 1 s to 30 s while it keeps
@@ -46,7 +46,7 @@ import trio
 from protocols.ws.backend import Who
 from protocols.ws.feed import encode_state, encode_tick
 from protocols.ws.hub import HubSettings, HubStatistics, hub_url
-from protocols.ws.protocol import ERROR_CODES, AckInfo
+from protocols.ws.protocol import AckInfo, command_error, internal_error
 from protocols.ws.views import AlarmView, AuditRecord, GatewayView, MeterView, ParkView, StreamTick
 from server.config import User
 from server.hub_backend import HubBackend
@@ -80,7 +80,7 @@ STEADY_AFTER_S: Final = 60.0
 MAX_CALLS_IN_FLIGHT: Final = 1_000
 MAX_PENDING_EVENTS: Final = 100_000
 
-NO_STATISTICS: Final = HubStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+NO_STATISTICS: Final = HubStatistics(*(0 for _ in attrs.fields(HubStatistics)))
 
 
 START_FAILURES: Final = (trio.TooSlowError, LinkClosed)
@@ -357,13 +357,11 @@ class HubProcess:
         try:
             reply = (REPLY, call_id, True, await self._call(method, who, args))
         except Exception as error:
-            code = getattr(error, "code", "")
-            if code not in ERROR_CODES:
+            answer = command_error(error)
+            if answer is None:
                 log.exception("hub command %s from %s failed", method, who.user)
-                reply = (REPLY, call_id, False, (
-                    "internal", f"internal error ({type(error).__name__}); see the server log"))
-            else:
-                reply = (REPLY, call_id, False, (code, str(error)))
+                answer = internal_error(error)
+            reply = (REPLY, call_id, False, answer)
         finally:
             self._calls -= 1
         with contextlib.suppress(LinkClosed):  # gone: the client resends with the same id

@@ -75,6 +75,17 @@ class RemoteError(Exception):
         self.code = code
 
 
+class _Answer:
+    """The server's reply to one call, when it comes."""
+
+    __slots__ = ("done", "ok", "payload")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
+        self.payload: Any = None
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -87,7 +98,7 @@ class RemoteBackend(HubLogins):
         self._link = link
         self.decimals = decimals
         self._ids = itertools.count(1)
-        self._waiting: dict[int, list[Any]] = {}  # call id -> [done event, ok, payload]
+        self._waiting: dict[int, _Answer] = {}
         self._notices_send, self._notices = trio.open_memory_channel[tuple[Any, ...]](
             MAX_QUEUED_NOTICES)
 
@@ -116,31 +127,30 @@ class RemoteBackend(HubLogins):
 
     async def _call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
         call_id = next(self._ids)
-        waiting = self._waiting[call_id] = [trio.Event(), False, None]
+        answer = self._waiting[call_id] = _Answer()
         try:
             await self._link.send((CALL, call_id, method, who_row(who), args))
             with trio.move_on_after(CALL_TIMEOUT_S):
-                await waiting[0].wait()
+                await answer.done.wait()
         except LinkClosed:
             raise RemoteError("unavailable", "the server cannot be reached; nothing was "
                                              "done") from None
         finally:
             del self._waiting[call_id]
-        if not waiting[0].is_set():
+        if not answer.done.is_set():
             raise RemoteError("overloaded", f"the server did not answer within "
                                             f"{CALL_TIMEOUT_S:g} s; the command may have been "
                                             "done: send it again with the same id")
-        _, ok, payload = waiting
-        if not ok:
-            code, message = payload
+        if not answer.ok:
+            code, message = answer.payload
             raise RemoteError(code, message)
-        return cast(Sequence[Any], payload)
+        return cast(Sequence[Any], answer.payload)
 
     def answered(self, call_id: int, ok: bool, payload: Any) -> None:
-        waiting = self._waiting.get(call_id)
-        if waiting is not None:  # else the caller gave up waiting
-            waiting[1], waiting[2] = ok, payload
-            waiting[0].set()
+        answer = self._waiting.get(call_id)
+        if answer is not None:  # else the caller gave up waiting
+            answer.ok, answer.payload = ok, payload
+            answer.done.set()
 
     def notify(self, notice: tuple[Any, ...]) -> None:
         """Queue a message for the server (trio thread only); dropped if it does not read."""

@@ -61,7 +61,6 @@ from trio_websocket import (
 from protocols.ws.backend import Backend, Who
 from protocols.ws.outbox import Outbox
 from protocols.ws.protocol import (
-    ERROR_CODES,
     AckAlarm,
     AuditQuery,
     ClientFrame,
@@ -74,6 +73,7 @@ from protocols.ws.protocol import (
     Step,
     Subscribe,
     TopUp,
+    command_error,
     encode_ack,
     encode_alarm,
     encode_audit,
@@ -84,6 +84,7 @@ from protocols.ws.protocol import (
     encode_pong,
     encode_snapshot_done,
     encode_welcome,
+    internal_error,
     next_step,
     parse_frame,
     refusal,
@@ -521,13 +522,11 @@ class Hub:
             else:  # the transition table sends nothing else here
                 raise AssertionError(f"not a command: {frame!r}")
         except Exception as error:
-            code = getattr(error, "code", "")
-            if code not in ERROR_CODES:
+            answer = command_error(error)
+            if answer is None:
                 log.exception("hub command %r from %s failed", frame, who.user)
-                self._error(client, frame.id, "internal",
-                            f"internal error ({type(error).__name__}); see the server log")
-                return
-            self._error(client, frame.id, code, str(error))
+                answer = internal_error(error)
+            self._error(client, frame.id, *answer)
 
     # -- subscriptions ------------------------------------------------------------------------
 

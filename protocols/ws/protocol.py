@@ -353,6 +353,24 @@ TRANSITIONS: Final[Mapping[tuple[SessionState, type], Step]] = {
 }
 
 
+INTERNAL: Final = "internal"
+
+
+def command_error(error: Exception) -> tuple[str, str] | None:
+    """The ``error`` answer (code, message) a failed command's exception carries, or None: a
+    bug, which the caller logs and answers ``internal``. An ``internal`` that comes from
+    elsewhere (the server, for a hub in its own process) was logged there and passes as is."""
+    code = getattr(error, "code", "")
+    if code in ERROR_CODES or code == INTERNAL:
+        return code, str(error)
+    return None
+
+
+def internal_error(error: Exception) -> tuple[str, str]:
+    """The answer to a command that failed with a bug (log it, then send this)."""
+    return INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+
+
 def next_step(state: SessionState, frame: ClientFrame) -> Step:
     """What to do with ``frame`` in ``state`` (the table in the module docstring). A
     successful LOGIN moves the session to AUTHENTICATED; nothing else changes the state."""

@@ -101,6 +101,20 @@ async def test_refusals_cross_the_pipe_with_their_codes(tmp_path: Path) -> None:
             ("r", "refused"), ("t", "refused")]
 
 
+async def test_a_bug_in_a_command_is_answered_internal_once_with_the_servers_words(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_hub(hub_park(tmp_path / "park")) as (park, services):
+        async def broken(*_args: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(park.operations, "top_up", broken)
+        op = await connect_and_login(services.hub_url, "op", "op-secret")
+        error, _ = await op.ask({"type": "topup", "id": "t", "meter": "M-0", "amount": "1.00"})
+        # The server's answer as it gave it (the hub's process does not wrap it again).
+        assert (error["code"], error["message"]) == (
+            "internal", "internal error (RuntimeError); see the server log")
+
+
 async def test_failed_http_logins_slow_the_hubs_logins(tmp_path: Path) -> None:
     async with open_hub(hub_park(tmp_path / "park")) as (_park, services):
         async with httpx.AsyncClient(base_url=services.http_url) as http:
