@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-``FD`` is this process's end of a socket pair with the server (``server.hub_link``). The
+``FD`` is this process's end of a socket pair with the server (``server.edge_link``,
+``server.hub_link``). The
 first message holds the hub's settings and the users; the second is the park's state. Then the
 websocket hub (``protocols.ws.hub``, the same code as in-process) listens, and one loop here
 applies every message from the server: tick messages update the :class:`~protocols.ws.feed.
@@ -41,19 +42,11 @@ from protocols.ws.protocol import AckInfo
 from server.auth import HubLogins, LoginThrottle, Sessions, Users
 from server.collector import run_collector_hygiene
 from server.config import User
+from server.edge_link import CALL, INIT, LOG, READY, REFUSED, REPLY, STATS, Link, LinkClosed
 from server.errors import UserError
 from server.hub_link import (
-    CALL,
-    INIT,
-    LOG,
     LOGIN_FAILED,
-    READY,
-    REFUSED,
-    REPLY,
-    STATS,
     AuditPageLine,
-    Link,
-    LinkClosed,
     audit_page_of,
     statistics_row,
     who_row,

@@ -31,9 +31,10 @@ from protocols.ws.hub import Hub, HubSettings
 from server.app import Park
 from server.auth import LoginThrottle, Sessions, Users
 from server.config import HubSection, ListenAddress
+from server.edge_process import ProcessNotStarted
 from server.errors import UserError
 from server.hub_backend import HubBackend
-from server.hub_process import HubNotStarted, HubProcess, HubProcessSettings
+from server.hub_process import HubProcess, HubProcessSettings
 from server.stream import AlarmInbox, ParkStream
 from server.tls import server_tls_context
 from server.web import run_web
@@ -121,7 +122,7 @@ async def open_services(
                 raise UserError(f"the hub cannot listen on {config.hub.listen}: the port is "
                                 "in use (set [hub] listen to another address)") from None
             raise
-        except HubNotStarted as error:
+        except ProcessNotStarted as error:
             raise UserError(f"{error}; its own log lines are above (or set [hub] isolation "
                             '= "inline")') from None
         # Same users, and the same throttle: guessing over HTTP slows the hub's logins too.

@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from protocols.ws.hub import Hub
-from server import hub_process
 from server.auth import SYSTEM
 from server.errors import UserError, fatal_reason, leaves
 from server.hub_process import HubProcess
@@ -75,7 +74,7 @@ async def connect_and_login_retrying(url: str) -> HubClient:
 
 async def test_a_hub_process_that_cannot_start_stops_the_server_with_a_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_process, "WORKER_MODULE", "server.no_such_worker")
+    monkeypatch.setattr(HubProcess, "WORKER_MODULE", "server.no_such_worker")
     with pytest.raises(BaseException) as stopped:
         async with open_hub(hub_park(tmp_path / "park")):
             raise AssertionError("the services started without a hub")
