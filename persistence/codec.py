@@ -259,10 +259,26 @@ def decode_outcome(data: bytes) -> int:
     return balance_after
 
 
-def encode_interval(wh: int, minor: int, band: str) -> bytes:
-    return _pack((wh, minor, band))
+HistoryItem = tuple[str, int, int, int, str, int, int]
+"""A closed interval on its way to the writer: meter id, start ms, Wh, minor units, band, and
+the register and balance at its end."""
+
+
+def encode_interval(wh: int, minor: int, band: str, register_wh: int = -1,
+                    balance: int = 0) -> bytes:
+    return _pack((wh, minor, band, register_wh, balance))
 
 
 def decode_interval(data: bytes) -> tuple[int, int, str]:
-    wh, minor, band = _unpack(data)
+    """``(wh, minor, band)`` of a history interval (of either layout)."""
+    wh, minor, band, *_ends = _unpack(data)
     return wh, minor, band
+
+
+def decode_interval_end(data: bytes) -> tuple[int, int] | None:
+    """``(register_wh, balance)`` at the interval's end; None for a record written before
+    they were kept (three fields)."""
+    fields = _unpack(data)
+    if len(fields) < 5 or fields[3] < 0:
+        return None
+    return fields[3], fields[4]

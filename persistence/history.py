@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from persistence.codec import decode_interval
+from persistence.codec import decode_interval, decode_interval_end
 from persistence.keys import meter_key, meter_prefix, split_meter_key, unpack_u64
 from persistence.store import Store
 
@@ -31,6 +31,24 @@ def iter_history(
 ) -> Iterator[tuple[int, int, int, str]]:
     """``(start_ms, wh, minor, band)`` of one meter's intervals with
     ``from_ms <= start_ms < to_ms``."""
+    for start, value in _iter_records(store, meter_id, from_ms, to_ms):
+        yield start, *decode_interval(value)
+
+
+def iter_interval_ends(
+    store: Store, meter_id: str, from_ms: int, to_ms: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """``(start_ms, wh, register_wh, balance)`` of one meter's intervals with
+    ``from_ms <= start_ms < to_ms`` that know where the meter stood at their end (records
+    written before that was kept are skipped)."""
+    for start, value in _iter_records(store, meter_id, from_ms, to_ms):
+        end = decode_interval_end(value)
+        if end is not None:
+            yield start, decode_interval(value)[0], *end
+
+
+def _iter_records(store: Store, meter_id: str, from_ms: int, to_ms: int
+                  ) -> Iterator[tuple[int, bytes]]:
     prefix = meter_prefix(meter_id)
     cut = len(prefix)
     position = max(from_ms, 0)
@@ -48,8 +66,7 @@ def iter_history(
                     page.append((start, value))
                     if len(page) == PAGE:
                         break
-        for start, value in page:
-            yield start, *decode_interval(value)
+        yield from page
         if len(page) < PAGE:
             return
         position = page[-1][0] + 1

@@ -66,7 +66,7 @@ from typing import Any
 import attrs
 import trio
 
-from persistence.codec import encode_entry
+from persistence.codec import HistoryItem, encode_entry
 from persistence.damage import Damage, DamagedRecord, read_entry
 from persistence.entries import (
     KINDS,
@@ -289,7 +289,7 @@ class Journal:
             self._check_usable()
             self._link.send_background("snapshots", items)
 
-    def put_history_nowait(self, items: list[tuple[str, int, int, int, str]]) -> None:
+    def put_history_nowait(self, items: list[HistoryItem]) -> None:
         """Queue ``(meter_id, start_ms, wh, minor, band)`` intervals; the list is taken over.
 
         Raises StorageUnavailable (nothing queued) while storage is down."""

@@ -73,7 +73,7 @@ import attrs
 import lmdb
 
 from persistence.audit import audit_time, last_audit_number
-from persistence.codec import decode_outcome, encode_interval, encode_outcome
+from persistence.codec import HistoryItem, decode_outcome, encode_interval, encode_outcome
 from persistence.index import PendingIndex
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, unpack_u64
 from persistence.lmdb_types import Txn
@@ -116,8 +116,7 @@ class Background:
     """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
 
     kind: str  # "snapshots" | "history" | "audit" | "audit_prune"
-    items: (list[tuple[str, bytes]] | list[tuple[str, int, int, int, str]]
-            | list[tuple[int, bytes]] | list[int])
+    items: list[tuple[str, bytes]] | list[HistoryItem] | list[tuple[int, bytes]] | list[int]
     offset: int = 0
 
 
@@ -434,12 +433,14 @@ def _snapshot_puts(chunk: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
     return puts
 
 
-def _history_puts(chunk: list[tuple[str, int, int, int, str]]) -> list[tuple[bytes, bytes]]:
+def _history_puts(chunk: list[HistoryItem]) -> list[tuple[bytes, bytes]]:
     puts = []
-    for meter_id, start_ms, wh, minor, band in chunk:
+    for item in chunk:
+        meter_id, start_ms, wh, minor, band, *end = item  # (tools may leave the end out)
+        register_wh, balance = end if end else (-1, 0)
         key = meter_key(meter_id, start_ms)
         if 9 < len(key) <= MAX_KEY_BYTES and "\0" not in meter_id:
-            puts.append((key, encode_interval(wh, minor, band)))
+            puts.append((key, encode_interval(wh, minor, band, register_wh, balance)))
         else:
             log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
     return puts

@@ -62,10 +62,13 @@ def bucket_of(ts_ms: int, interval_ms: int) -> int:
     return ts_ms - ts_ms % interval_ms
 
 
-def closed_interval(policy: MeterPolicy, start_ms: int, wh: int, minor: int) -> IntervalClosed:
+def closed_interval(policy: MeterPolicy, start_ms: int, wh: int, minor: int, register_wh: int,
+                    balance: int) -> IntervalClosed:
     """The history record of a finished bucket, labelled with the band at its start (the park
-    config refuses intervals that straddle a band boundary: ``tariff.interval_misalignment``)."""
-    return IntervalClosed(start_ms, wh, minor, band_name_at(policy.tariff, start_ms))
+    config refuses intervals that straddle a band boundary: ``tariff.interval_misalignment``),
+    with the register and the balance at its end."""
+    return IntervalClosed(start_ms, wh, minor, band_name_at(policy.tariff, start_ms),
+                          register_wh, balance)
 
 
 def charge_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> ChargeResult:
@@ -142,20 +145,24 @@ def charge_split(
     total = 0
     bucket_wh = state.bucket_wh
     bucket_minor = state.bucket_minor
+    register = state.register_wh  # where the register stood at the end of each piece
     for piece in priced.pieces:
         start = bucket_of(piece.start_ms, interval)
         if start > current:
             if bucket_wh or bucket_minor:
-                effects.append(closed_interval(policy, current, bucket_wh, bucket_minor))
+                effects.append(closed_interval(policy, current, bucket_wh, bucket_minor,
+                                               register, state.balance - total))
             current, bucket_wh, bucket_minor = start, 0, 0
         minor, residue = charge(piece.wh, piece.price, residue)
         total += minor
+        register += piece.wh
         bucket_wh += piece.wh
         bucket_minor += minor
     last = bucket_of(label, interval)
     if last > current:
         if bucket_wh or bucket_minor:
-            effects.append(closed_interval(policy, current, bucket_wh, bucket_minor))
+            effects.append(closed_interval(policy, current, bucket_wh, bucket_minor,
+                                           register, state.balance - total))
         current, bucket_wh, bucket_minor = last, 0, 0
     new = MeterState(
         state.balance - total,
@@ -201,7 +208,8 @@ def _baseline(
         current, bucket_wh, bucket_minor = last, 0, 0
     elif last > current:
         if bucket_wh or bucket_minor:
-            effects = (*effects, closed_interval(policy, current, bucket_wh, bucket_minor))
+            effects = (*effects, closed_interval(policy, current, bucket_wh, bucket_minor,
+                                                 state.register_wh, state.balance))
         current, bucket_wh, bucket_minor = last, 0, 0
     new = MeterState(
         state.balance,

@@ -304,12 +304,17 @@ class AlarmAcknowledged:
 @attrs.frozen
 class IntervalClosed:
     """One finished history interval of one meter: energy and money charged in it, and the
-    tariff band it lies in (config keeps intervals from straddling a band boundary)."""
+    tariff band it lies in (config keeps intervals from straddling a band boundary); and
+    where the meter stood at its end: the import register and the balance after its charges
+    (what a SCADA trend of ``EnergyKWh`` and ``Balance`` shows; -1 and 0 in records written
+    before they were kept)."""
 
     start_ms: int
     wh: int
     minor: int
     band: str
+    register_wh: int = -1
+    balance: int = 0
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from typing import Final
 
 import trio
 
+from persistence.codec import HistoryItem
 from persistence.journal import Journal
 from persistence.store import StoreError
 from policies.records import IntervalClosed
@@ -46,11 +47,12 @@ class HistoryBuffer:
     """Collects closed intervals from the router; flushed to the journal writer in batches."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[str, int, int, int, str]] = []
+        self.pending: list[HistoryItem] = []
 
     def add(self, meter_id: str, interval: IntervalClosed) -> None:
         self.pending.append(
-            (meter_id, interval.start_ms, interval.wh, interval.minor, interval.band))
+            (meter_id, interval.start_ms, interval.wh, interval.minor, interval.band,
+             interval.register_wh, interval.balance))
 
     def flush(self, journal: Journal) -> None:
         """Hand the pending intervals to the journal; kept (bounded) while it refuses them."""

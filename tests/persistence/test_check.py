@@ -192,7 +192,7 @@ def test_damaged_outcomes_history_and_keys_are_named(store: Store) -> None:
     poke(store, "journal", b"not-a-seq", encode_entry(topup(1, "M-1")))
     assert problems(check_store(store, METERS)) == [
         "journal[0x6e6f742d612d736571]: the key is not a sequence number",
-        "outcomes[seq 3]: not a stored outcome: (1, 2, 'flat')",
+        "outcomes[seq 3]: not a stored outcome: (1, 2, 'flat', -1, 0)",
         "outcomes[seq 40]: an outcome of a journal entry that does not exist",
         "snapshots[0xfffe]: the key is not a meter id (not UTF-8)",
         'history["M-1" 900000]: not a history interval: FormatError',

@@ -76,9 +76,14 @@ def test_history_buckets_close_with_exact_energy_and_money() -> None:
     state, _ = charge_reading(MeterState.opening(10**6), Reading(start, 0, 0.0), pol)
     # 30 minutes, 3000 Wh: 07:50-08:00 (valley), 08:00-08:15, 08:15-08:20 (flat)
     state, fx = charge_reading(state, Reading(start + 30 * 60_000, 3000, 0.0), pol)
+    valley = 1000 * 40_000 // 1_000_000
+    flat = 1500 * FLAT // 1_000_000
+    # Each carries where the meter stood at its end: register and balance after its charge.
     assert fx == (
-        IntervalClosed(local_ms(2026, 3, 2, 7, 45), 1000, 1000 * 40_000 // 1_000_000, "valley"),
-        IntervalClosed(local_ms(2026, 3, 2, 8, 0), 1500, 1500 * FLAT // 1_000_000, "flat"),
+        IntervalClosed(local_ms(2026, 3, 2, 7, 45), 1000, valley, "valley", 1000,
+                       10**6 - valley),
+        IntervalClosed(local_ms(2026, 3, 2, 8, 0), 1500, flat, "flat", 2500,
+                       10**6 - valley - flat),
     )
     assert state.bucket_start_ms == local_ms(2026, 3, 2, 8, 15) and state.bucket_wh == 500
     assert 10**6 - state.balance == sum(e.minor for e in fx) + state.bucket_minor
@@ -89,7 +94,7 @@ def test_reading_exactly_at_bucket_end_closes_the_bucket() -> None:
     b = T0 - T0 % 900_000
     state, _ = charge_reading(MeterState.opening(10**6), Reading(b + 1000, 0, 0.0), pol)
     state, fx = charge_reading(state, Reading(b + 900_000, 100, 0.0), pol)
-    assert fx == (IntervalClosed(b, 100, 10, "flat"),)
+    assert fx == (IntervalClosed(b, 100, 10, "flat", 100, 10**6 - 10),)
     assert (state.bucket_start_ms, state.bucket_wh) == (b + 900_000, 0)
 
 
