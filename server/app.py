@@ -256,8 +256,9 @@ def serve_forever(config: ParkConfig) -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as stop_requests:
             async with open_park(config, alarm_sinks=(log_alarm, inbox)) as park, \
                     open_services(park, inbox=inbox) as services:
-                log.info("websocket hub: %s; console: %s/", services.hub_url,
-                         services.http_url)
+                log.info("websocket hub: %s; console: %s/%s", services.hub_url,
+                         services.http_url,
+                         f"; OPC UA: {services.opcua_url}" if services.opcua_url else "")
                 async for _ in stop_requests:
                     log.info("SIGTERM: stopping")
                     return

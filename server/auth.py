@@ -67,11 +67,6 @@ SYSTEM: Final = Caller("", "admin", "cli")
 """The server itself and local tools (``wattkeeper`` commands run by the park's owner)."""
 
 
-def hub_caller(who: Who) -> Caller:
-    """A hub client as a caller of ``park.operations``."""
-    return Caller(who.user, cast(Role, who.role), "hub", who.address)
-
-
 def may_follow_audit(role: str) -> bool:
     """The audit log's rule for the hub's ``audit`` topic (as for its pages): admins only."""
     return ROLE_RANK.get(role, -1) >= ROLE_RANK["admin"]

@@ -54,6 +54,7 @@ listen = "127.0.0.1:8765"
 [http]
 listen = "127.0.0.1:8080"
 
+# Security off for the demo, on loopback: a real park keeps the default "sign-encrypt".
 [opcua]
 endpoint = "opc.tcp://127.0.0.1:4840/wattkeeper/"
 security = "none"
@@ -193,6 +194,7 @@ async def _run(config: ParkConfig, config_path: Path, seconds: float | None) -> 
             f"  simulator:      {sim.describe()}\n"
             f"  console:        {services.http_url}/\n"
             f"  websocket hub:  {services.hub_url}\n"
+            f"  OPC UA:         {services.opcua_url} (security none: demo on loopback only)\n"
             f"  terminal:       wattkeeper console --url {services.hub_url} --user op\n"
             f"  logins:         {logins}\n"
             "Press Ctrl-C to stop.",

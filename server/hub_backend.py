@@ -1,19 +1,24 @@
-"""How the hub reaches the server: ``protocols.ws.backend.Backend`` for a park.
+"""How the hub and the OPC UA server reach the park: commands through ``park.operations``.
 
-``server.auth`` for users, sessions and the login throttle, ``park.operations`` for every
-command (roles, journal, audit). The hub itself decides nothing about roles. When the hub runs
-in its own process, its commands come back over the pipe and run here all the same
-(``server.hub_process``).
+:class:`ParkCommands` runs the operator commands for one channel ("hub", "opcua"): roles,
+journal and audit are ``park.operations``'s. :class:`HubBackend` adds ``server.auth``'s users,
+sessions and login throttle: ``protocols.ws.backend.Backend`` for a park. When the hub or the
+OPC UA server runs in its own process, their commands come back over the pipe and run here all
+the same (:func:`command_calls`, ``server.edge_process``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from actors.meter import MeterActor
 from persistence.audit import AuditPage
 from protocols.ws.backend import Who
 from protocols.ws.protocol import AckInfo
 from server.app import Park
-from server.auth import HubLogins, LoginThrottle, Sessions, Users, hub_caller
+from server.auth import Caller, HubLogins, LoginThrottle, Role, Sessions, Users
+from server.hub_link import ack_row
 from server.ledger import CommandAck, MoneyAck
 
 
@@ -25,33 +30,56 @@ def _ack(ack: CommandAck | MoneyAck, actor: MeterActor) -> AckInfo:
     return AckInfo(ack.meter_id, ack.status, ack.balance, relay.closed, relay.reason)
 
 
-class HubBackend(HubLogins):
-    """``protocols.ws.backend.Backend`` for a park."""
+class ParkCommands:
+    """The operator commands of one client channel, as ``AckInfo`` answers."""
 
-    def __init__(self, park: Park, users: Users, sessions: Sessions,
-                 throttle: LoginThrottle) -> None:
-        super().__init__(users, sessions, throttle)
+    def __init__(self, park: Park, channel: str) -> None:
         self._park = park
         self._operations = park.operations
+        self._channel = channel
         self.decimals = park.config.server.decimals
 
+    def caller(self, who: Who) -> Caller:
+        return Caller(who.user, cast(Role, who.role), self._channel, who.address)
+
     async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
-        ack = await self._operations.top_up(hub_caller(who), meter_id, amount, reference)
+        ack = await self._operations.top_up(self.caller(who), meter_id, amount, reference)
         return _ack(ack, self._park.registry.get(ack.meter_id))
 
     async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
                         reference: str) -> AckInfo:
-        ack = await self._operations.set_relay(hub_caller(who), meter_id, action, reason,
+        ack = await self._operations.set_relay(self.caller(who), meter_id, action, reason,
                                                reference)
         return _ack(ack, self._park.registry.get(ack.meter_id))
 
     async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
-        ack = await self._operations.reset_lockout(hub_caller(who), meter_id, reference)
+        ack = await self._operations.reset_lockout(self.caller(who), meter_id, reference)
         return _ack(ack, self._park.registry.get(ack.meter_id))
 
     async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
-        ack = await self._operations.ack_alarm(hub_caller(who), alarm_id, reference)
+        ack = await self._operations.ack_alarm(self.caller(who), alarm_id, reference)
         return _ack(ack, self._park.registry.get(ack.meter_id))
 
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPage:
-        return self._operations.audit_page(hub_caller(who), before=before, limit=limit)
+        return self._operations.audit_page(self.caller(who), before=before, limit=limit)
+
+
+def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[Any]]]:
+    """The commands as a helper process's calls (answers as ``ack_row`` tuples)."""
+
+    def call(command: Callable[..., Awaitable[AckInfo]]) -> Callable[..., Awaitable[Any]]:
+        async def run(who: Who, *args: Any) -> Any:
+            return ack_row(await command(who, *args))
+        return run
+
+    return {"top_up": call(commands.top_up), "set_relay": call(commands.set_relay),
+            "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm)}
+
+
+class HubBackend(HubLogins, ParkCommands):
+    """``protocols.ws.backend.Backend`` for a park."""
+
+    def __init__(self, park: Park, users: Users, sessions: Sessions,
+                 throttle: LoginThrottle) -> None:
+        HubLogins.__init__(self, users, sessions, throttle)
+        ParkCommands.__init__(self, park, "hub")

@@ -25,8 +25,8 @@ from protocols.ws.hub import HubSettings, HubStatistics, hub_url
 from server.config import User
 from server.edge_link import INIT
 from server.edge_process import Call, EdgeProcess
-from server.hub_backend import HubBackend
-from server.hub_link import LOGIN_FAILED, ack_row, audit_rows, statistics_of
+from server.hub_backend import HubBackend, command_calls
+from server.hub_link import LOGIN_FAILED, audit_rows, statistics_of
 from server.stream import ParkStream
 
 log = logging.getLogger(__name__)
@@ -77,24 +77,11 @@ class HubProcess(EdgeProcess):
     def calls(self) -> Mapping[str, Call]:
         backend = self._backend
 
-        async def top_up(who: Any, *args: Any) -> Any:
-            return ack_row(await backend.top_up(who, *args))
-
-        async def set_relay(who: Any, *args: Any) -> Any:
-            return ack_row(await backend.set_relay(who, *args))
-
-        async def reset_lockout(who: Any, *args: Any) -> Any:
-            return ack_row(await backend.reset_lockout(who, *args))
-
-        async def ack_alarm(who: Any, *args: Any) -> Any:
-            return ack_row(await backend.ack_alarm(who, *args))
-
         async def audit_page(who: Any, before: str | None, limit: int) -> Any:
             page = await backend.audit_page(who, before, limit)
             return (audit_rows(page.entries), page.next)
 
-        return {"top_up": top_up, "set_relay": set_relay, "reset_lockout": reset_lockout,
-                "ack_alarm": ack_alarm, "audit_page": audit_page}
+        return {**command_calls(backend), "audit_page": audit_page}
 
     def on_statistics(self, row: Sequence[Any]) -> None:
         self._statistics = statistics_of(row)

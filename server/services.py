@@ -21,20 +21,23 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import trio
 
 from protocols.http.metrics import HubFigures
 from protocols.http.server import HttpServer
+from protocols.opcua.server import OpcUaSettings
 from protocols.ws.hub import Hub, HubSettings
 from server.app import Park
 from server.auth import LoginThrottle, Sessions, Users
 from server.config import HubSection, ListenAddress
 from server.edge_process import ProcessNotStarted
 from server.errors import UserError
-from server.hub_backend import HubBackend
+from server.hub_backend import HubBackend, ParkCommands
 from server.hub_process import HubProcess, HubProcessSettings
+from server.opcua_process import OpcUaProcess
 from server.stream import AlarmInbox, ParkStream
 from server.tls import server_tls_context
 from server.web import run_web
@@ -69,6 +72,9 @@ class Services:
     backend: HubBackend
     http_url: str = ""
     """The console and HTTP API (``[http] listen``, ``server.web``)."""
+    opcua: OpcUaProcess | None = None
+    """The OPC UA server's process, when the config has ``[opcua]``."""
+    opcua_url: str = ""
 
 
 def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
@@ -89,6 +95,24 @@ def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
     return hub
 
 
+def start_opcua(park: Park, stream: ParkStream, endpoint: str | None) -> OpcUaProcess:
+    """The OPC UA server in its own process, subscribed to ``stream`` (docs/decisions.md)."""
+    config = park.config
+    section = config.opcua
+    intervals = {policy.interval_ms for policy in config.policies.values()} or {900_000}
+    settings = OpcUaSettings(
+        endpoint=endpoint or section.endpoint, security=section.security,
+        data_dir=str(config.server.data_dir.absolute()), decimals=config.server.decimals,
+        currency=config.server.currency, interval_ms=max(intervals),
+        certificate=None if section.certificate is None else str(section.certificate.absolute()),
+        private_key=None if section.private_key is None else str(section.private_key.absolute()))
+    port = urlsplit(settings.endpoint).port
+    process = OpcUaProcess(settings, config.users, stream, ParkCommands(park, "opcua"),
+                           4840 if port is None else port)
+    stream.subscribe(process)
+    return process
+
+
 def hub_figures(hub: Hub | HubProcess) -> HubFigures:
     """For /metrics."""
     statistics = hub.statistics()
@@ -103,10 +127,12 @@ async def open_services(
     inbox: AlarmInbox | None = None,
     hub_overrides: dict[str, Any] | None = None,
     http_listen: ListenAddress | None = None,
+    opcua_endpoint: str | None = None,
 ) -> AsyncIterator[Services]:
     """Start the stream, the hub and the HTTP side for ``park`` (module docstring); stop them
     on exit. ``hub_overrides`` replace ``HubSettings`` fields (tests: port 0, short stall
-    timeout); ``http_listen`` replaces ``[http] listen``."""
+    timeout); ``http_listen`` replaces ``[http] listen``, ``opcua_endpoint`` ``[opcua] endpoint``
+    (the OPC UA server runs when the config has ``[opcua]``)."""
     config = park.config
     stream = ParkStream(park, inbox=inbox)
     backend = HubBackend(park, Users(config.users),
@@ -137,7 +163,19 @@ async def open_services(
                 raise UserError(f"the console cannot listen on {listen}: the port is in use "
                                 "(set [http] listen to another address)") from None
             raise
+        opcua = start_opcua(park, stream, opcua_endpoint) if config.opcua.enabled else None
+        opcua_url = ""
+        if opcua is not None:
+            try:
+                opcua_url = await nursery.start(opcua.run)
+            except OSError as error:
+                # (the worker's words name the endpoint)
+                raise UserError(f"{error.strerror or error} (set [opcua] endpoint to another "
+                                "address)") from None
+            except ProcessNotStarted as error:
+                raise UserError(f"{error}; its own log lines are above (or remove [opcua] "
+                                "from the config)") from None
         try:
-            yield Services(stream, hub, url, backend, http.url)
+            yield Services(stream, hub, url, backend, http.url, opcua, opcua_url)
         finally:
             nursery.cancel_scope.cancel()

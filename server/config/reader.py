@@ -96,7 +96,7 @@ class ParkReader:
         server = attrs.evolve(server, timezone=calendar.timezone)
         hub = self.read_hub(root.table("hub"))
         http = self.read_http(root.table("http"))
-        opcua = self.read_opcua(root.table("opcua"))
+        opcua = self.read_opcua(root.table("opcua"), present=root.has("opcua"))
         users = self.read_users(root.tables("users"))
         audit = self.read_audit(root.table("audit"))
         self.read_profile_files(root)
@@ -251,8 +251,9 @@ class ParkReader:
             isolation=cast(Literal["process", "inline"], isolation or default.isolation),
         )
 
-    def read_opcua(self, t: Table) -> OpcUaSection:
+    def read_opcua(self, t: Table, *, present: bool) -> OpcUaSection:
         default = OpcUaSection()
+        enabled = t.boolean("enabled", present)
         endpoint = t.string("endpoint", default.endpoint)
         if "endpoint" not in t.failed:
             problem = _endpoint_problem(endpoint)
@@ -265,6 +266,7 @@ class ParkReader:
             t.problems.add(t.path, "certificate and private_key go together: set both or neither")
         t.finish()
         return OpcUaSection(
+            enabled=enabled,
             endpoint=endpoint,
             security=cast(Literal["none", "sign-encrypt"], security or default.security),
             certificate=self.base_dir / certificate if certificate else None,

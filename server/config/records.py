@@ -154,6 +154,9 @@ class HttpSection:
 
 @attrs.frozen
 class OpcUaSection:
+    """``[opcua]``: the OPC UA server runs when the config has this table (docs/opcua.md)."""
+
+    enabled: bool = False
     endpoint: str = "opc.tcp://127.0.0.1:4840/wattkeeper/"
     security: Literal["none", "sign-encrypt"] = "sign-encrypt"
     certificate: Path | None = None

@@ -1,0 +1,263 @@
+"""The OPC UA server's own process: ``python -m server.opcua_worker FD`` (started by
+``server.opcua_process``).
+
+Theory of operation
+-------------------
+asyncua is an asyncio library; the server process belongs to trio and to the control loop.
+So the OPC UA server lives here, in a plain asyncio program fed by the park stream over a
+socket pair (``server.edge_link``): the first message holds its settings and the users, the
+second the park's state, then one tick message per stream tick. A
+:class:`~protocols.ws.feed.Mirror` keeps the latest view of every meter (the address space
+reads through it, ``protocols.opcua.model``), and each tick goes to the OPC UA server's
+``apply`` (data-change notifications, alarm condition events).
+
+Methods (``TopUp``, ``OpenRelay``, ...) and standard ``Acknowledge`` calls become calls to
+the server (:class:`RemoteCommands`), which runs them through ``park.operations`` with the
+channel ``opcua``; passwords are checked here (the same users as everywhere). Log records
+go to the server's log. When the server closes the pipe this process stops; it ignores SIGINT
+and SIGTERM, which reach it with the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from persistence.readonly import open_store_readonly
+from persistence.store import Store, StoreError
+from protocols.opcua.server import OpcUaServer, OpcUaSettings, open_opcua_server
+from protocols.ws.backend import Who
+from protocols.ws.feed import STATE, TICK, Mirror
+from protocols.ws.protocol import AckInfo
+from server.auth import Users
+from server.config import User
+from server.edge_link import (
+    CALL,
+    INIT,
+    LOG,
+    READY,
+    REFUSED,
+    REPLY,
+    STATS,
+    AsyncioLink,
+    LinkClosed,
+)
+
+log = logging.getLogger("server.opcua_worker")
+
+CALL_TIMEOUT_S: Final = 30.0
+STATS_EVERY_S: Final = 1.0
+
+
+class RemoteError(Exception):
+    """A call the server refused (``code`` is the hub protocol's), or could not answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RemoteCommands:
+    """``protocols.opcua.methods.Commands`` over the pipe."""
+
+    def __init__(self, link: AsyncioLink) -> None:
+        self._link = link
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+
+    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("top_up", who, meter_id, amount, reference))
+
+    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
+                        reference: str) -> AckInfo:
+        return AckInfo(*await self._call("set_relay", who, meter_id, action, reason,
+                                         reference))
+
+    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("reset_lockout", who, meter_id, reference))
+
+    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self._call("ack_alarm", who, alarm_id, reference))
+
+    async def _call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
+        call_id = next(self._ids)
+        answer = self._waiting[call_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self._link.send((CALL, call_id, method, (who.user, who.role, who.address),
+                                   args))
+            ok, payload = await asyncio.wait_for(answer, CALL_TIMEOUT_S)
+        except LinkClosed:
+            raise RemoteError("unavailable", "the server cannot be reached; nothing was "
+                                             "done") from None
+        except TimeoutError:
+            raise RemoteError("overloaded", f"the server did not answer within "
+                                            f"{CALL_TIMEOUT_S:g} s; the command may have been "
+                                            "done: call again with the same reference") from None
+        finally:
+            self._waiting.pop(call_id, None)
+        if not ok:
+            code, message = payload
+            raise RemoteError(code, message)
+        return payload  # type: ignore[no-any-return]
+
+    def answered(self, call_id: int, ok: bool, payload: Any) -> None:
+        answer = self._waiting.get(call_id)
+        if answer is not None and not answer.done():  # else the caller gave up waiting
+            answer.set_result((ok, payload))
+
+
+class ServerLogHandler(logging.Handler):
+    """Log records go to the server, which logs them with its own (console, log file)."""
+
+    def __init__(self, link: AsyncioLink, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._link = link
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=10_000)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            # Records may come from threads (history reads, asyncua's executor).
+            self._loop.call_soon_threadsafe(self._put, (LOG, record.levelno, record.name, text))
+        except RuntimeError:
+            pass  # the loop has stopped: no server to tell
+        except Exception:
+            self.handleError(record)
+
+    def _put(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(message)
+
+    async def run(self) -> None:
+        while True:
+            await self._link.send(await self._queue.get())
+
+
+def log_to_server(link: AsyncioLink, level: int) -> ServerLogHandler:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = ServerLogHandler(link, asyncio.get_running_loop())
+    root.addHandler(handler)
+    root.setLevel(level)
+    # asyncua logs every request at INFO; the park's log wants its warnings only.
+    logging.getLogger("asyncua").setLevel(max(level, logging.WARNING))
+    return handler
+
+
+def with_free_port(endpoint: str) -> str:
+    """``endpoint`` with port 0 replaced by a free port: asyncua would advertise port 0."""
+    parts = urlsplit(endpoint)
+    if parts.port != 0:
+        return endpoint
+    with socket.socket() as probe:
+        probe.bind((parts.hostname or "127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+
+
+def open_history(data_dir: str) -> Store | None:
+    try:
+        return open_store_readonly(Path(data_dir))
+    except StoreError as error:
+        log.warning("OPC UA history is not available: %s", error)
+        return None
+
+
+async def serve(link: AsyncioLink) -> None:
+    init = await link.receive()
+    if init[0] != INIT:
+        raise LinkClosed(f"expected the settings first, got {init[0]!r}")
+    _, fields, user_rows, level = init
+    mirror = Mirror()
+    state = await link.receive()
+    if state[0] != STATE:
+        raise LinkClosed(f"expected the park's state, got {state[0]!r}")
+    mirror.apply(state)
+    logs = log_to_server(link, level)
+    users = Users([User(name, password, role) for name, password, role in user_rows])
+    settings = OpcUaSettings(**{**fields, "endpoint": with_free_port(fields["endpoint"])})
+    commands = RemoteCommands(link)
+    tasks = [asyncio.ensure_future(logs.run())]
+    try:
+        try:
+            opening = open_opcua_server(settings, mirror, commands, users.authenticate,
+                                        open_history(settings.data_dir))
+            opcua = await opening.__aenter__()
+        except OSError as error:
+            await link.send((REFUSED, error.errno or 0, f"the OPC UA server cannot listen on "
+                                                        f"{settings.endpoint}: {error}"))
+            return
+        try:
+            await link.send((READY, opcua.url, opcua.port))
+            log.info("OPC UA server on %s", opcua.url)
+            tasks.append(asyncio.ensure_future(report_statistics(link, opcua)))
+            await follow_server(link, mirror, opcua, commands)
+        finally:
+            await opening.__aexit__(None, None, None)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def follow_server(link: AsyncioLink, mirror: Mirror, opcua: OpcUaServer,
+                        commands: RemoteCommands) -> None:
+    while True:
+        message = await link.receive()
+        kind = message[0]
+        if kind == TICK:
+            tick = mirror.apply(message)
+            if tick is not None:
+                await opcua.apply(tick)
+        elif kind == REPLY:
+            _, call_id, ok, payload = message
+            commands.answered(call_id, ok, payload)
+        else:
+            log.warning("the server sent %r; ignored", kind)
+
+
+async def report_statistics(link: AsyncioLink, opcua: OpcUaServer) -> None:
+    while True:
+        s = opcua.statistics()
+        await link.send((STATS, (s.sessions, s.build_s, s.updates, s.notified, s.events)))
+        await asyncio.sleep(STATS_EVERY_S)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m server.opcua_worker FD (started by the server)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    async def run() -> None:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        link = AsyncioLink(reader, writer)
+        try:
+            await serve(link)
+        except LinkClosed as closed:
+            log.info("the server closed the OPC UA server's pipe (%s): it stops", closed)
+        finally:
+            link.close()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
