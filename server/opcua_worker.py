@@ -27,11 +27,12 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from persistence.history import iter_interval_ends
 from persistence.readonly import open_store_readonly
 from persistence.store import Store, StoreError
 from protocols.opcua.server import OpcUaServer, OpcUaSettings, open_opcua_server
@@ -168,9 +169,24 @@ def with_free_port(endpoint: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
 
 
-def open_history(data_dir: str) -> Store | None:
+class StoredHistory:
+    """``protocols.opcua.history.HistorySource`` over the data directory, opened read-only
+    (an LMDB reader next to the running server: ``persistence.readonly``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def interval_ends(self, meter_id: str, from_ms: int, to_ms: int
+                      ) -> Iterator[tuple[int, int, int, int]]:
+        return iter_interval_ends(self._store, meter_id, from_ms, to_ms)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def open_history(data_dir: str) -> StoredHistory | None:
     try:
-        return open_store_readonly(Path(data_dir))
+        return StoredHistory(open_store_readonly(Path(data_dir)))
     except StoreError as error:
         log.warning("OPC UA history is not available: %s", error)
         return None

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
 
 from asyncua import ua
 from asyncua.server.history import HistoryStorageInterface
 
-from persistence.history import iter_interval_ends
-from persistence.store import Store
 from protocols.opcua.model import METER_PREFIX, wall_time
 
 MAX_VALUES_PER_PAGE: Final = 10_000
@@ -36,6 +34,18 @@ READERS: Final[dict[str, Callable[[int, int, int, int, int], float]]] = {
     "PowerW": lambda wh, register, balance, interval, scale: wh * 3_600_000 / interval,
     "Balance": lambda wh, register, balance, interval, scale: balance / scale,
 }
+
+
+class HistorySource(Protocol):
+    """The interval history, read-only (``server.opcua_worker`` gives one over LMDB)."""
+
+    def interval_ends(self, meter_id: str, from_ms: int, to_ms: int
+                      ) -> Iterable[tuple[int, int, int, int]]:
+        """``(start_ms, wh, register_wh, balance)`` of the intervals starting in
+        ``[from_ms, to_ms)``, in time order."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _ms(when: dt.datetime | None, default: int) -> int:
@@ -61,7 +71,7 @@ def history_target(node_id: ua.NodeId, ns: int) -> tuple[str, str] | None:
 class IntervalHistory(HistoryStorageInterface):  # type: ignore[misc]  # (asyncua's base)
     """asyncua's history storage, read-only, over the interval history."""
 
-    def __init__(self, store: Store | None, *, interval_ms: int, scale: int,
+    def __init__(self, store: HistorySource | None, *, interval_ms: int, scale: int,
                  namespace: Callable[[], int]) -> None:
         super().__init__(max_history_data_response_size=MAX_VALUES_PER_PAGE)
         self._store = store
@@ -112,8 +122,8 @@ class IntervalHistory(HistoryStorageInterface):  # type: ignore[misc]  # (asyncu
         reader = READERS[name]
         scale = self._scale
         values: list[ua.DataValue] = []
-        for start_ms, wh, register, balance in iter_interval_ends(
-                self._store, meter_id, max(from_ms, 0), to_ms):
+        for start_ms, wh, register, balance in self._store.interval_ends(
+                meter_id, max(from_ms, 0), to_ms):
             stamp = wall_time(start_ms + interval)
             if len(values) == limit:
                 return values, stamp  # the next page starts at this value

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 import attrs
 from asyncua import Server, ua
 
-from persistence.store import Store
 from protocols.opcua.alarms import AlarmConditions
 from protocols.opcua.callers import install_caller_sessions
-from protocols.opcua.history import IntervalHistory
+from protocols.opcua.history import HistorySource, IntervalHistory
 from protocols.opcua.methods import Commands, MeterMethods
 from protocols.opcua.model import ParkModel
 from protocols.opcua.security import (
@@ -84,7 +83,7 @@ class OpcUaServer:
 @asynccontextmanager
 async def open_opcua_server(settings: OpcUaSettings, state: ParkState, commands: Commands,
                             check_password: Callable[[str, str], str | None],
-                            history: Store | None) -> AsyncIterator[OpcUaServer]:
+                            history: HistorySource | None) -> AsyncIterator[OpcUaServer]:
     """Build the address space from ``state`` and listen on ``settings.endpoint``. A port
     that is taken raises ``OSError``."""
     server = Server(user_manager=ParkUsers(check_password))

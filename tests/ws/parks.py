@@ -21,7 +21,9 @@ USERS = {"op": ("op-secret", "operator"), "eve": ("eve-secret", "viewer"),
          "root": ("root-secret", "admin")}
 
 
-def hub_park_toml(data_dir: Path, *, hub_keys: str = "", extra_meters: int = 0) -> str:
+def hub_park_toml(data_dir: Path, *, hub_keys: str = "", extra_meters: int = 0,
+                  opcua: str | None = None) -> str:
+    """``opcua``: the keys of an ``[opcua]`` table (none: no OPC UA server)."""
     users = "".join(f"""
 [[users]]
 name = "{name}"
@@ -58,6 +60,8 @@ currency = "CNY"
 [hub]
 listen = "127.0.0.1:18765"  # tests override the port with 0 (a free one)
 {hub_keys}
+
+{"" if opcua is None else "[opcua]" + chr(10) + opcua}
 
 [tariffs.flat]
 kind = "flat"
