@@ -63,6 +63,25 @@ def _check(args: argparse.Namespace) -> int:
     return run_check_command(args)
 
 
+def _opcua_trust(args: argparse.Namespace) -> int:
+    from protocols.opcua.security import trust_certificate
+    from server.config import load_config
+
+    config = load_config(args.config)
+    try:
+        target = trust_certificate(config.server.data_dir, args.cert)
+    except FileNotFoundError:
+        raise UserError(f"no such file: {args.cert}") from None
+    except ValueError as error:
+        raise UserError(f"{args.cert} is not an X.509 certificate in DER or PEM ({error})"
+                        ) from None
+    except OSError as error:
+        raise UserError(f"cannot write the trust list: {error}") from None
+    print(f"trusted: {target} (OPC UA clients with this certificate may connect; the "
+          "running server reads the trust list again at the next connection)")
+    return 0
+
+
 PASSWORD_ENV: Final = "WATTKEEPER_PASSWORD"
 """``wattkeeper console`` takes the password from here when set (scripts), else prompts."""
 
@@ -222,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "config instead of the plain password. Exit status 1, printing nothing, "
                     "when the two differ or the password is empty.")
     passwd.set_defaults(run=_passwd)
+
+    opcua = commands.add_parser("opcua", help="OPC UA server administration")
+    opcua_commands = opcua.add_subparsers(dest="opcua_command", required=True,
+                                          metavar="COMMAND")
+    trust = opcua_commands.add_parser(
+        "trust", help="add a client certificate to the OPC UA trust list",
+        description="Copies a client's certificate (DER or PEM) into the trust list in the "
+                    "data directory (<data_dir>/opcua/trusted/, as DER). With [opcua] "
+                    "security = \"sign-encrypt\" (the default) only clients whose "
+                    "certificate is there may connect. A running server picks it up at the "
+                    "next connection.")
+    trust.add_argument("cert", type=Path, metavar="CERT", help="the client certificate file")
+    trust.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
+    trust.set_defaults(run=_opcua_trust)
 
     bench = commands.add_parser("bench", help="run a benchmark against its baseline")
     bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")

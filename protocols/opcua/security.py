@@ -16,6 +16,11 @@
   Aes256Sha256RsaPss, all SignAndEncrypt, and nothing unencrypted; ``none`` offers only the
   unencrypted endpoint (passwords then cross in clear: tests and demos on loopback only; the
   server says so loudly at start).
+* **No session over an unsecured channel**: asyncua opens every connection with the None
+  policy (a client needs it to ask for the endpoints) and then accepts *any* request on it,
+  even when no None endpoint is offered: a hand-made client could log in with a clear-text
+  password and read. :func:`refuse_unsecured_sessions` answers every request but
+  GetEndpoints and FindServers on such a channel ``BadSecurityModeRejected``.
 """
 
 from __future__ import annotations
@@ -98,6 +103,36 @@ def trust_certificate(data_dir: Path, source: Path) -> Path:
     target = folder / f"{name}-{cert.fingerprint(hashes.SHA256()).hex()[:12]}.der"
     target.write_bytes(der)
     return target
+
+
+_DISCOVERY: Final = frozenset({
+    ua.NodeId(ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary),
+    ua.NodeId(ua.ObjectIds.FindServersRequest_Encoding_DefaultBinary),
+})
+
+
+def refuse_unsecured_sessions(iserver: Any) -> None:
+    """See the module docstring. asyncua's message dispatcher is wrapped once per process;
+    the rule holds for the servers marked here (the OPC UA process has one)."""
+    from asyncua.common.utils import ServiceError
+    from asyncua.server import uaprocessor
+
+    iserver.wattkeeper_secure_only = True
+    processor = uaprocessor.UaProcessor
+    if getattr(processor, "_wattkeeper_guarded", False):
+        return
+    original = processor._process_message
+
+    async def process_message(self: Any, typeid: Any, requesthdr: Any, seqhdr: Any,
+                              body: Any) -> Any:
+        if getattr(self.iserver, "wattkeeper_secure_only", False) \
+                and self._connection.security_policy.Mode == ua.MessageSecurityMode.None_ \
+                and typeid not in _DISCOVERY:
+            raise ServiceError(ua.StatusCodes.BadSecurityModeRejected)
+        return await original(self, typeid, requesthdr, seqhdr, body)
+
+    processor._process_message = process_message
+    processor._wattkeeper_guarded = True
 
 
 class TrustList:

@@ -8,6 +8,7 @@ open the server listens and ``apply`` takes each stream tick. It runs in the OPC
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from protocols.opcua.security import (
     ParkUsers,
     TrustList,
     ensure_server_certificate,
+    refuse_unsecured_sessions,
     trusted_dir,
 )
 from protocols.ws.views import ParkState, StreamTick
@@ -109,6 +111,7 @@ async def open_opcua_server(settings: OpcUaSettings, state: ParkState, commands:
         await server.load_private_key(str(key))
         server.set_security_policy(list(SIGN_ENCRYPT_POLICIES))
         server.set_certificate_validator(TrustList(trusted_dir(data_dir)))
+        refuse_unsecured_sessions(server.iserver)
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         log.warning("OPC UA security is OFF ([opcua] security = \"none\"): passwords and "
@@ -118,7 +121,17 @@ async def open_opcua_server(settings: OpcUaSettings, state: ParkState, commands:
     model = ParkModel(server, state, decimals=settings.decimals, currency=settings.currency,
                       handlers=methods.handlers())
     began = time.perf_counter()
-    await model.build()
+    # The address space is a million long-lived objects for 100,000 meters: the collector
+    # would walk them again and again while they are made, and at every later full
+    # collection. So none runs during the build, and what it built is frozen out of its
+    # sight (server/collector.py does the same for the server's own state).
+    gc.collect()
+    gc.disable()
+    try:
+        await model.build()
+    finally:
+        gc.freeze()
+        gc.enable()
     build_s = time.perf_counter() - began
     model_ref.append(model)
     alarms = AlarmConditions(server, model.ns, commands)

@@ -10,7 +10,14 @@ import trio
 from asyncua import ua
 
 from server.auth import SYSTEM
-from tests.opcua.opcua_parks import asyncio_thread, call, connect, meter_node, open_opcua, opcua_park
+from tests.opcua.opcua_parks import (
+    asyncio_thread,
+    call,
+    connect,
+    meter_node,
+    opcua_park,
+    open_opcua,
+)
 from tests.ws.parks import feed, settle
 
 
@@ -116,7 +123,8 @@ async def test_wrong_arguments_get_a_bad_status_not_a_crash(tmp_path: Path) -> N
                         await call(client, "M-0", "TopUp", 0.001, "r2"),
                         await call(client, "M-0", "TopUp", -5.0, "r3"),
                         await call(client, "M-0", "TopUp", float("nan"), "r4"),
-                        await call(client, "M-0", "TopUp", 1.0, ua.Variant(7, ua.VariantType.Int32)),
+                        await call(client, "M-0", "TopUp", 1.0,
+                                   ua.Variant(7, ua.VariantType.Int32)),
                         await call(client, "M-0", "OpenRelay", ua.Variant(3.0)),
                         await call(client, "M-0", "AckAlarm", "M-0/999"),
                     ]
