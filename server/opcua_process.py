@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import attrs
 
-from protocols.opcua.server import OpcUaSettings, OpcUaStatistics
+from protocols.opcua.server import OpcUaSettings, OpcUaStatistics, endpoint_with_port
 from server.config import User
 from server.edge_link import INIT
 from server.edge_process import Call, EdgeProcess
@@ -44,7 +44,9 @@ class OpcUaProcess(EdgeProcess):
         return self._statistics if self.running else NO_STATISTICS
 
     def init_message(self, port: int) -> tuple[Any, ...]:
+        # The port it had (a restart listens where clients knew it; port 0 for the first).
         fields = attrs.asdict(self._settings)
+        fields["endpoint"] = endpoint_with_port(self._settings.endpoint, port)
         users = [(user.name, user.password, user.role) for user in self._users]
         return (INIT, fields, users, logging.getLogger().getEffectiveLevel())
 

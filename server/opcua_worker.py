@@ -30,12 +30,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from persistence.history import iter_interval_ends
 from persistence.readonly import open_store_readonly
 from persistence.store import Store, StoreError
-from protocols.opcua.server import OpcUaServer, OpcUaSettings, open_opcua_server
+from protocols.opcua.server import (
+    OpcUaServer,
+    OpcUaSettings,
+    endpoint_with_port,
+    open_opcua_server,
+)
 from protocols.ws.backend import Who
 from protocols.ws.feed import STATE, TICK, Mirror
 from protocols.ws.protocol import AckInfo
@@ -163,10 +168,11 @@ def with_free_port(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     if parts.port != 0:
         return endpoint
-    with socket.socket() as probe:
-        probe.bind((parts.hostname or "127.0.0.1", 0))
+    host = parts.hostname or "127.0.0.1"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
         port = probe.getsockname()[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+    return endpoint_with_port(endpoint, port)
 
 
 class StoredHistory:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 from asyncua import Server, ua
@@ -38,6 +38,14 @@ from protocols.ws.views import ParkState, StreamTick
 log = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "wattkeeper"
+
+
+def endpoint_with_port(endpoint: str, port: int) -> str:
+    parts = urlsplit(endpoint)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
 @attrs.frozen
