@@ -55,7 +55,8 @@ import attrs
 import trio
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
-from bench.hub import bench_config, feed_every_meter, percentile, progress
+from bench.hub import bench_config
+from bench.load import feed_every_meter, percentile, progress
 from bench.results import print_result
 from server.app import Park, open_park
 from server.auth import Caller

@@ -40,30 +40,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import trio
 
+from bench.load import Probe, feed_readings, phase, progress, rss_anon
 from bench.parks import park_toml
 from bench.results import print_result
-from policies.records import Reading
-from server.app import Park, open_park
+from server.app import open_park
 from server.config import ListenAddress, ParkConfig
 from server.services import Services, open_services
 
 PER_GATEWAY = 200
-PROBES_PER_S = 200
 STALL_ROUNDS = 5
-SLICES_PER_S = 50
 
 
 def bench_config(data_dir: Path, meters: int, isolation: str = "process") -> ParkConfig:
@@ -77,98 +72,6 @@ def bench_config(data_dir: Path, meters: int, isolation: str = "process") -> Par
     text = text.replace("[server]", '[hub]\nlisten = "127.0.0.1:8765"\nmax_clients = 100000\n'
                         f'isolation = "{isolation}"\n\n[server]', 1)
     return ParkConfig.from_toml_text(text, "bench-hub.toml")
-
-
-class Probe:
-    """A pseudo-actor on the dispatcher: records how long each probe waited to be handled."""
-
-    def __init__(self) -> None:
-        self.latencies_ms: list[float] = []
-
-    def receive(self, message: object) -> None:
-        assert isinstance(message, int)
-        self.latencies_ms.append((time.perf_counter_ns() - message) / 1e6)
-
-
-async def feed_readings(park: Park, probe: Probe) -> None:
-    """Every meter a reading a second, in SLICES_PER_S slices (batches of 100, as gateways'
-    bursts would arrive); a slice that starts late does not shift the ones after it. The
-    probes go in a task of their own, so a late probe does not slow the readings."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_probes, park, probe)
-        await feed_every_meter(park)
-
-
-async def feed_every_meter(park: Park) -> None:
-    """A reading for every meter once a second, as the Modbus side would deliver them."""
-    registry = park.registry
-    clock = park.clock
-    keys = list(range(len(registry)))
-    per_slice = -(-len(keys) // SLICES_PER_S)
-    register = [1_000_000 + 7 * key for key in keys]
-    started = trio.current_time()
-    slice_number = 0
-    while True:
-        start = (slice_number % SLICES_PER_S) * per_slice
-        chosen = keys[start:start + per_slice]
-        wall, mono = clock.wall_ms(), clock.mono_ms()
-        readings = []
-        for key in chosen:
-            register[key] += 3
-            readings.append(Reading(wall, register[key], 10_000.0 + (key + slice_number) % 97,
-                                    mono_ms=mono))
-        for offset in range(0, len(chosen), 100):
-            registry.deliver_readings_nowait(chosen[offset:offset + 100],
-                                             readings[offset:offset + 100])
-        slice_number += 1
-        await trio.sleep_until(started + slice_number / SLICES_PER_S)
-
-
-async def send_probes(park: Park, probe: Probe) -> None:
-    """PROBES_PER_S probes through the dispatcher's run queue, behind the readings."""
-    started = trio.current_time()
-    number = 0
-    while True:
-        park.dispatcher.send_nowait(probe, time.perf_counter_ns())
-        number += 1
-        await trio.sleep_until(started + number / PROBES_PER_S)
-
-
-def server_rss(services: Services) -> int:
-    """Anonymous resident memory of the server: this process, plus the hub's when it has its
-    own. Anonymous only: the park's LMDB map grows the resident size as history is written,
-    whoever is connected, and that is file cache, not what clients cost."""
-    pids = [os.getpid()]
-    pid = getattr(services.hub, "pid", None)
-    if pid is not None:
-        pids.append(pid)
-    return sum(_rss_anon(pid) for pid in pids)
-
-
-def _rss_anon(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    rss: int = psutil.Process(pid).memory_info().rss  # (a kernel without RssAnon)
-    return rss
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-async def phase(probe: Probe, seconds: float) -> float:
-    probe.latencies_ms.clear()
-    await trio.sleep(seconds)
-    return percentile(probe.latencies_ms, 0.99)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,7 +91,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"park of {len(config.meters)} meters, hub {services.hub_url}")
         await trio.sleep(3)  # every meter read once, allocations settled
         without = await phase(probe, args.seconds)
-        rss_before = server_rss(services)
+        rss_before = rss_anon([os.getpid(), getattr(services.hub, 'pid', None)])
         progress(f"without clients: control p99 {without:.2f} ms")
         clients = await start_clients(services, args, len(config.meters))
         try:
@@ -199,7 +102,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with_clients = await phase(probe, args.seconds)
             offered = services.hub.statistics().meter_updates_offered - offered_before
             await clients.send("PHASE between")
-            rss_after = server_rss(services)
+            rss_after = rss_anon([os.getpid(), getattr(services.hub, 'pid', None)])
             progress(f"with clients: control p99 {with_clients:.2f} ms")
             for number in range(STALL_ROUNDS):
                 await clients.send("STALL")

@@ -27,7 +27,7 @@ from server.logs import (
 
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus", "chaos", "hub", "console")
+BENCHMARKS = ("core", "modbus", "chaos", "hub", "console", "opcua")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""The network services of a running park: the stream, the websocket hub, the HTTP side.
+"""The network services of a running park: the stream, the websocket hub, the HTTP side and,
+when the config has ``[opcua]``, the OPC UA server (in a process of its own:
+``server.opcua_process``).
 
 ``open_services(park)`` starts them inside the park's lifetime, for ``wattkeeper serve`` and
 ``wattkeeper demo``::
@@ -20,13 +22,13 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import attrs
 import trio
 
-from protocols.http.metrics import HubFigures
+from protocols.http.metrics import HubFigures, OpcUaFigures
 from protocols.http.server import HttpServer
 from protocols.opcua.server import OpcUaSettings
 from protocols.ws.hub import Hub, HubSettings
@@ -95,13 +97,16 @@ def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
     return hub
 
 
-def start_opcua(park: Park, stream: ParkStream, endpoint: str | None) -> OpcUaProcess:
-    """The OPC UA server in its own process, subscribed to ``stream`` (docs/decisions.md)."""
+def start_opcua(park: Park, stream: ParkStream, endpoint: str | None, *,
+                security: str | None = None) -> OpcUaProcess:
+    """The OPC UA server in its own process, subscribed to ``stream`` (docs/decisions.md);
+    ``endpoint`` and ``security`` replace ``[opcua]``'s (benchmarks, tests)."""
     config = park.config
     section = config.opcua
     intervals = {policy.interval_ms for policy in config.policies.values()} or {900_000}
     settings = OpcUaSettings(
-        endpoint=endpoint or section.endpoint, security=section.security,
+        endpoint=endpoint or section.endpoint,
+        security=cast(Literal["none", "sign-encrypt"], security or section.security),
         data_dir=str(config.server.data_dir.absolute()), decimals=config.server.decimals,
         currency=config.server.currency, interval_ms=max(intervals),
         certificate=None if section.certificate is None else str(section.certificate.absolute()),
@@ -111,6 +116,14 @@ def start_opcua(park: Park, stream: ParkStream, endpoint: str | None) -> OpcUaPr
                            4840 if port is None else port)
     stream.subscribe(process)
     return process
+
+
+def opcua_figures(opcua: OpcUaProcess | None) -> OpcUaFigures | None:
+    """For /metrics."""
+    if opcua is None:
+        return None
+    statistics = opcua.statistics()
+    return OpcUaFigures(statistics.sessions, statistics.events, opcua.restarts)
 
 
 def hub_figures(hub: Hub | HubProcess) -> HubFigures:
@@ -151,19 +164,20 @@ async def open_services(
         except ProcessNotStarted as error:
             raise UserError(f"{error}; its own log lines are above (or set [hub] isolation "
                             '= "inline")') from None
+        opcua = start_opcua(park, stream, opcua_endpoint) if config.opcua.enabled else None
         # Same users, and the same throttle: guessing over HTTP slows the hub's logins too.
         listen = http_listen or config.http.listen
         try:
             http: HttpServer = await nursery.start(functools.partial(
                 run_web, park, hub_url=url, users=backend.users, throttle=backend.throttle,
-                hub=functools.partial(hub_figures, hub), meters=stream.current,
+                hub=functools.partial(hub_figures, hub),
+                opcua=functools.partial(opcua_figures, opcua), meters=stream.current,
                 listen=listen))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise UserError(f"the console cannot listen on {listen}: the port is in use "
                                 "(set [http] listen to another address)") from None
             raise
-        opcua = start_opcua(park, stream, opcua_endpoint) if config.opcua.enabled else None
         opcua_url = ""
         if opcua is not None:
             try:

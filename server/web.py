@@ -22,7 +22,13 @@ import trio
 from actors.effects import AlarmEvent
 from persistence.audit import AuditEntry
 from protocols.http.backend import Health, HttpBackend
-from protocols.http.metrics import GatewayFigures, HubFigures, LoopProbe, ParkStatistics
+from protocols.http.metrics import (
+    GatewayFigures,
+    HubFigures,
+    LoopProbe,
+    OpcUaFigures,
+    ParkStatistics,
+)
 from protocols.http.server import HttpServer, run_http
 from protocols.ws.views import MeterView
 from server.app import Park
@@ -69,10 +75,12 @@ class ParkReader:
     """Health and statistics of a park, read on demand."""
 
     def __init__(self, park: Park, probe: LoopProbe,
-                 hub: Callable[[], HubFigures] | None = None) -> None:
+                 hub: Callable[[], HubFigures] | None = None,
+                 opcua: Callable[[], OpcUaFigures | None] | None = None) -> None:
         self._park = park
         self._probe = probe
         self._hub = hub
+        self._opcua = opcua
         self._started = time.monotonic()
         self.counters = ParkCounters()
         park.router.alarm_sinks.append(self.counters.alarm)
@@ -127,6 +135,7 @@ class ParkReader:
             loop_worst_lateness_ms=self._probe.take_worst_ms(),
             gateways=tuple(gateways),
             hub=self._hub() if self._hub is not None else None,
+            opcua=self._opcua() if self._opcua is not None else None,
             uptime_s=time.monotonic() - self._started,
         )
 
@@ -178,6 +187,7 @@ async def run_web(
     users: Users | None = None,
     throttle: LoginThrottle | None = None,
     hub: Callable[[], HubFigures] | None = None,
+    opcua: Callable[[], OpcUaFigures | None] | None = None,
     meters: Callable[[], Mapping[str, MeterView]] | None = None,
     listen: ListenAddress | None = None,
     task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
@@ -190,7 +200,7 @@ async def run_web(
     built); without it views are read from the actors per request. ``listen`` replaces the
     config's address (tests: port 0 picks a free port)."""
     probe = LoopProbe()
-    reader = ParkReader(park, probe, hub)
+    reader = ParkReader(park, probe, hub, opcua)
     backend = http_backend(park, reader, hub_url=public_hub_url(park, hub_url), users=users,
                            throttle=throttle, meters=meters)
     listen = listen or park.config.http.listen

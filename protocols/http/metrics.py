@@ -56,6 +56,13 @@ class HubFigures:
 
 
 @attrs.frozen
+class OpcUaFigures:
+    sessions: int
+    events: int  # alarm condition events sent
+    restarts: int  # of its process (it died)
+
+
+@attrs.frozen
 class ParkStatistics:
     """One reading of every counter the park keeps (``server.web`` fills it)."""
 
@@ -89,6 +96,8 @@ class ParkStatistics:
     gateways: tuple[GatewayFigures, ...] = ()
     hub: HubFigures | None = None
     """None when no hub runs for this park."""
+    opcua: OpcUaFigures | None = None
+    """None when the park has no OPC UA server."""
     uptime_s: float = 0.0
 
 
@@ -182,6 +191,11 @@ class StatisticsCollector:
                            s.hub.dropped_stalled)
             yield _counter("hub_restarts", "Restarts of the hub's own process (it died)",
                            s.hub.restarts)
+        if s.opcua is not None:
+            yield _gauge("opcua_sessions", "OPC UA client sessions", s.opcua.sessions)
+            yield _counter("opcua_events", "OPC UA alarm condition events sent", s.opcua.events)
+            yield _counter("opcua_restarts", "Restarts of the OPC UA server's process (it died)",
+                           s.opcua.restarts)
 
     @staticmethod
     def _journal(s: ParkStatistics) -> Iterator[Metric]:

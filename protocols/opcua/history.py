@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 from asyncua import ua
 from asyncua.server.history import HistoryStorageInterface
 
-from protocols.opcua.model import METER_PREFIX, wall_time
+from protocols.opcua.model import wall_time
 
 MAX_VALUES_PER_PAGE: Final = 10_000
 _EPOCH_1601: Final = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
@@ -59,11 +59,11 @@ def _ms(when: dt.datetime | None, default: int) -> int:
 def history_target(node_id: ua.NodeId, ns: int) -> tuple[str, str] | None:
     """``(meter_id, variable)`` of a historized meter variable's node id, else None."""
     identifier = node_id.Identifier
-    if node_id.NamespaceIndex != ns or not isinstance(identifier, str) \
-            or not identifier.startswith(METER_PREFIX):
+    if node_id.NamespaceIndex != ns or not isinstance(identifier, str):
         return None
-    meter_id, _, name = identifier[len(METER_PREFIX):].rpartition(".")
-    if not meter_id or name not in READERS:
+    kind, _, meter_id = identifier.partition(":")
+    what, _, name = kind.partition(".")
+    if what != "meter" or name not in READERS or not meter_id:
         return None
     return meter_id, name
 

@@ -8,8 +8,9 @@ the meters by id (the contract's browse path), and ``Gateways``, one object per 
 its status, which also *organizes* its meters, so a SCADA engineer can browse by bus. Every
 meter is an instance of ``MeterType`` (an ObjectType, so HMIs can template it): the variables
 of ``METER_VARIABLES`` and the methods ``TopUp``, ``OpenRelay``, ``AutoRelay``,
-``ResetLockout`` and ``AckAlarm``. Node ids are readable strings: ``meter:M-0001``,
-``meter:M-0001.Balance``, ``gateway:gw1.Online``.
+``ResetLockout`` and ``AckAlarm``. Node ids are readable strings whose part up to the first
+``:`` says what the node is and the rest is the id verbatim (ids may hold any printable
+character): ``meter:M-0001``, ``meter.Balance:M-0001``, ``gateway.Online:gw1``.
 
 **Bulk path.** asyncua's node-by-node API costs ~1.2 ms a node and re-scans the parent's
 references on every child it adds (quadratic for a folder of 10,000 meters), and one
@@ -53,6 +54,14 @@ from protocols.ws.views import GatewayView, MeterView, ParkState, StreamTick
 NAMESPACE_URI: Final = "urn:wattkeeper"
 METER_PREFIX: Final = "meter:"
 GATEWAY_PREFIX: Final = "gateway:"
+
+
+def meter_variable_id(name: str, meter_id: str) -> str:
+    return f"meter.{name}:{meter_id}"
+
+
+def gateway_variable_id(name: str, gateway_id: str) -> str:
+    return f"gateway.{name}:{gateway_id}"
 METHOD_NAMES: Final = ("TopUp", "OpenRelay", "AutoRelay", "ResetLockout", "AckAlarm")
 
 _VARIANT: Final = {"Double": ua.VariantType.Double, "Boolean": ua.VariantType.Boolean,
@@ -76,8 +85,7 @@ def wall_time(ts_ms: int) -> dt.datetime:
 def meter_id_of(node_id: ua.NodeId) -> str | None:
     """The meter of a meter object's node id (None for any other node)."""
     identifier = node_id.Identifier
-    if isinstance(identifier, str) and identifier.startswith(METER_PREFIX) \
-            and "." not in identifier[len(METER_PREFIX):]:
+    if isinstance(identifier, str) and identifier.startswith(METER_PREFIX):
         return identifier[len(METER_PREFIX):]
     return None
 
@@ -196,7 +204,7 @@ class ParkModel:
                                        ua.QualifiedName(gid, ns))
         self._gateway_objects[gid] = node.nodeid
         self._gateway_nodes[gid] = [
-            await self._add_variable(node, f"{GATEWAY_PREFIX}{gid}.{v.name}", v, ns)
+            await self._add_variable(node, gateway_variable_id(v.name, gid), v, ns)
             for v in GATEWAY_VARIABLES]
         await self._write_values(self._gateway_nodes[gid], GATEWAY_VARIABLES, view, view.ts_ms)
 
@@ -242,7 +250,7 @@ class ParkModel:
             references = [to_folder, to_type, *to_methods]
             values = []
             for template, reader, name in zip(templates, readers, names, strict=True):
-                node_id = ua.NodeId(f"{METER_PREFIX}{meter_id}.{name}", ns)
+                node_id = ua.NodeId(meter_variable_id(name, meter_id), ns)
                 value, data = template.instance(node_id, to_meter, reader)
                 aspace[node_id] = data
                 values.append(value)
@@ -268,10 +276,9 @@ class ParkModel:
         read = variable.read
         vtype = _VARIANT[variable.kind]
         scale = self.scale
-        cut = len(METER_PREFIX)
 
         def read_value(node_id: ua.NodeId, _attribute: Any) -> ua.DataValue:
-            meter_id = str(node_id.Identifier)[cut:].rpartition(".")[0]
+            meter_id = str(node_id.Identifier).partition(":")[2]
             view = current().get(meter_id)
             if view is None:
                 return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))

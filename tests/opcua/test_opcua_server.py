@@ -4,12 +4,16 @@ data-change subscriptions, the prepaid methods through the journal and the audit
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import httpx
+import pytest
 import trio
 from asyncua import ua
 
 from server.auth import SYSTEM
+from server.errors import UserError, fatal_reason, leaves
 from tests.opcua.opcua_parks import (
     asyncio_thread,
     call,
@@ -158,3 +162,45 @@ async def test_a_viewer_may_read_but_not_top_up(tmp_path: Path) -> None:
 
             assert await loop.run(scenario()) == "BadUserAccessDenied"
         assert park.registry.get("M-0").state.balance == 100_00
+
+
+async def test_clients_cannot_write_and_metrics_count_sessions(tmp_path: Path) -> None:
+    async with open_opcua(opcua_park(tmp_path / "park")) as (park, services):
+        with asyncio_thread() as loop:
+            client = await loop.run(connect(services.opcua_url))
+
+            async def write() -> str:
+                balance = await meter_node(client, "M-0", "Balance")
+                try:
+                    await balance.write_value(ua.Variant(1e9, ua.VariantType.Double))
+                except ua.UaStatusCodeError as error:
+                    return type(error).__name__
+                return "written"
+
+            refused = await loop.run(write())
+            assert refused in ("BadNotWritable", "BadUserAccessDenied")
+            assert park.registry.get("M-0").state.balance == 100_00
+            with trio.fail_after(10):
+                while True:  # the OPC UA process reports its figures once a second
+                    async with httpx.AsyncClient(base_url=services.http_url) as http:
+                        metrics = (await http.get("/metrics")).text.splitlines()
+                    if "wattkeeper_opcua_sessions 1.0" in metrics:
+                        break
+                    await trio.sleep(0.2)
+            assert "wattkeeper_opcua_restarts_total 0.0" in metrics
+            await loop.run(client.disconnect())
+
+
+async def test_a_taken_port_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        keys = f'endpoint = "opc.tcp://127.0.0.1:{port}/wattkeeper/"\nsecurity = "none"'
+        with pytest.raises(BaseException) as stopped:
+            async with open_opcua(opcua_park(tmp_path / "park", keys)):
+                raise AssertionError("the services started without their OPC UA server")
+    assert [type(leaf) for leaf in leaves(stopped.value)] == [UserError]
+    reason = fatal_reason(stopped.value)
+    assert f"cannot listen on opc.tcp://127.0.0.1:{port}/wattkeeper/" in reason
+    assert "[opcua] endpoint" in reason
