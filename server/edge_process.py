@@ -39,7 +39,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -63,6 +63,8 @@ STEADY_AFTER_S: Final = 60.0
 """A child that ran this long before it died is restarted after the first delay again."""
 MAX_CALLS_IN_FLIGHT: Final = 1_000
 MAX_PENDING_EVENTS: Final = 100_000
+CHUNK_METERS: Final = 2_000
+"""Meters per tick message to a child (see ``_take_pending``)."""
 
 Call = Callable[..., Awaitable[Any]]
 """``call(who, *args)``: runs a child's call, returns what goes back (msgpack-able)."""
@@ -174,9 +176,21 @@ class EdgeProcess:
             queue.popleft()
             self.dropped_events += 1
 
-    def _take_pending(self) -> bytes:
-        data = encode_tick(self._meters.values(), self._park, self._gateways.values(),
-                           self._alarms, self._audit, self._ts_ms, self._taken_s)
+    def _take_pending(self) -> Iterator[bytes]:
+        """What is pending, as tick messages of at most CHUNK_METERS meters each (the first
+        has the park, gateways and events). Packed one by one as the sender asks: packing a
+        100,000-meter tick at once would hold the control loop's thread for tens of ms."""
+        meters = list(self._meters.values())
+        park, gateways = self._park, list(self._gateways.values())
+        alarms, audit = list(self._alarms), list(self._audit)
+        ts_ms, taken_s = self._ts_ms, self._taken_s
+        self._clear_pending()
+        yield encode_tick(meters[:CHUNK_METERS], park, gateways, alarms, audit, ts_ms, taken_s)
+        for start in range(CHUNK_METERS, len(meters), CHUNK_METERS):
+            yield encode_tick(meters[start:start + CHUNK_METERS], None, (), (), (), ts_ms,
+                              taken_s)
+
+    def _clear_pending(self) -> None:
         self._meters = {}
         self._park = None
         self._gateways = {}
@@ -184,10 +198,9 @@ class EdgeProcess:
         self._audit.clear()
         self._taken_s = math.inf
         self._ticked = False
-        return data
 
     def _forget_pending(self) -> None:
-        self._take_pending()
+        self._clear_pending()
         self._notices.clear()
 
     # -- the process ---------------------------------------------------------------------------
@@ -307,7 +320,9 @@ class EdgeProcess:
                 while self._notices:
                     await link.send(self._notices.popleft())
                 if self._ticked:
-                    await link.send_packed(self._take_pending())
+                    for data in self._take_pending():
+                        await link.send_packed(data)
+                        await trio.lowlevel.checkpoint()  # readings go first
         except LinkClosed:
             return  # the receiver or the watcher says why
 

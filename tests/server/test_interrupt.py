@@ -26,9 +26,14 @@ def test_ctrl_c_stops_the_demo_cleanly_and_leaves_a_reopenable_directory(tmp_pat
     )
     assert demo.stdout is not None
     deadline = time.monotonic() + 30
+    banner = []
     for line in demo.stdout:
+        banner.append(line)
         if "Press Ctrl-C" in line or time.monotonic() > deadline:
             break
+    # The demo says where each service is, the OPC UA server's endpoint and security too.
+    [opcua] = [line for line in banner if line.strip().startswith("OPC UA:")]
+    assert "opc.tcp://127.0.0.1:4840/wattkeeper/" in opcua and "security none" in opcua
     time.sleep(0.5)
     os.killpg(demo.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
     output, _ = demo.communicate(timeout=30)
