@@ -26,17 +26,25 @@ Figures (the last line with ``--json`` is one JSON object):
   phases 2 and 1 (``bench.load.Probe``: a message through the dispatcher's run queue, behind
   the readings);
 * ``rss_mb_per_1000_meters``: the OPC UA process's anonymous resident memory after the
-  build, per 1,000 meters.
+  build, per 1,000 meters (asyncua's own ~100 MB included).
+
+``--isolation thread`` runs the same OPC UA server in a thread of the server's process (its
+own asyncio loop, the same pipe) instead: the alternative the decision in docs/decisions.md
+was measured against. It is not a mode of the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,9 +57,10 @@ from bench.load import Probe, feed_readings, phase, progress, rss_anon
 from bench.results import print_result
 from server.app import open_park
 from server.config import ListenAddress
+from server.edge_process import Child
+from server.opcua_process import OpcUaProcess
+from server.opcua_worker import run_worker
 from server.services import open_services, start_opcua
-
-PUBLISHING_INTERVAL_MS = 100
 
 
 async def baseline_build_s(sample: int) -> float:
@@ -70,6 +79,38 @@ async def baseline_build_s(sample: int) -> float:
                      "Online"):
             await meter.add_variable(ua.NodeId(f"meter.{name}:B-{number}", ns), name, 0.0)
     return time.perf_counter() - began
+
+
+class ThreadChild:
+    """The OPC UA worker in a thread of this process, looking like a child process."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.pid = os.getpid()
+        self.returncode: int | None = None
+        self._done = threading.Event()
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(run_worker(self._sock, relay_logs=False))
+        finally:
+            self.returncode = 0
+            self._done.set()
+
+    async def wait(self) -> int:
+        await trio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+        return 0
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+
+class ThreadedOpcUa(OpcUaProcess):
+    async def spawn(self, theirs: socket.socket) -> Child:
+        return ThreadChild(socket.socket(fileno=os.dup(theirs.fileno())))
 
 
 class ClientProcess:
@@ -126,6 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         lambda: asyncio.run(baseline_build_s(args.baseline_sample)))
     results: dict[str, Any] = {
         "meters": meters,
+        "isolation": args.isolation,
         "baseline_build_s": round(sample_s * meters / args.baseline_sample, 1),
         "baseline_sample_meters": args.baseline_sample,
     }
@@ -140,13 +182,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await trio.sleep(3)
         without = await phase(probe, args.seconds)
         progress(f"without OPC UA: control p99 {without:.2f} ms")
-        opcua = start_opcua(park, services.stream, endpoint, security="none")
+        opcua = start_opcua(park, services.stream, endpoint, security="none",
+                            kind=ThreadedOpcUa if args.isolation == "thread" else OpcUaProcess)
         url: str = await nursery.start(opcua.run)
         await trio.sleep(1.5)  # its first figures
         statistics = opcua.statistics()
         results["build_s"] = round(statistics.build_s, 2)
-        results["rss_mb_per_1000_meters"] = round(
-            rss_anon([opcua.pid]) / 2**20 / (meters / 1000), 1)
+        if args.isolation == "process":
+            results["rss_mb_per_1000_meters"] = round(
+                rss_anon([opcua.pid]) / 2**20 / (meters / 1000), 1)
         progress(f"OPC UA on {url}: address space in {statistics.build_s:.2f} s")
         watched = [actor.meter_id for actor in park.registry][:args.watch]
         client = await start_client(url, watched)
@@ -193,6 +237,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="per phase (default 15)")
     parser.add_argument("--baseline-sample", type=int, default=300,
                         help="meters built node by node for the baseline (default 300)")
+    parser.add_argument("--isolation", choices=("process", "thread"), default="process",
+                        help="where the OPC UA server runs (default process; thread: the "
+                             "alternative, for comparison)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.meters < 200 or args.watch < 1 or args.baseline_sample < 10:

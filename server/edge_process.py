@@ -41,7 +41,7 @@ import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 import trio
 
@@ -70,6 +70,20 @@ Call = Callable[..., Awaitable[Any]]
 """``call(who, *args)``: runs a child's call, returns what goes back (msgpack-able)."""
 
 START_FAILURES: Final = (trio.TooSlowError, LinkClosed)
+
+
+class Child(Protocol):
+    """What is needed of the child: ``trio.Process`` (a benchmark may run one in a thread)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
 
 
 def _failure(error: BaseException) -> str:
@@ -235,15 +249,19 @@ class EdgeProcess:
                     except (ProcessRefused, *START_FAILURES) as error:
                         why = f"its restart failed: {_failure(error)}"
 
-    async def _start(self) -> tuple[tuple[Link, trio.Process], str]:
+    async def spawn(self, theirs: socket.socket) -> Child:
+        """The child, given its end of the pipe (``python -m WORKER_MODULE FD``)."""
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", self.WORKER_MODULE, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+
+    async def _start(self) -> tuple[tuple[Link, Child], str]:
         """A child with the park's state, listening (or an exception: it is gone)."""
         ours, theirs = socket.socketpair()
         try:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", self.WORKER_MODULE, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+            process = await self.spawn(theirs)
         finally:
             theirs.close()
         link = Link(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
@@ -274,7 +292,7 @@ class EdgeProcess:
         log.info("%s runs (pid %d)", self.WHAT, process.pid)
         return (link, process), url
 
-    async def _stop(self, link: Link, process: trio.Process) -> None:
+    async def _stop(self, link: Link, process: Child) -> None:
         self._link = None
         self.pid = None
         self.on_stopped()
@@ -286,7 +304,7 @@ class EdgeProcess:
                 process.kill()
                 await process.wait()
 
-    async def _serve(self, link: Link, process: trio.Process) -> str:
+    async def _serve(self, link: Link, process: Child) -> str:
         """Feed the child and answer its calls until it ends; returns why it ended."""
         why = ""
         try:

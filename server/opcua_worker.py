@@ -198,7 +198,10 @@ def open_history(data_dir: str) -> StoredHistory | None:
         return None
 
 
-async def serve(link: AsyncioLink) -> None:
+async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
+    """The OPC UA server for the settings and park state the link brings, until it closes.
+    ``relay_logs``: send log records to the server (in a process of its own; a benchmark
+    that runs this in a thread of the server's process keeps the server's logging)."""
     init = await link.receive()
     if init[0] != INIT:
         raise LinkClosed(f"expected the settings first, got {init[0]!r}")
@@ -208,27 +211,26 @@ async def serve(link: AsyncioLink) -> None:
     if state[0] != STATE:
         raise LinkClosed(f"expected the park's state, got {state[0]!r}")
     mirror.apply(state)
-    logs = log_to_server(link, level)
+    tasks = []
+    if relay_logs:
+        tasks.append(asyncio.ensure_future(log_to_server(link, level).run()))
     users = Users([User(name, password, role) for name, password, role in user_rows])
     settings = OpcUaSettings(**{**fields, "endpoint": with_free_port(fields["endpoint"])})
     commands = RemoteCommands(link)
-    tasks = [asyncio.ensure_future(logs.run())]
     try:
-        try:
-            opening = open_opcua_server(settings, mirror, commands, users.authenticate,
-                                        open_history(settings.data_dir))
-            opcua = await opening.__aenter__()
-        except OSError as error:
-            await link.send((REFUSED, error.errno or 0, f"the OPC UA server cannot listen on "
-                                                        f"{settings.endpoint}: {error}"))
-            return
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                opcua = await stack.enter_async_context(open_opcua_server(
+                    settings, mirror, commands, users.authenticate,
+                    open_history(settings.data_dir)))
+            except OSError as error:
+                await link.send((REFUSED, error.errno or 0, f"the OPC UA server cannot listen "
+                                                            f"on {settings.endpoint}: {error}"))
+                return
             await link.send((READY, opcua.url, opcua.port))
             log.info("OPC UA server on %s", opcua.url)
             tasks.append(asyncio.ensure_future(report_statistics(link, opcua)))
             await follow_server(link, mirror, opcua, commands)
-        finally:
-            await opening.__aexit__(None, None, None)
     finally:
         for task in tasks:
             task.cancel()
@@ -266,19 +268,19 @@ def main(argv: Sequence[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    async def run() -> None:
-        reader, writer = await asyncio.open_connection(sock=sock)
-        link = AsyncioLink(reader, writer)
-        try:
-            await serve(link)
-        except LinkClosed as closed:
-            log.info("the server closed the OPC UA server's pipe (%s): it stops", closed)
-        finally:
-            link.close()
-
-    asyncio.run(run())
+    asyncio.run(run_worker(sock))
     return 0
+
+
+async def run_worker(sock: socket.socket, *, relay_logs: bool = True) -> None:
+    reader, writer = await asyncio.open_connection(sock=sock)
+    link = AsyncioLink(reader, writer)
+    try:
+        await serve(link, relay_logs=relay_logs)
+    except LinkClosed as closed:
+        log.info("the server closed the OPC UA server's pipe (%s): it stops", closed)
+    finally:
+        link.close()
 
 
 if __name__ == "__main__":

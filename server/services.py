@@ -98,7 +98,8 @@ def start_hub(park: Park, stream: ParkStream, backend: HubBackend,
 
 
 def start_opcua(park: Park, stream: ParkStream, endpoint: str | None, *,
-                security: str | None = None) -> OpcUaProcess:
+                security: str | None = None,
+                kind: type[OpcUaProcess] = OpcUaProcess) -> OpcUaProcess:
     """The OPC UA server in its own process, subscribed to ``stream`` (docs/decisions.md);
     ``endpoint`` and ``security`` replace ``[opcua]``'s (benchmarks, tests)."""
     config = park.config
@@ -112,8 +113,8 @@ def start_opcua(park: Park, stream: ParkStream, endpoint: str | None, *,
         certificate=None if section.certificate is None else str(section.certificate.absolute()),
         private_key=None if section.private_key is None else str(section.private_key.absolute()))
     port = urlsplit(settings.endpoint).port
-    process = OpcUaProcess(settings, config.users, stream, ParkCommands(park, "opcua"),
-                           4840 if port is None else port)
+    process = kind(settings, config.users, stream, ParkCommands(park, "opcua"),
+                   4840 if port is None else port)
     stream.subscribe(process)
     return process
 
