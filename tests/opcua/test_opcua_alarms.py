@@ -131,3 +131,31 @@ async def test_an_acknowledgement_in_the_console_shows_in_opcua(tmp_path: Path) 
             # Tamper is evidence: acknowledging it clears it.
             await events.wait_for("M-0", ConditionName="tamper", ActiveState__Id=False)
             await loop.run(client.disconnect())
+
+
+async def test_a_client_that_connects_later_gets_the_active_conditions_by_refresh(
+        tmp_path: Path) -> None:
+    async with open_opcua(opcua_park(tmp_path / "park")) as (park, services):
+        await trip_overload(park, "M-5")  # before any client is connected
+        with asyncio_thread() as loop:
+            events = Events()
+            client = await loop.run(connect(services.opcua_url))
+
+            async def subscribe_and_refresh() -> None:
+                subscription = await client.create_subscription(50, events)
+                await subscription.subscribe_events(ua.ObjectIds.Server,
+                                                    ua.ObjectIds.AlarmConditionType)
+                await client.get_node(ua.ObjectIds.ConditionType).call_method(
+                    ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh),
+                    ua.Variant(subscription.subscription_id, ua.VariantType.UInt32))
+
+            with trio.fail_after(10):
+                while not any(a.kind == "overload"
+                              for a in park.registry.get("M-5").state.alarms.active):
+                    await trio.sleep(0.02)
+            await trio.sleep(0.2)  # the stream's tick has reached the OPC UA process
+            await loop.run(subscribe_and_refresh())
+            refreshed = await events.wait_for("M-5", ConditionName="overload",
+                                              ActiveState__Id=True)
+            assert refreshed.Retain is True
+            await loop.run(client.disconnect())
