@@ -56,8 +56,8 @@ import trio
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from bench.hub import bench_config
-from bench.load import feed_every_meter, percentile, progress
-from bench.results import print_result
+from bench.load import feed_every_meter
+from bench.results import percentile, print_result, progress
 from server.app import Park, open_park
 from server.auth import Caller
 from server.config import ListenAddress, ParkConfig

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,7 +50,7 @@ from actors.meter import MeterActor
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import snapshot_dirty
-from bench.results import print_result
+from bench.results import percentile, print_result, progress
 from persistence.codec import encode_state
 from persistence.journal import Journal, open_journal
 from persistence.recovery import recover_states
@@ -106,18 +104,6 @@ def bench_policy() -> MeterPolicy:
 
 def meter_id(key: int) -> str:
     return f"M-{key:06d}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def progress(message: str) -> None:
-    """Phase progress on stderr (the JSON line on stdout stays the last line)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def rss_bytes() -> int:

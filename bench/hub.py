@@ -39,7 +39,6 @@ Figures (the last line with ``--json`` is one JSON object):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -50,9 +49,9 @@ from typing import Any
 
 import trio
 
-from bench.load import Probe, feed_readings, phase, progress, rss_anon
+from bench.load import LineProcess, Probe, feed_readings, phase, rss_anon
 from bench.parks import park_toml
-from bench.results import print_result
+from bench.results import print_result, progress
 from server.app import open_park
 from server.config import ListenAddress, ParkConfig
 from server.services import Services, open_services
@@ -111,7 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await clients.send(f"PHASE calm{number}")
                 await trio.sleep(args.stall_seconds)
             await clients.send("END")
-            report = await clients.report()
+            report = await clients.json_line()
         finally:
             await clients.stop()
         statistics = services.hub.statistics()
@@ -139,46 +138,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-class ClientProcess:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        assert process.stdout is not None and process.stdin is not None
-        self._stdout = process.stdout
-        self._stdin = process.stdin
-        self._buffer = b""
-
-    async def line(self) -> str:
-        while b"\n" not in self._buffer:
-            data = await self._stdout.receive_some()
-            if not data:
-                raise RuntimeError("the client process ended early (see its stderr)")
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    async def send(self, command: str) -> None:
-        await self._stdin.send_all(command.encode() + b"\n")
-
-    async def report(self) -> dict[str, Any]:
-        with trio.fail_after(60):
-            result: dict[str, Any] = json.loads(await self.line())
-            return result
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-
-
 async def start_clients(services: Services, args: argparse.Namespace,
-                        meters: int) -> ClientProcess:
+                        meters: int) -> LineProcess:
     pages = args.clients - args.all_clients
     command = [sys.executable, "-m", "bench.hub_clients", services.hub_url, "--pages",
                str(pages), "--all", str(args.all_clients), "--meters", str(meters)]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONHASHSEED": "1"})
-    clients = ClientProcess(process)
+    clients = LineProcess(process, "client")
     with trio.fail_after(max(120, args.clients / 5)):
         line = await clients.line()
     if line != "READY":

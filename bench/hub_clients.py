@@ -32,6 +32,8 @@ from typing import Any
 import trio
 import trio_websocket
 
+from bench.results import percentile
+
 PAGE = 100
 # A meter message's last fields (protocols.ws.protocol.MeterEncoder): a literal the regex
 # engine finds fast, where a lazy scan from "type" took a third of this process's CPU.
@@ -67,13 +69,6 @@ def _epoch_ms(second: str) -> float:
             _epoch_cache.clear()
         _epoch_cache[second] = value
     return value
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_client(url: str, user: str, password: str, subscription: dict[str, Any],

@@ -1,16 +1,17 @@
 """What the benchmarks that run a whole park share: readings for every meter as the field
-would deliver them, probes of the control path's latency, and the figures' arithmetic."""
+would deliver them, probes of the control path's latency, memory, and helper processes."""
 
 from __future__ import annotations
 
-import math
-import sys
+import json
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import psutil
 import trio
 
+from bench.results import percentile
 from policies.records import Reading
 from server.app import Park
 
@@ -98,12 +99,35 @@ def _rss_anon(pid: int) -> int:
     return rss
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+class LineProcess:
+    """A helper process of a benchmark, spoken to in lines on its stdin and stdout."""
 
+    def __init__(self, process: trio.Process, what: str) -> None:
+        self.process = process
+        assert process.stdout is not None and process.stdin is not None
+        self._stdout = process.stdout
+        self._stdin = process.stdin
+        self._what = what
+        self._buffer = b""
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    async def line(self) -> str:
+        while b"\n" not in self._buffer:
+            data = await self._stdout.receive_some()
+            if not data:
+                raise RuntimeError(f"the {self._what} process ended early (see its stderr)")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    async def send(self, command: str) -> None:
+        await self._stdin.send_all(command.encode() + b"\n")
+
+    async def json_line(self, timeout: float = 60.0) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            result: dict[str, Any] = json.loads(await self.line())
+            return result
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()

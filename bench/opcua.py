@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -53,8 +52,8 @@ import psutil
 import trio
 
 from bench.hub import bench_config
-from bench.load import Probe, feed_readings, phase, progress, rss_anon
-from bench.results import print_result
+from bench.load import LineProcess, Probe, feed_readings, phase, rss_anon
+from bench.results import print_result, progress
 from server.app import open_park
 from server.config import ListenAddress
 from server.edge_process import Child
@@ -113,38 +112,12 @@ class ThreadedOpcUa(OpcUaProcess):
         return ThreadChild(socket.socket(fileno=os.dup(theirs.fileno())))
 
 
-class ClientProcess:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        assert process.stdout is not None and process.stdin is not None
-        self._stdout = process.stdout
-        self._stdin = process.stdin
-        self._buffer = b""
-
-    async def line(self) -> str:
-        while b"\n" not in self._buffer:
-            data = await self._stdout.receive_some()
-            if not data:
-                raise RuntimeError("the OPC UA client process ended early (see its stderr)")
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    async def send(self, command: str) -> None:
-        await self._stdin.send_all(command.encode() + b"\n")
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-
-
-async def start_client(url: str, meter_ids: list[str]) -> ClientProcess:
+async def start_client(url: str, meter_ids: list[str]) -> LineProcess:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "bench.opcua_clients", url, "--meter-ids", ",".join(meter_ids)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[1])
-    client = ClientProcess(process)
+    client = LineProcess(process, "OPC UA client")
     with trio.fail_after(300):
         line = await client.line()
     if line != "READY":
@@ -202,7 +175,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             began = time.perf_counter()
             with_opcua = await phase(probe, args.seconds)
             await client.send("REPORT")
-            report = json.loads(await client.line())
+            report = await client.json_line()
             await trio.sleep(1.2)  # the figures of the window's end
             elapsed = time.perf_counter() - began
             updates = opcua.statistics().updates - updates_before

@@ -18,6 +18,8 @@ from typing import Any
 
 from asyncua import Client, ua
 
+from bench.results import percentile
+
 PUBLISHING_INTERVAL_MS = 100
 
 
@@ -29,13 +31,6 @@ class Latencies:
         stamp = data.monitored_item.Value.SourceTimestamp
         if stamp is not None:
             self.ms.append(time.time() * 1000 - stamp.timestamp() * 1000)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run(args: argparse.Namespace) -> None:

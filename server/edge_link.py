@@ -22,13 +22,16 @@ asyncio program).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
 import trio
 
+from protocols.ws.backend import Who
 from protocols.ws.feed import pack
+from protocols.ws.protocol import AckInfo
 
 INIT: Final = "I"
 READY: Final = "U"
@@ -43,8 +46,72 @@ MAX_MESSAGE_BYTES: Final = 256 << 20
 RECEIVE_BYTES: Final = 1 << 16
 
 
+CALL_TIMEOUT_S: Final = 30.0
+"""How long a helper waits for the server's answer to a call."""
+
+
 class LinkClosed(Exception):
     """The other end is gone (its process ended, or it closed the pipe)."""
+
+
+class RemoteError(Exception):
+    """A call the server refused (``code`` is the hub protocol's), or could not answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @classmethod
+    def unreachable(cls) -> RemoteError:
+        return cls("unavailable", "the server cannot be reached; nothing was done")
+
+    @classmethod
+    def no_answer(cls) -> RemoteError:
+        return cls("overloaded", f"the server did not answer within {CALL_TIMEOUT_S:g} s; the "
+                                 "command may have been done: send it again with the same "
+                                 "reference")
+
+
+class RemoteCommands:
+    """The operator commands as calls to the server, for a helper process: a subclass says
+    how a call travels (``call``, on its own event loop)."""
+
+    async def call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
+        raise NotImplementedError
+
+    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
+        return AckInfo(*await self.call("top_up", who, meter_id, amount, reference))
+
+    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
+                        reference: str) -> AckInfo:
+        return AckInfo(*await self.call("set_relay", who, meter_id, action, reason, reference))
+
+    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self.call("reset_lockout", who, meter_id, reference))
+
+    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
+        return AckInfo(*await self.call("ack_alarm", who, alarm_id, reference))
+
+
+def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:
+    return (CALL, call_id, method, (who.user, who.role, who.address), tuple(args))
+
+
+def replace_log_handlers(handler: logging.Handler, level: int) -> None:
+    """The helper's log records go to ``handler`` only (from there, to the server)."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def log_message(record: logging.LogRecord) -> tuple[Any, ...]:
+    """A helper's log record as the server logs it."""
+    text = record.getMessage()
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    return (LOG, record.levelno, record.name, text)
 
 
 def _unpacker() -> msgpack.Unpacker:

@@ -16,17 +16,12 @@ from typing import Any, Final
 
 import attrs
 
-from protocols.ws.backend import Who
 from protocols.ws.feed import AuditLine
 from protocols.ws.hub import HubStatistics
 from protocols.ws.protocol import AckInfo
 from protocols.ws.views import AuditRecord
 
 LOGIN_FAILED: Final = "L"
-
-
-def who_row(who: Who) -> tuple[str, str, str]:
-    return (who.user, who.role, who.address)
 
 
 def ack_row(ack: AckInfo) -> tuple[Any, ...]:

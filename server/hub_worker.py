@@ -38,34 +38,37 @@ import trio
 from protocols.ws.backend import Who
 from protocols.ws.feed import STATE, TICK, Mirror
 from protocols.ws.hub import Hub, HubSettings
-from protocols.ws.protocol import AckInfo
 from server.auth import HubLogins, LoginThrottle, Sessions, Users
 from server.collector import run_collector_hygiene
 from server.config import User
-from server.edge_link import CALL, INIT, LOG, READY, REFUSED, REPLY, STATS, Link, LinkClosed
+from server.edge_link import (
+    CALL_TIMEOUT_S,
+    INIT,
+    READY,
+    REFUSED,
+    REPLY,
+    STATS,
+    Link,
+    LinkClosed,
+    RemoteCommands,
+    RemoteError,
+    call_message,
+    log_message,
+    replace_log_handlers,
+)
 from server.errors import UserError
 from server.hub_link import (
     LOGIN_FAILED,
     AuditPageLine,
     audit_page_of,
     statistics_row,
-    who_row,
 )
 from server.tls import server_tls_context
 
 log = logging.getLogger("server.hub_worker")
 
-CALL_TIMEOUT_S: Final = 30.0
 STATS_EVERY_S: Final = 0.1
 MAX_QUEUED_NOTICES: Final = 10_000
-
-
-class RemoteError(Exception):
-    """A call the server refused (``code`` is the contract's), or could not answer."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Answer:
@@ -83,7 +86,7 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class RemoteBackend(HubLogins):
+class RemoteBackend(HubLogins, RemoteCommands):
     """``protocols.ws.backend.Backend`` in the hub's process (module docstring)."""
 
     def __init__(self, link: Link, users: Users, sessions: Sessions, decimals: int) -> None:
@@ -101,39 +104,22 @@ class RemoteBackend(HubLogins):
 
     # -- calls to the server -------------------------------------------------------------------
 
-    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("top_up", who, meter_id, amount, reference))
-
-    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
-                        reference: str) -> AckInfo:
-        return AckInfo(*await self._call("set_relay", who, meter_id, action, reason,
-                                         reference))
-
-    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("reset_lockout", who, meter_id, reference))
-
-    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("ack_alarm", who, alarm_id, reference))
-
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageLine:
-        return audit_page_of(await self._call("audit_page", who, before, limit))
+        return audit_page_of(await self.call("audit_page", who, before, limit))
 
-    async def _call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
+    async def call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
         call_id = next(self._ids)
         answer = self._waiting[call_id] = _Answer()
         try:
-            await self._link.send((CALL, call_id, method, who_row(who), args))
+            await self._link.send(call_message(call_id, method, who, args))
             with trio.move_on_after(CALL_TIMEOUT_S):
                 await answer.done.wait()
         except LinkClosed:
-            raise RemoteError("unavailable", "the server cannot be reached; nothing was "
-                                             "done") from None
+            raise RemoteError.unreachable() from None
         finally:
             del self._waiting[call_id]
         if not answer.done.is_set():
-            raise RemoteError("overloaded", f"the server did not answer within "
-                                            f"{CALL_TIMEOUT_S:g} s; the command may have been "
-                                            "done: send it again with the same id")
+            raise RemoteError.no_answer()
         if not answer.ok:
             code, message = answer.payload
             raise RemoteError(code, message)
@@ -165,12 +151,8 @@ class ServerLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = record.getMessage()
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
             # run_sync_soon: records may come from worker threads (password checks).
-            self._token.run_sync_soon(self._backend.notify,
-                                      (LOG, record.levelno, record.name, text))
+            self._token.run_sync_soon(self._backend.notify, log_message(record))
         except trio.RunFinishedError:
             pass  # the hub has stopped: no server to tell
         except Exception:
@@ -178,11 +160,7 @@ class ServerLogHandler(logging.Handler):
 
 
 def log_to_server(backend: RemoteBackend, level: int) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(ServerLogHandler(backend, trio.lowlevel.current_trio_token()))
-    root.setLevel(level)
+    replace_log_handlers(ServerLogHandler(backend, trio.lowlevel.current_trio_token()), level)
 
 
 def hub_settings_of(fields: dict[str, Any], tls: Sequence[str] | None) -> HubSettings:

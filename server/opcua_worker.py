@@ -12,7 +12,7 @@ reads through it, ``protocols.opcua.model``), and each tick goes to the OPC UA s
 ``apply`` (data-change notifications, alarm condition events).
 
 Methods (``TopUp``, ``OpenRelay``, ...) and standard ``Acknowledge`` calls become calls to
-the server (:class:`RemoteCommands`), which runs them through ``park.operations`` with the
+the server (:class:`PipeCommands`), which runs them through ``park.operations`` with the
 channel ``opcua``; passwords are checked here (the same users as everywhere). Log records
 go to the server's log. When the server closes the pipe this process stops; it ignores SIGINT
 and SIGTERM, which reach it with the server's.
@@ -43,71 +43,47 @@ from protocols.opcua.server import (
 )
 from protocols.ws.backend import Who
 from protocols.ws.feed import STATE, TICK, Mirror
-from protocols.ws.protocol import AckInfo
 from server.auth import Users
 from server.config import User
 from server.edge_link import (
-    CALL,
+    CALL_TIMEOUT_S,
     INIT,
-    LOG,
     READY,
     REFUSED,
     REPLY,
     STATS,
     AsyncioLink,
     LinkClosed,
+    RemoteCommands,
+    RemoteError,
+    call_message,
+    log_message,
+    replace_log_handlers,
 )
 
 log = logging.getLogger("server.opcua_worker")
 
-CALL_TIMEOUT_S: Final = 30.0
 STATS_EVERY_S: Final = 1.0
 
 
-class RemoteError(Exception):
-    """A call the server refused (``code`` is the hub protocol's), or could not answer."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class RemoteCommands:
-    """``protocols.opcua.methods.Commands`` over the pipe."""
+class PipeCommands(RemoteCommands):
+    """``protocols.opcua.methods.Commands`` over the pipe, on asyncio."""
 
     def __init__(self, link: AsyncioLink) -> None:
         self._link = link
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
 
-    async def top_up(self, who: Who, meter_id: str, amount: int, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("top_up", who, meter_id, amount, reference))
-
-    async def set_relay(self, who: Who, meter_id: str, action: str, reason: str,
-                        reference: str) -> AckInfo:
-        return AckInfo(*await self._call("set_relay", who, meter_id, action, reason,
-                                         reference))
-
-    async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("reset_lockout", who, meter_id, reference))
-
-    async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
-        return AckInfo(*await self._call("ack_alarm", who, alarm_id, reference))
-
-    async def _call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
+    async def call(self, method: str, who: Who, *args: Any) -> Sequence[Any]:
         call_id = next(self._ids)
         answer = self._waiting[call_id] = asyncio.get_running_loop().create_future()
         try:
-            await self._link.send((CALL, call_id, method, (who.user, who.role, who.address),
-                                   args))
+            await self._link.send(call_message(call_id, method, who, args))
             ok, payload = await asyncio.wait_for(answer, CALL_TIMEOUT_S)
         except LinkClosed:
-            raise RemoteError("unavailable", "the server cannot be reached; nothing was "
-                                             "done") from None
+            raise RemoteError.unreachable() from None
         except TimeoutError:
-            raise RemoteError("overloaded", f"the server did not answer within "
-                                            f"{CALL_TIMEOUT_S:g} s; the command may have been "
-                                            "done: call again with the same reference") from None
+            raise RemoteError.no_answer() from None
         finally:
             self._waiting.pop(call_id, None)
         if not ok:
@@ -132,11 +108,8 @@ class ServerLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = record.getMessage()
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
             # Records may come from threads (history reads, asyncua's executor).
-            self._loop.call_soon_threadsafe(self._put, (LOG, record.levelno, record.name, text))
+            self._loop.call_soon_threadsafe(self._put, log_message(record))
         except RuntimeError:
             pass  # the loop has stopped: no server to tell
         except Exception:
@@ -152,12 +125,8 @@ class ServerLogHandler(logging.Handler):
 
 
 def log_to_server(link: AsyncioLink, level: int) -> ServerLogHandler:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
     handler = ServerLogHandler(link, asyncio.get_running_loop())
-    root.addHandler(handler)
-    root.setLevel(level)
+    replace_log_handlers(handler, level)
     # asyncua logs every request at INFO; the park's log wants its warnings only.
     logging.getLogger("asyncua").setLevel(max(level, logging.WARNING))
     return handler
@@ -216,7 +185,7 @@ async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
         tasks.append(asyncio.ensure_future(log_to_server(link, level).run()))
     users = Users([User(name, password, role) for name, password, role in user_rows])
     settings = OpcUaSettings(**{**fields, "endpoint": with_free_port(fields["endpoint"])})
-    commands = RemoteCommands(link)
+    commands = PipeCommands(link)
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -237,7 +206,7 @@ async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
 
 
 async def follow_server(link: AsyncioLink, mirror: Mirror, opcua: OpcUaServer,
-                        commands: RemoteCommands) -> None:
+                        commands: PipeCommands) -> None:
     while True:
         message = await link.receive()
         kind = message[0]
