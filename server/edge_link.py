@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -95,6 +98,22 @@ class RemoteCommands:
 
 def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:
     return (CALL, call_id, method, (who.user, who.role, who.address), tuple(args))
+
+
+def helper_socket(argv: Sequence[str], module: str) -> socket.socket | None:
+    """A helper process's start (``python -m MODULE FD``): its end of the pipe, or None (a
+    usage line is printed) when it was not started by the server. Until the pipe carries them,
+    its log records go to stderr. It ignores SIGINT and SIGTERM: Ctrl-C on the terminal and a
+    service manager's SIGTERM reach the whole process group, the server stops in order and
+    then closes the pipe, which is what ends the helper."""
+    if len(argv) != 1 or not argv[0].isdigit():
+        print(f"usage: python -m {module} FD (started by the server)", file=sys.stderr)
+        return None
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return socket.socket(fileno=int(argv[0]))
 
 
 def replace_log_handlers(handler: logging.Handler, level: int) -> None:

@@ -26,8 +26,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +51,7 @@ from server.edge_link import (
     RemoteCommands,
     RemoteError,
     call_message,
+    helper_socket,
     log_message,
     replace_log_handlers,
 )
@@ -239,17 +238,9 @@ async def report_statistics(link: Link, hub: Hub) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m server.hub_worker FD (started by the server)", file=sys.stderr)
+    sock = helper_socket(argv, "server.hub_worker")
+    if sock is None:
         return 2
-    # Until the server's pipe carries them (log_to_server), records go to stderr.
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sock = socket.socket(fileno=int(argv[0]))
-    # Ctrl-C on the terminal and a service manager's SIGTERM reach the whole process group:
-    # the server stops in order and then closes the pipe, which is what ends this process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async def run() -> None:
         link = Link(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))

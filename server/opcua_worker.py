@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -57,6 +56,7 @@ from server.edge_link import (
     RemoteCommands,
     RemoteError,
     call_message,
+    helper_socket,
     log_message,
     replace_log_handlers,
 )
@@ -229,14 +229,9 @@ async def report_statistics(link: AsyncioLink, opcua: OpcUaServer) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m server.opcua_worker FD (started by the server)", file=sys.stderr)
+    sock = helper_socket(argv, "server.opcua_worker")
+    if sock is None:
         return 2
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sock = socket.socket(fileno=int(argv[0]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(run_worker(sock))
     return 0
 
