@@ -6,7 +6,7 @@ in child processes fed by the park stream (``server.edge_process``). Both pipes 
 kinds of message, each a tuple whose first item says what it is:
 
 * server -> helper: :data:`INIT` (its settings; the first message), then
-  ``protocols.ws.feed``'s state message and one tick message per stream tick; :data:`REPLY` to
+  ``protocols.stream.feed``'s state message and one tick message per stream tick; :data:`REPLY` to
   each call;
 * helper -> server: :data:`READY` ``(url, port)`` once it listens, or :data:`REFUSED`
   ``(errno, message)`` when it cannot; :data:`CALL` ``(call_id, method, who, args)`` for every
@@ -32,8 +32,8 @@ from typing import Any, Final
 import msgpack
 import trio
 
+from protocols.stream.feed import pack
 from protocols.ws.backend import Who
-from protocols.ws.feed import pack
 from protocols.ws.protocol import AckInfo
 
 INIT: Final = "I"

@@ -11,7 +11,7 @@ measured, the control path's p99 went from 0.4 ms to 9-25 ms with 1,000 hub clie
 
 * **feed**: it subscribes to the stream like an in-process service would, but ``on_tick``
   only merges the tick into what is pending (latest view per meter wins, events in order) and
-  wakes one sender task, which packs it (``protocols.ws.feed``) and writes it to the pipe. A
+  wakes one sender task, which packs it (``protocols.stream.feed``) and writes it to the pipe. A
   child that falls behind makes the pipe full; the sender waits, ticks keep merging, and the
   next write carries the latest state: the control loop never waits for the child, and its
   cost stays one dict write per changed meter plus the packing;
@@ -45,10 +45,17 @@ from typing import Any, ClassVar, Final, Protocol
 
 import trio
 
+from protocols.stream.feed import encode_state, encode_tick
+from protocols.stream.views import (
+    AlarmView,
+    AuditRecord,
+    GatewayView,
+    MeterView,
+    ParkView,
+    StreamTick,
+)
 from protocols.ws.backend import Who
-from protocols.ws.feed import encode_state, encode_tick
 from protocols.ws.protocol import command_error, internal_error
-from protocols.ws.views import AlarmView, AuditRecord, GatewayView, MeterView, ParkView, StreamTick
 from server.edge_link import CALL, LOG, READY, REFUSED, REPLY, STATS, Link, LinkClosed
 from server.stream import ParkStream
 

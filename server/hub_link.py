@@ -16,10 +16,10 @@ from typing import Any, Final
 
 import attrs
 
-from protocols.ws.feed import AuditLine
+from protocols.stream.feed import AuditLine
+from protocols.stream.views import AuditRecord
 from protocols.ws.hub import HubStatistics
 from protocols.ws.protocol import AckInfo
-from protocols.ws.views import AuditRecord
 
 LOGIN_FAILED: Final = "L"
 

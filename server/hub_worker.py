@@ -6,7 +6,7 @@ Theory of operation
 ``server.hub_link``). The
 first message holds the hub's settings and the users; the second is the park's state. Then the
 websocket hub (``protocols.ws.hub``, the same code as in-process) listens, and one loop here
-applies every message from the server: tick messages update the :class:`~protocols.ws.feed.
+applies every message from the server: tick messages update the :class:`~protocols.stream.feed.
 Mirror` (the hub's ``ParkState``) and go to ``Hub.on_tick``; replies finish the calls of
 :class:`RemoteBackend`.
 
@@ -33,8 +33,8 @@ from typing import Any, Final, cast
 
 import trio
 
+from protocols.stream.feed import STATE, TICK, Mirror
 from protocols.ws.backend import Who
-from protocols.ws.feed import STATE, TICK, Mirror
 from protocols.ws.hub import Hub, HubSettings
 from server.auth import HubLogins, LoginThrottle, Sessions, Users
 from server.collector import run_collector_hygiene

@@ -7,7 +7,7 @@ asyncua is an asyncio library; the server process belongs to trio and to the con
 So the OPC UA server lives here, in a plain asyncio program fed by the park stream over a
 socket pair (``server.edge_link``): the first message holds its settings and the users, the
 second the park's state, then one tick message per stream tick. A
-:class:`~protocols.ws.feed.Mirror` keeps the latest view of every meter (the address space
+:class:`~protocols.stream.feed.Mirror` keeps the latest view of every meter (the address space
 reads through it, ``protocols.opcua.model``), and each tick goes to the OPC UA server's
 ``apply`` (data-change notifications, alarm condition events).
 
@@ -40,8 +40,8 @@ from protocols.opcua.server import (
     endpoint_with_port,
     open_opcua_server,
 )
+from protocols.stream.feed import STATE, TICK, Mirror
 from protocols.ws.backend import Who
-from protocols.ws.feed import STATE, TICK, Mirror
 from server.auth import Users
 from server.config import User
 from server.edge_link import (

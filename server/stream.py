@@ -24,7 +24,7 @@ dispatcher's time slice, a command), so they only append to a bounded queue; the
 passes them on, in order. Subscribers are called on the trio thread and must not block
 (``StreamSubscriber``): the hub only fills per-client queues.
 
-The view records themselves live in ``protocols.ws.views`` (adapters under ``protocols/``
+The view records themselves live in ``protocols.stream.views`` (adapters under ``protocols/``
 may not import the server) and are re-exported here.
 """
 
@@ -43,7 +43,7 @@ from actors.effects import ALARM_ID_SEPARATOR, AlarmEvent
 from actors.meter import MeterActor
 from policies.alarms import summary_alarm
 from policies.records import NO_READING, ActiveAlarm
-from protocols.ws.views import (
+from protocols.stream.views import (
     AlarmView,
     AuditRecord,
     GatewayView,

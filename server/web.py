@@ -30,7 +30,7 @@ from protocols.http.metrics import (
     ParkStatistics,
 )
 from protocols.http.server import HttpServer, run_http
-from protocols.ws.views import MeterView
+from protocols.stream.views import MeterView
 from server.app import Park
 from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
 from server.config import ListenAddress

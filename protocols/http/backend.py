@@ -5,7 +5,7 @@
 views, health and statistics readers, each described here by the members the app uses.
 ``server.web`` builds it from a ``Park``; tests can build one from fakes.
 
-Meter views and audit records are the hub's (``protocols.ws.views``): the API answers in the
+Meter views and audit records are the hub's (``protocols.stream.views``): the API answers in the
 hub's shapes. The other records are read through read-only properties, so frozen ``attrs``
 classes satisfy them as they are.
 """
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import attrs
 
 from protocols.http.metrics import ParkStatistics
-from protocols.ws.views import AuditRecord, MeterView
+from protocols.stream.views import AuditRecord, MeterView
 
 
 class AuditPageLike(Protocol):

@@ -38,7 +38,7 @@ from asyncua.server.address_space import AttributeValue, NodeData
 from protocols.opcua.callers import current_caller
 from protocols.opcua.methods import STATUS_OF_CODE, Commands
 from protocols.opcua.model import METER_PREFIX, wall_time
-from protocols.ws.views import AlarmView
+from protocols.stream.views import AlarmView
 
 log = logging.getLogger(__name__)
 

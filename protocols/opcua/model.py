@@ -49,7 +49,7 @@ from protocols.opcua.values import (
     Variable,
     currency_unit,
 )
-from protocols.ws.views import GatewayView, MeterView, ParkState, StreamTick
+from protocols.stream.views import GatewayView, MeterView, ParkState, StreamTick
 
 NAMESPACE_URI: Final = "urn:wattkeeper"
 METER_PREFIX: Final = "meter:"

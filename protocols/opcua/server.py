@@ -33,7 +33,7 @@ from protocols.opcua.security import (
     refuse_unsecured_sessions,
     trusted_dir,
 )
-from protocols.ws.views import ParkState, StreamTick
+from protocols.stream.views import ParkState, StreamTick
 
 log = logging.getLogger(__name__)
 

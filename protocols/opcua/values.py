@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import attrs
 
-from protocols.ws.views import GatewayView, MeterView, ParkView
+from protocols.stream.views import GatewayView, MeterView, ParkView
 
 
 @attrs.frozen

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import attrs
 
+from protocols.stream.views import AuditRecord
 from protocols.ws.protocol import AckInfo
-from protocols.ws.views import AuditRecord
 
 
 @attrs.frozen

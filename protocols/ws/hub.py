@@ -58,6 +58,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
+from protocols.stream.views import MeterView, ParkState, StreamTick
 from protocols.ws.backend import Backend, Who
 from protocols.ws.outbox import Outbox
 from protocols.ws.protocol import (
@@ -90,7 +91,6 @@ from protocols.ws.protocol import (
     refusal,
 )
 from protocols.ws.rate import MeterRate
-from protocols.ws.views import MeterView, ParkState, StreamTick
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from typing import Final
 import attrs
 
 from policies.money import MoneyError, format_amount, parse_amount
-from protocols.ws.views import AlarmView, AuditRecord, GatewayView, MeterView, ParkView
+from protocols.stream.views import AlarmView, AuditRecord, GatewayView, MeterView, ParkView
 
 ERROR_CODES: Final = ("bad_request", "unauthorized", "forbidden", "unknown_meter", "conflict",
                       "overloaded", "unavailable")

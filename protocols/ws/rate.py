@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Final
 
-from protocols.ws.views import MeterView
+from protocols.stream.views import MeterView
 
 SLACK_S: Final = 0.001
 """Ticks come every 50 ms, give or take the scheduler: a meter changing on every tick is due

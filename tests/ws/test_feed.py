@@ -7,8 +7,8 @@ from typing import Any
 
 import msgpack
 
-from protocols.ws.feed import AuditLine, Mirror, encode_state, encode_tick
-from protocols.ws.views import AlarmView, GatewayView, MeterView, ParkView
+from protocols.stream.feed import AuditLine, Mirror, encode_state, encode_tick
+from protocols.stream.views import AlarmView, GatewayView, MeterView, ParkView
 
 
 def unpack(data: bytes) -> Any:  # as server.hub_link.Link reads them

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.stream.views import MeterView
 from protocols.ws.protocol import (
     TRANSITIONS,
     AckAlarm,
@@ -31,7 +32,6 @@ from protocols.ws.protocol import (
     next_step,
     parse_frame,
 )
-from protocols.ws.views import MeterView
 
 LIMIT = 65_536
 

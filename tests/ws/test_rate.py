@@ -7,8 +7,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.stream.views import MeterView
 from protocols.ws.rate import MeterRate
-from protocols.ws.views import MeterView
 
 
 def view(meter_id: str, balance: int) -> MeterView:

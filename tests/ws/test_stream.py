@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from protocols.ws.views import StreamTick
+from protocols.stream.views import StreamTick
 from server.app import open_park
 from server.auth import Caller
 from server.stream import AlarmInbox, ParkStream

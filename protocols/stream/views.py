@@ -1,7 +1,7 @@
 """What clients see of the park: the records the stream publishes and every adapter encodes.
 
 They live in ``protocols`` (not in ``server.stream``, which builds them and re-exports them)
-because adapters under ``protocols/`` (this hub, HTTP) must not import the server: the
+because adapters under ``protocols/`` (the hub, OPC UA, HTTP) must not import the server: the
 dependency rule is ``server -> protocols -> policies`` (tests/test_dependencies.py).
 """
 

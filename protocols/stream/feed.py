@@ -28,7 +28,7 @@ from typing import Any, Final
 import attrs
 import msgpack
 
-from protocols.ws.views import (
+from protocols.stream.views import (
     AlarmView,
     AuditRecord,
     GatewayView,
