@@ -102,13 +102,16 @@ async def test_top_up_is_idempotent_on_its_reference_and_audited(tmp_path: Path)
                     first = await meter.call_method(f"{ns}:TopUp", 25.5, "pay-1")
                     again = await meter.call_method(f"{ns}:TopUp", 25.5, "pay-1")
                     other = await meter.call_method(f"{ns}:TopUp", 1.0, "pay-2")
-                    return [first, again, other]
+                    # The same reference for another meter is another payment: refused.
+                    reused = await call(client, "M-1", "TopUp", 25.5, "pay-1")
+                    return [first, again, other, reused.StatusCode.name]
                 finally:
                     await client.disconnect()
 
             answers = await loop.run(scenario())
-        assert answers == [125.5, 125.5, 126.5]
+        assert answers == [125.5, 125.5, 126.5, "BadInvalidState"]
         assert park.registry.get("M-0").state.balance == 126_50
+        assert park.registry.get("M-1").state.balance == 100_00
         page = park.operations.audit_page(SYSTEM, limit=10)
         topups = [e for e in page.entries if e.command == "topup"]
         assert {(e.channel, e.user, e.reference) for e in topups} == {
