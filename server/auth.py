@@ -55,7 +55,7 @@ class Caller:
 
     user: str
     role: Role
-    channel: str  # "hub" | "http" | "opcua" | "cli"
+    channel: str  # "hub" | "http" | "opcua" | "payment" | "cli"
     address: str = ""  # the client's "host:port"; "" when local
 
     def may(self, role: Role) -> bool:

@@ -144,6 +144,11 @@ def _http_caller(user: str, role: str, address: str) -> Caller:
     return Caller(user, _role(role), "http", address)
 
 
+def _payment_caller(key_id: str, address: str) -> Caller:
+    """A payment integration tops up as an operator would; the audit log names its key."""
+    return Caller(f"payment:{key_id}", "operator", "payment", address)
+
+
 def _role(role: str) -> Role:
     if role not in ROLE_RANK:
         raise ValueError(f"not a role: {role!r}")
@@ -177,6 +182,9 @@ def http_backend(
         clock_ms=park.clock.wall_ms,
         hub_url=hub_url,
         decimals=park.config.server.decimals,
+        payment_secrets={key.id: key.secret.encode() for key in park.config.payment_keys},
+        tenant_meters=park.config.tenant_meters(),
+        payment_caller=_payment_caller,
     )
 
 

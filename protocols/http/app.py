@@ -13,6 +13,8 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
 * ``POST /api/topups``: an operator's (or a payment integration's) top-up, idempotent on its
   ``id``; through the park's operations, so it is journaled and audited like any other.
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
+* ``POST /api/payments/notify``: a payment integration's signed notification
+  (:mod:`protocols.http.payments`), idempotent on its transaction id.
 
 The API authenticates every request with HTTP basic credentials (:mod:`basic_auth`). Failed
 attempts are slowed down per client host by the park's login throttle, the same as the hub's.
@@ -42,6 +44,12 @@ from policies.money import format_amount, parse_amount
 from protocols.http.backend import HttpBackend
 from protocols.http.basic_auth import BadCredentials, CredentialCache, parse_basic
 from protocols.http.metrics import CONTENT_TYPE, metrics_registry, render
+from protocols.http.payments import (
+    PaymentRefused,
+    parse_notice,
+    part_reference,
+    verify_signature,
+)
 from protocols.ws.protocol import audit_fields, meter_message
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,9 @@ STATUS_OF_CODE: Final = {
     "unauthorized": 401,
     "forbidden": 403,
     "unknown_meter": 404,
+    "unknown_tenant": 404,
+    "bad_signature": 401,
+    "stale": 401,
     "not_found": 404,
     "method_not_allowed": 405,
     "too_large": 413,
@@ -228,6 +239,49 @@ class Api:
                              "balance": format_amount(ack.balance, self.backend.decimals),
                              "status": ack.status})
 
+    async def payment_notice(self, request: Request) -> Response:
+        """A payment integration's notification (:mod:`protocols.http.payments`)."""
+        backend = self.backend
+        raw = await _read_body(request)
+        transaction_id: object = None
+        try:
+            headers = request.headers
+            key_id = verify_signature(backend.payment_secrets, headers.get("x-api-key"),
+                                      headers.get("x-timestamp"), headers.get("x-signature"),
+                                      raw, backend.clock_ms() / 1000)
+            body = _json_object(raw)
+            transaction_id = body.get("transaction_id")
+            notice = parse_notice(body, backend.decimals, backend.tenant_meters)
+        except (PaymentRefused, ApiError) as error:
+            log.warning("payment notification refused (%s): %s", error.code, error)
+            return _refused(transaction_id, error.code, str(error))
+        assert backend.payment_caller is not None  # (payment_secrets come with it)
+        caller = backend.payment_caller(key_id, _address(request))
+        parts: list[dict[str, str]] = []
+        for part in notice.parts:
+            try:
+                ack = await backend.operations.top_up(caller, part.meter_id, part.amount,
+                                                      part_reference(key_id, notice, part))
+            except Exception as error:
+                failed = getattr(error, "code", None)
+                if not isinstance(failed, str) or failed not in STATUS_OF_CODE:
+                    raise
+                done = [p["meter"] for p in parts]
+                message = str(error) + (f" (applied to {', '.join(done)} already: send it "
+                                        "again, the rest is applied once)" if done else "")
+                return _refused(notice.transaction_id, failed, message)
+            parts.append({"meter": ack.meter_id,
+                          "amount": format_amount(part.amount, backend.decimals),
+                          "balance": format_amount(ack.balance, backend.decimals),
+                          "status": ack.status})
+        duplicate = all(p["status"] == "duplicate" for p in parts)
+        return JSONResponse({
+            "transaction_id": notice.transaction_id,
+            "status": "duplicate" if duplicate else "applied",
+            "meter": parts[0]["meter"], "balance": parts[0]["balance"],
+            "parts": parts,
+        })
+
     async def audit(self, request: Request) -> Response:
         caller = await self.caller(request)
         before = request.query_params.get("before") or None
@@ -242,7 +296,20 @@ class Api:
                              "next": page.next})
 
 
+def _refused(transaction_id: object, code: str, message: str) -> JSONResponse:
+    response = error_response(code, message)
+    body = {"transaction_id": transaction_id if isinstance(transaction_id, str) else None,
+            "status": "refused", "error": code, "message": message}
+    return JSONResponse(body, status_code=response.status_code,
+                        headers={"WWW-Authenticate": "HMAC-SHA256"}
+                        if response.status_code == 401 else None)
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
+    return _json_object(await _read_body(request))
+
+
+async def _read_body(request: Request) -> bytes:
     too_large = ApiError("too_large", f"the request body is over {MAX_BODY} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
@@ -256,8 +323,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
             if size > MAX_BODY:
                 raise too_large
             chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("bad_request", "the body is not JSON") from None
     if not isinstance(body, dict):
@@ -314,6 +385,7 @@ def build_app(backend: HttpBackend) -> ASGIApp:
         Route("/api/meters/{meter_id:str}", e(api.meter), methods=["GET"]),
         Route("/api/topups", e(api.top_up), methods=["POST"]),
         Route("/api/audit", e(api.audit), methods=["GET"]),
+        Route("/api/payments/notify", e(api.payment_notice), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={

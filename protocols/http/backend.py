@@ -98,3 +98,9 @@ class HttpBackend:
     wildcard host (0.0.0.0, ::) is replaced by the host the browser asked for."""
     decimals: int = 2
     languages: tuple[str, ...] = ("en", "zh-CN")
+    payment_secrets: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
+    """``[[payment_keys]]``: key id -> its HMAC secret."""
+    tenant_meters: Mapping[str, Sequence[str]] = attrs.field(factory=dict)
+    """Tenant -> its meters, the main one first."""
+    payment_caller: Callable[[str, str], Any] | None = None
+    """(payment key id, client address) -> the caller record of a payment integration."""

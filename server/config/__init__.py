@@ -56,6 +56,7 @@ from server.config.records import (
     MeterSection,
     OpcUaSection,
     ParkConfig,
+    PaymentKey,
     Problem,
     ServerSection,
     User,
@@ -65,6 +66,6 @@ from server.config.values import parse_duration_ms, parse_listen, parse_minute
 __all__ = [
     "MAX_CONFIG_BYTES", "AuditSection", "ConfigError", "GatewaySection", "HttpSection",
     "HubSection", "KeyPath", "ListenAddress", "MeterSection", "OpcUaSection", "ParkConfig",
-    "Problem", "ServerSection", "User", "load_config", "locate_keys", "parse_config",
+    "PaymentKey", "Problem", "ServerSection", "User", "load_config", "locate_keys", "parse_config",
     "parse_duration_ms", "parse_listen", "parse_minute",
 ]

@@ -36,6 +36,7 @@ from server.config.records import (
     MAX_COMMAND_SLOTS,
     MAX_TIER_KWH,
     METER_KINDS,
+    MIN_PAYMENT_SECRET_BYTES,
     MODBUS_ADDRESS_MAX,
     MODBUS_UNIT_MAX,
     MODBUS_UNIT_MIN,
@@ -52,6 +53,7 @@ from server.config.records import (
     MeterSection,
     OpcUaSection,
     ParkConfig,
+    PaymentKey,
     ServerSection,
     User,
 )
@@ -98,6 +100,7 @@ class ParkReader:
         http = self.read_http(root.table("http"))
         opcua = self.read_opcua(root.table("opcua"), present=root.has("opcua"))
         users = self.read_users(root.tables("users"))
+        payment_keys = self.read_payment_keys(root.tables("payment_keys"))
         audit = self.read_audit(root.table("audit"))
         self.read_profile_files(root)
         tariffs = self.read_tariffs(root.table("tariffs"), calendar)
@@ -113,6 +116,7 @@ class ParkReader:
             http=http,
             opcua=opcua,
             users=users,
+            payment_keys=payment_keys,
             tariffs=tariffs,
             gateways=tuple(gateways.values()),
             meters=meters,
@@ -313,6 +317,26 @@ class ParkReader:
                 User(name, password, cast(Literal["viewer", "operator", "admin"], role or "viewer"))
             )
         return tuple(users)
+
+    def read_payment_keys(self, tables: list[Table]) -> tuple[PaymentKey, ...]:
+        keys: list[PaymentKey] = []
+        first_at: dict[str, KeyPath] = {}
+        for t in tables:
+            key_id = t.name("id", "a payment key id")
+            secret = t.string("secret")
+            if "secret" not in t.failed and len(secret.encode()) < MIN_PAYMENT_SECRET_BYTES:
+                t.fail("secret", f"must be at least {MIN_PAYMENT_SECRET_BYTES} bytes (it signs "
+                                 f"money; this one has {len(secret.encode())}): generate one "
+                                 "with `python3 -c 'import secrets; print(secrets.token_hex(32))'`")
+            t.finish()
+            if "id" not in t.failed:
+                if key_id in first_at:
+                    t.problems.add(t.at("id"), f'duplicate payment key "{key_id}"',
+                                   related=first_at[key_id])
+                else:
+                    first_at[key_id] = t.at("id")
+            keys.append(PaymentKey(key_id, secret))
+        return tuple(keys)
 
     def read_audit(self, t: Table) -> AuditSection:
         """``keep``: a duration; days (``"400d"``) besides the usual units, as retention is

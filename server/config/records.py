@@ -171,6 +171,19 @@ class User:
     role: Literal["viewer", "operator", "admin"]
 
 
+MIN_PAYMENT_SECRET_BYTES: Final = 32
+"""A payment key's secret signs money: at least 256 bits (HMAC-SHA256's own size)."""
+
+
+@attrs.frozen
+class PaymentKey:
+    """``[[payment_keys]]``: a payment integration (a WeChat Pay / Alipay / bank gateway
+    relaying tenants' payments), which signs its notifications with ``secret``."""
+
+    id: str
+    secret: str = attrs.field(repr=False)
+
+
 AUDIT_KEEP_DEFAULT: Final = "400d"
 DAYS = re.compile(r"(\d+)d")
 MS_PER_DAY: Final = 86_400_000
@@ -275,6 +288,7 @@ class ParkConfig:
     profile_files: tuple[Path, ...] = ()
     """The ``profile_files`` of the config, resolved against its directory."""
     audit: AuditSection = AuditSection()
+    payment_keys: tuple[PaymentKey, ...] = ()
 
     @classmethod
     def from_toml_text(
@@ -297,6 +311,13 @@ class ParkConfig:
 
     def user(self, name: str) -> User | None:
         return next((user for user in self.users if user.name == name), None)
+
+    def tenant_meters(self) -> dict[str, tuple[str, ...]]:
+        """Tenant -> its meters, in config order (the first is the tenant's main meter)."""
+        meters: dict[str, list[str]] = {}
+        for meter in self.meters:
+            meters.setdefault(meter.tenant, []).append(meter.id)
+        return {tenant: tuple(ids) for tenant, ids in meters.items()}
 
     def profile(self, name: str) -> Profile:
         """The register map of that name (every meter's ``profile`` is one)."""

@@ -37,8 +37,9 @@ VIEWER = ("viewer", "viewer-secret")
 ADMIN = ("admin", "admin-secret")
 
 
-def park_with_users(data_dir: Path, meters: int = 3) -> ParkConfig:
-    return ParkConfig.from_toml_text(park_toml(data_dir, meters) + USERS_TOML, "http-park.toml")
+def park_with_users(data_dir: Path, meters: int = 3, extra_toml: str = "") -> ParkConfig:
+    return ParkConfig.from_toml_text(park_toml(data_dir, meters) + USERS_TOML + extra_toml,
+                                     "http-park.toml")
 
 
 @attrs.frozen
@@ -49,8 +50,9 @@ class WebPark:
 
 
 @asynccontextmanager
-async def open_web_park(data_dir: Path, meters: int = 3) -> AsyncIterator[WebPark]:
-    config = park_with_users(data_dir, meters)
+async def open_web_park(data_dir: Path, meters: int = 3,
+                        extra_toml: str = "") -> AsyncIterator[WebPark]:
+    config = park_with_users(data_dir, meters, extra_toml)
     async with open_park(config, with_field=False) as park, trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: run_web(
             park, listen=ListenAddress("127.0.0.1", 0), task_status=task_status))

@@ -49,6 +49,10 @@ name = "op"
 password = "op-secret"
 role = "operator"              # viewer | operator | admin
 
+[[payment_keys]]                # a payment integration (section 4)
+id = "wechat"
+secret = "change-me-32-bytes-or-more......"
+
 [tariffs.flat]
 kind = "flat"
 price = "1.00"                 # per kWh
@@ -182,6 +186,8 @@ def test_contract_example_loads_with_the_right_numbers(tmp_path: Path) -> None:
     assert config.opcua.endpoint == "opc.tcp://127.0.0.1:4840/wattkeeper/"
     assert config.opcua.security == "none"
     assert [(u.name, u.password, u.role) for u in config.users] == [("op", "op-secret", "operator")]
+    assert [(k.id, k.secret) for k in config.payment_keys] == [
+        ("wechat", "change-me-32-bytes-or-more......")]
 
     assert config.tariffs["flat"].bands == (Band("flat", 0, 1440, parse_price("1.00")),)
     assert [(b.name, b.start_min, b.end_min, b.price) for b in config.tariffs["tou"].bands] == [
