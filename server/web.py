@@ -12,6 +12,7 @@ operator commands, accepted or refused).
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -144,6 +145,13 @@ def _http_caller(user: str, role: str, address: str) -> Caller:
     return Caller(user, _role(role), "http", address)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("wattkeeper")
+    except importlib.metadata.PackageNotFoundError:  # (run from a checkout not installed)
+        return "0"
+
+
 def _payment_caller(key_id: str, address: str) -> Caller:
     """A payment integration tops up as an operator would; the audit log names its key."""
     return Caller(f"payment:{key_id}", "operator", "payment", address)
@@ -185,6 +193,7 @@ def http_backend(
         payment_secrets={key.id: key.secret.encode() for key in park.config.payment_keys},
         tenant_meters=park.config.tenant_meters(),
         payment_caller=_payment_caller,
+        version=_version(),
     )
 
 

@@ -15,6 +15,8 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
 * ``POST /api/payments/notify``: a payment integration's signed notification
   (:mod:`protocols.http.payments`), idempotent on its transaction id.
+* ``GET /api/openapi.json``: the API's OpenAPI document, made from the same table as the
+  routes (:mod:`protocols.http.openapi`).
 
 The API authenticates every request with HTTP basic credentials (:mod:`basic_auth`). Failed
 attempts are slowed down per client host by the park's login throttle, the same as the hub's.
@@ -44,6 +46,7 @@ from policies.money import format_amount, parse_amount
 from protocols.http.backend import HttpBackend
 from protocols.http.basic_auth import BadCredentials, CredentialCache, parse_basic
 from protocols.http.metrics import CONTENT_TYPE, metrics_registry, render
+from protocols.http.openapi import OPERATIONS, openapi_document, starlette_path
 from protocols.http.payments import (
     PaymentRefused,
     parse_notice,
@@ -139,6 +142,7 @@ class Api:
         self.backend = backend
         self.credentials = CredentialCache()
         self.registry = metrics_registry(backend.statistics)
+        self.document = openapi_document(backend.version)
 
     # -- who is asking --------------------------------------------------------------------
 
@@ -194,6 +198,9 @@ class Api:
         }
         return JSONResponse(body, status_code=200 if health.journal_available else 503,
                             headers={"Cache-Control": "no-store"})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(self.document)
 
     async def metrics(self, request: Request) -> Response:
         return Response(render(self.registry), media_type=CONTENT_TYPE,
@@ -381,13 +388,14 @@ def build_app(backend: HttpBackend) -> ASGIApp:
         Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/api/console", api.console, methods=["GET"]),
-        Route("/api/meters", e(api.meters), methods=["GET"]),
-        Route("/api/meters/{meter_id:str}", e(api.meter), methods=["GET"]),
-        Route("/api/topups", e(api.top_up), methods=["POST"]),
-        Route("/api/audit", e(api.audit), methods=["GET"]),
-        Route("/api/payments/notify", e(api.payment_notice), methods=["POST"]),
+        Route("/api/openapi.json", api.openapi, methods=["GET"]),
+        *(Route(starlette_path(op.path), e(getattr(api, op.name)), methods=[op.method.upper()])
+          for op in OPERATIONS),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={
         HTTPException: _http_error, Exception: _internal_error})
+    # A trailing slash is another path (404), not a redirect: clients of a money API should
+    # find a wrong URL at once, not have a POST silently sent again elsewhere.
+    app.router.redirect_slashes = False
     return SecurityHeaders(app)

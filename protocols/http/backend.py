@@ -98,6 +98,8 @@ class HttpBackend:
     wildcard host (0.0.0.0, ::) is replaced by the host the browser asked for."""
     decimals: int = 2
     languages: tuple[str, ...] = ("en", "zh-CN")
+    version: str = "0"
+    """The server's version (the OpenAPI document's)."""
     payment_secrets: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
     """``[[payment_keys]]``: key id -> its HMAC secret."""
     tenant_meters: Mapping[str, Sequence[str]] = attrs.field(factory=dict)

@@ -1,0 +1,205 @@
+"""The HTTP API's description: one :class:`Operation` per route, and the OpenAPI 3.1 document
+made from them (``GET /api/openapi.json``).
+
+The app's API routes are built from :data:`OPERATIONS` (``protocols.http.app.build_app``), so
+a route cannot exist without its entry here, and the tests check every answer the server gives
+against the schema its entry documents (and fuzz the requests from them): the document is
+what the code does, not a description kept beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import attrs
+
+AMOUNT: Final = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+                 "description": "a decimal string in currency units, at most the currency's "
+                                "decimals (\"100.00\"); never a number"}
+SIGNED_AMOUNT: Final = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
+TIMESTAMP: Final = {"type": "string", "description": "ISO 8601 UTC with milliseconds"}
+
+ERROR: Final = {
+    "type": "object", "required": ["error", "message"],
+    "properties": {"error": {"type": "string", "description": "the contract's code"},
+                   "message": {"type": "string", "description": "what to do, in words"}},
+}
+METER: Final = {
+    "type": "object",
+    "required": ["type", "meter", "tenant", "gateway", "balance", "power_w", "energy_kwh",
+                 "relay", "relay_reason", "alarm", "online", "faulted", "ts"],
+    "properties": {
+        "type": {"const": "meter"}, "meter": {"type": "string"},
+        "tenant": {"type": "string"}, "gateway": {"type": "string"},
+        "balance": SIGNED_AMOUNT, "power_w": {"type": "number"},
+        "energy_kwh": {"type": "number"}, "relay": {"enum": ["closed", "open"]},
+        "relay_reason": {"type": ["string", "null"]}, "alarm": {"type": "string"},
+        "online": {"type": "boolean"}, "faulted": {"type": "boolean"}, "ts": TIMESTAMP,
+    },
+}
+TOP_UP: Final = {
+    "type": "object", "required": ["id", "meter", "amount"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 128,
+               "description": "your reference: a repeat with the same id is applied once"},
+        "meter": {"type": "string", "minLength": 1, "maxLength": 128},
+        "amount": AMOUNT,
+    },
+}
+TOP_UP_ANSWER: Final = {
+    "type": "object", "required": ["id", "meter", "balance", "status"],
+    "properties": {"id": {"type": "string"}, "meter": {"type": "string"},
+                   "balance": SIGNED_AMOUNT,
+                   "status": {"enum": ["applied", "duplicate", "pending"]}},
+}
+PAYMENT_NOTICE: Final = {
+    "type": "object", "required": ["transaction_id", "amount"],
+    "properties": {
+        "transaction_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                           "description": "the provider's: a repeat is answered duplicate"},
+        "meter": {"type": "string", "minLength": 1, "maxLength": 128},
+        "tenant": {"type": "string", "minLength": 1, "maxLength": 128,
+                   "description": "instead of meter: its main meter, or split"},
+        "amount": AMOUNT,
+        "channel": {"type": "string", "maxLength": 32, "description": "wechat, alipay, bank..."},
+        "split": {"type": "object", "additionalProperties": AMOUNT, "maxProperties": 100,
+                  "description": "meter -> amount, adding up to amount (with tenant)"},
+    },
+}
+PAYMENT_ANSWER: Final = {
+    "type": "object", "required": ["transaction_id", "status"],
+    "properties": {
+        "transaction_id": {"type": ["string", "null"]},
+        "status": {"enum": ["applied", "duplicate", "refused"]},
+        "meter": {"type": "string"}, "balance": SIGNED_AMOUNT,
+        "parts": {"type": "array", "items": {
+            "type": "object", "required": ["meter", "amount", "balance", "status"],
+            "properties": {"meter": {"type": "string"}, "amount": AMOUNT,
+                           "balance": SIGNED_AMOUNT, "status": {"type": "string"}}}},
+        "error": {"type": "string"}, "message": {"type": "string"},
+    },
+}
+AUDIT_PAGE: Final = {
+    "type": "object", "required": ["entries", "next"],
+    "properties": {
+        "entries": {"type": "array", "items": {
+            "type": "object",
+            "required": ["ts", "user", "role", "channel", "address", "command", "meter_id",
+                         "target", "reference", "detail", "result", "code", "message"],
+            "properties": {name: {"type": "string"} for name in (
+                "ts", "user", "role", "channel", "address", "command", "meter_id", "target",
+                "reference", "detail", "result", "code", "message")}}},
+        "next": {"type": ["string", "null"], "description": "pass as before= for the next page"},
+    },
+}
+
+Auth = Literal["user", "payment", "none"]
+
+
+@attrs.frozen
+class Operation:
+    method: str
+    path: str  # OpenAPI's form: /api/meters/{meter_id}
+    name: str  # the Api method that answers it
+    summary: str
+    auth: Auth
+    responses: Mapping[int, tuple[str, Mapping[str, Any]]]
+    request: Mapping[str, Any] | None = None
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    description: str = ""
+
+
+def _errors(*codes: int) -> dict[int, tuple[str, Mapping[str, Any]]]:
+    words = {400: "bad input (the message says which)", 401: "not authenticated",
+             403: "the user's role may not", 404: "no such meter or tenant",
+             409: "the id was used for something else", 413: "body over 16 KiB",
+             503: "storage down or overloaded: nothing was done, send it again"}
+    return {code: (words[code], ERROR) for code in codes}
+
+
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    Operation("get", "/api/meters", "meters", "Every meter's current state", "user",
+              {200: ("the meters", {"type": "object", "required": ["meters"],
+                                    "properties": {"meters": {"type": "array",
+                                                              "items": METER}}}),
+               **_errors(401)},
+              parameters=(
+                  {"name": "tenant", "in": "query", "schema": {"type": "string"},
+                   "description": "only this tenant's meters"},
+                  {"name": "gateway", "in": "query", "schema": {"type": "string"},
+                   "description": "only this gateway's meters"})),
+    Operation("get", "/api/meters/{meter_id}", "meter", "One meter's current state", "user",
+              {200: ("the meter", METER), **_errors(401, 404)},
+              parameters=({"name": "meter_id", "in": "path", "required": True,
+                           "schema": {"type": "string"}},)),
+    Operation("post", "/api/topups", "top_up", "Top up a meter (operators)", "user",
+              {200: ("done: durable in the journal", TOP_UP_ANSWER),
+               **_errors(400, 401, 403, 404, 409, 413, 503)},
+              request=TOP_UP,
+              description="Journaled (fsync) before the answer; idempotent on id."),
+    Operation("post", "/api/payments/notify", "payment_notice",
+              "A payment provider's notification, relayed by a payment integration",
+              "payment",
+              {200: ("applied, or a duplicate of one already applied", PAYMENT_ANSWER),
+               **{code: (words, PAYMENT_ANSWER) for code, (words, _) in _errors(
+                   400, 401, 404, 409, 413, 503).items()}},
+              request=PAYMENT_NOTICE,
+              description="Headers X-Api-Key, X-Timestamp (unix seconds, within 300 s of "
+                          "the server's clock) and X-Signature (hex HMAC-SHA256 with the "
+                          "key's secret over timestamp + \".\" + the raw body). Idempotent "
+                          "on transaction_id; a forged, stale or conflicting notification "
+                          "moves no money."),
+    Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
+              {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},
+              parameters=(
+                  {"name": "before", "in": "query", "schema": {"type": "string"},
+                   "description": "the previous page's next"},
+                  {"name": "limit", "in": "query",
+                   "schema": {"type": "integer", "minimum": 1, "maximum": 200}})),
+)
+
+_SECURITY: Final[dict[str, list[dict[str, list[str]]]]] = {
+    "user": [{"basic": []}],
+    "payment": [{"paymentKey": [], "timestamp": [], "signature": []}],
+    "none": [],
+}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of :data:`OPERATIONS`."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "operationId": op.name, "summary": op.summary, "security": _SECURITY[op.auth],
+            "responses": {str(code): {"description": words, "content": {
+                "application/json": {"schema": schema}}}
+                for code, (words, schema) in op.responses.items()},
+        }
+        if op.description:
+            entry["description"] = op.description
+        if op.parameters:
+            entry["parameters"] = list(op.parameters)
+        if op.request is not None:
+            entry["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": op.request}}}
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "wattkeeper", "version": version,
+                 "description": "The park's REST API (docs/http-api.md). Money is a decimal "
+                                "string in currency units, never a number."},
+        "paths": paths,
+        "components": {"securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "a [[users]] name and password"},
+            "paymentKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            "timestamp": {"type": "apiKey", "in": "header", "name": "X-Timestamp"},
+            "signature": {"type": "apiKey", "in": "header", "name": "X-Signature"},
+        }},
+    }
+
+
+def starlette_path(path: str) -> str:
+    """``/api/meters/{meter_id}`` -> starlette's ``/api/meters/{meter_id:str}``."""
+    return path.replace("}", ":str}")
