@@ -128,3 +128,16 @@ def _sum_all(store: Store, from_ms: int, to_ms: int) -> dict[str, BandTotals]:
                 if bands:
                     totals[meter_id] = bands
                 seek = meter_id.encode() + b"\x01"
+
+
+def charges_before(store: Store, cuts: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Per meter of ``cuts``, the total ``(wh, minor)`` of its intervals that start before
+    its cut (a snapshot's open bucket: what that snapshot's balance has been charged for)."""
+    totals: dict[str, tuple[int, int]] = {}
+    for meter_id, cut in cuts.items():
+        wh_total = minor_total = 0
+        for _, wh, minor, _band in iter_history(store, meter_id, 0, cut):
+            wh_total += wh
+            minor_total += minor
+        totals[meter_id] = (wh_total, minor_total)
+    return totals

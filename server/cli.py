@@ -63,6 +63,24 @@ def _check(args: argparse.Namespace) -> int:
     return run_check_command(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from persistence.store import StoreError
+    from server.config import load_config
+    from server.reports import make_report, render_report
+    from server.reports.books import open_books_store
+
+    config = load_config(args.config)
+    try:
+        store = open_books_store(config)
+    except StoreError as error:
+        raise UserError(str(error)) from None
+    with store:
+        report = make_report(args.kind, store, config, first=args.from_date, end=args.to_date,
+                             by=args.by)
+    sys.stdout.write(render_report(report, args.format))
+    return 0
+
+
 def _opcua_trust(args: argparse.Namespace) -> int:
     from protocols.opcua.security import trust_certificate
     from server.config import load_config
@@ -241,6 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "config instead of the plain password. Exit status 1, printing nothing, "
                     "when the two differ or the password is empty.")
     passwd.set_defaults(run=_passwd)
+
+    from server.reports import FORMATS, GROUPINGS, KINDS
+
+    report = commands.add_parser(
+        "report", help="a report from the data directory (safe while the server runs)",
+        description="Reports read the data directory as an LMDB reader, next to a running "
+                    "server. reconciliation: every balance explained by the journal and the "
+                    "history (exit status 1, naming the meters, when the books do not "
+                    "balance); topups and consumption: over --from/--to (local days of the "
+                    "park; default this month); arrears: as of now.")
+    report.add_argument("kind", choices=KINDS, help="which report")
+    report.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
+    report.add_argument("--from", dest="from_date", metavar="DATE",
+                        help="first day, e.g. 2026-11-01 (default: the 1st of this month)")
+    report.add_argument("--to", dest="to_date", metavar="DATE",
+                        help="the day after the last (default: tomorrow)")
+    report.add_argument("--format", choices=FORMATS, default="csv", help="default csv")
+    report.add_argument("--by", choices=GROUPINGS, default="meter",
+                        help="consumption: per meter (default), tenant or gateway")
+    report.set_defaults(run=_report)
 
     opcua = commands.add_parser("opcua", help="OPC UA server administration")
     opcua_commands = opcua.add_subparsers(dest="opcua_command", required=True,

@@ -35,6 +35,9 @@ from protocols.stream.views import MeterView
 from server.app import Park
 from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
 from server.config import ListenAddress
+from server.errors import UserError
+from server.operations import Forbidden
+from server.reports import Unbalanced
 from server.stream import meter_view
 
 
@@ -145,6 +148,37 @@ def _http_caller(user: str, role: str, address: str) -> Caller:
     return Caller(user, _role(role), "http", address)
 
 
+async def _report(park: Park, caller: Caller, kind: str,
+                  query: Mapping[str, str]) -> tuple[str, str]:
+    """``GET /api/reports/{kind}`` (operators): the same code as ``wattkeeper report``, in a
+    worker thread over the server's own store (read transactions: the park never waits)."""
+    from server.reports import KINDS, make_report, render_report
+
+    if not caller.may("operator"):
+        raise Forbidden("reports are for operators and admins")
+    if kind not in KINDS:
+        raise UnknownReport(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
+    form = query.get("format", "csv")
+    try:
+        report = await trio.to_thread.run_sync(functools.partial(
+            make_report, kind, park.store, park.config, first=query.get("from"),
+            end=query.get("to"), by=query.get("by", "meter")))
+        body = render_report(report, form)
+    except Unbalanced:
+        raise
+    except UserError as error:
+        raise BadReportRequest(str(error)) from None
+    return body, "application/json" if form == "json" else "text/csv; charset=utf-8"
+
+
+class UnknownReport(LookupError):
+    code = "not_found"
+
+
+class BadReportRequest(ValueError):
+    code = "bad_request"
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("wattkeeper")
@@ -194,6 +228,7 @@ def http_backend(
         tenant_meters=park.config.tenant_meters(),
         payment_caller=_payment_caller,
         version=_version(),
+        report=functools.partial(_report, park),
     )
 
 

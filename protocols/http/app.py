@@ -74,6 +74,7 @@ STATUS_OF_CODE: Final = {
     "method_not_allowed": 405,
     "too_large": 413,
     "conflict": 409,
+    "unbalanced": 422,
     "overloaded": 503,
     "unavailable": 503,
 }
@@ -288,6 +289,14 @@ class Api:
             "meter": parts[0]["meter"], "balance": parts[0]["balance"],
             "parts": parts,
         })
+
+    async def report(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        if self.backend.report is None:
+            raise ApiError("not_found", "this server has no reports")
+        body, media = await self.backend.report(caller, request.path_params["kind"],
+                                                dict(request.query_params))
+        return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
 
     async def audit(self, request: Request) -> Response:
         caller = await self.caller(request)

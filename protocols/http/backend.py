@@ -12,7 +12,7 @@ classes satisfy them as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -77,6 +77,8 @@ class Health:
     uptime_s: float
 
 
+ReportMaker = Callable[[Any, str, Mapping[str, str]], Awaitable[tuple[str, str]]]
+
 CallerFactory = Callable[[str, str, str], Any]
 """(user, role, client address "host:port") -> the caller record the operations take."""
 
@@ -100,6 +102,9 @@ class HttpBackend:
     languages: tuple[str, ...] = ("en", "zh-CN")
     version: str = "0"
     """The server's version (the OpenAPI document's)."""
+    report: ReportMaker | None = None
+    """``GET /api/reports/{kind}``: (caller, kind, query parameters) -> (body, media type);
+    refusals and unbalanced books raise with their ``code``."""
     payment_secrets: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
     """``[[payment_keys]]``: key id -> its HMAC secret."""
     tenant_meters: Mapping[str, Sequence[str]] = attrs.field(factory=dict)

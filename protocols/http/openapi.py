@@ -80,6 +80,16 @@ PAYMENT_ANSWER: Final = {
         "error": {"type": "string"}, "message": {"type": "string"},
     },
 }
+REPORT: Final = {
+    "type": "object", "required": ["report", "title", "from", "to", "columns", "rows"],
+    "properties": {
+        "report": {"type": "string"}, "title": {"type": "string"},
+        "from": {"type": "string"}, "to": {"type": "string"},
+        "columns": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {"type": "object"}},
+        "totals": {"type": "object"}, "notes": {"type": "array", "items": {"type": "string"}},
+    },
+}
 AUDIT_PAGE: Final = {
     "type": "object", "required": ["entries", "next"],
     "properties": {
@@ -108,6 +118,7 @@ class Operation:
     request: Mapping[str, Any] | None = None
     parameters: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
+    csv: bool = False  # 200 may also be text/csv
 
 
 def _errors(*codes: int) -> dict[int, tuple[str, Mapping[str, Any]]]:
@@ -150,6 +161,23 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                           "key's secret over timestamp + \".\" + the raw body). Idempotent "
                           "on transaction_id; a forged, stale or conflicting notification "
                           "moves no money."),
+    Operation("get", "/api/reports/{kind}", "report",
+              "A report (operators): the same as `wattkeeper report KIND`", "user",
+              {200: ("the report (format=json; format=csv, the default, is text/csv with the "
+                     "same columns)", REPORT),
+               **_errors(400, 401, 403, 404), 422: ("reconciliation: the books do not balance "
+                                                     "(the message names the meters)", ERROR)},
+              parameters=(
+                  {"name": "kind", "in": "path", "required": True,
+                   "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears"]}},
+                  {"name": "from", "in": "query", "schema": {"type": "string"},
+                   "description": "first local day, 2026-11-01 (default: this month's 1st)"},
+                  {"name": "to", "in": "query", "schema": {"type": "string"},
+                   "description": "the day after the last (default: tomorrow)"},
+                  {"name": "format", "in": "query", "schema": {"enum": ["csv", "json"]}},
+                  {"name": "by", "in": "query",
+                   "schema": {"enum": ["meter", "tenant", "gateway"]}}),
+              csv=True),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},
               parameters=(
@@ -176,6 +204,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "application/json": {"schema": schema}}}
                 for code, (words, schema) in op.responses.items()},
         }
+        if op.csv:
+            entry["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
         if op.description:
             entry["description"] = op.description
         if op.parameters:
