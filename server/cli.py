@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from persistence.store import StoreError
     from server.config import load_config
-    from server.reports import make_report, render_report
+    from server.reports import make_report, render_report, statement_page
     from server.reports.books import open_books_store
 
     config = load_config(args.config)
@@ -75,8 +75,14 @@ def _report(args: argparse.Namespace) -> int:
     except StoreError as error:
         raise UserError(str(error)) from None
     with store:
+        if args.format == "html":
+            if args.kind != "statement":
+                raise UserError("--format html is for statements; use csv or json")
+            sys.stdout.write(statement_page(store, config, args.tenant, first=args.from_date,
+                                            end=args.to_date))
+            return 0
         report = make_report(args.kind, store, config, first=args.from_date, end=args.to_date,
-                             by=args.by)
+                             by=args.by, tenant=args.tenant, tariff=args.tariff)
     sys.stdout.write(render_report(report, args.format))
     return 0
 
@@ -268,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "server. reconciliation: every balance explained by the journal and the "
                     "history (exit status 1, naming the meters, when the books do not "
                     "balance); topups and consumption: over --from/--to (local days of the "
-                    "park; default this month); arrears: as of now.")
+                    "park; default this month); arrears: as of now; statement --tenant T "
+                    "(--format html: a printable page); whatif --tariff NAME: the period's "
+                    "charges under another configured tariff, per tenant.")
     report.add_argument("kind", choices=KINDS, help="which report")
     report.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
     report.add_argument("--from", dest="from_date", metavar="DATE",
@@ -278,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=FORMATS, default="csv", help="default csv")
     report.add_argument("--by", choices=GROUPINGS, default="meter",
                         help="consumption: per meter (default), tenant or gateway")
+    report.add_argument("--tenant", metavar="NAME", help="statement: whose")
+    report.add_argument("--tariff", metavar="NAME",
+                        help="whatif: the configured tariff to price the period with")
     report.set_defaults(run=_report)
 
     opcua = commands.add_parser("opcua", help="OPC UA server administration")

@@ -152,7 +152,7 @@ async def _report(park: Park, caller: Caller, kind: str,
                   query: Mapping[str, str]) -> tuple[str, str]:
     """``GET /api/reports/{kind}`` (operators): the same code as ``wattkeeper report``, in a
     worker thread over the server's own store (read transactions: the park never waits)."""
-    from server.reports import KINDS, make_report, render_report
+    from server.reports import KINDS, make_report, render_report, statement_page
 
     if not caller.may("operator"):
         raise Forbidden("reports are for operators and admins")
@@ -160,9 +160,15 @@ async def _report(park: Park, caller: Caller, kind: str,
         raise UnknownReport(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
     form = query.get("format", "csv")
     try:
+        if form == "html" and kind == "statement":
+            page = await trio.to_thread.run_sync(functools.partial(
+                statement_page, park.store, park.config, query.get("tenant"),
+                first=query.get("from"), end=query.get("to")))
+            return page, "text/html; charset=utf-8"
         report = await trio.to_thread.run_sync(functools.partial(
             make_report, kind, park.store, park.config, first=query.get("from"),
-            end=query.get("to"), by=query.get("by", "meter")))
+            end=query.get("to"), by=query.get("by", "meter"), tenant=query.get("tenant"),
+            tariff=query.get("tariff")))
         body = render_report(report, form)
     except Unbalanced:
         raise

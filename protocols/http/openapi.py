@@ -118,7 +118,7 @@ class Operation:
     request: Mapping[str, Any] | None = None
     parameters: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
-    csv: bool = False  # 200 may also be text/csv
+    csv: bool = False  # 200 may also be text/csv (and a statement text/html)
 
 
 def _errors(*codes: int) -> dict[int, tuple[str, Mapping[str, Any]]]:
@@ -169,12 +169,19 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                                                      "(the message names the meters)", ERROR)},
               parameters=(
                   {"name": "kind", "in": "path", "required": True,
-                   "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears"]}},
+                   "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears",
+                                       "statement", "whatif"]}},
                   {"name": "from", "in": "query", "schema": {"type": "string"},
                    "description": "first local day, 2026-11-01 (default: this month's 1st)"},
                   {"name": "to", "in": "query", "schema": {"type": "string"},
                    "description": "the day after the last (default: tomorrow)"},
-                  {"name": "format", "in": "query", "schema": {"enum": ["csv", "json"]}},
+                  {"name": "format", "in": "query",
+                   "schema": {"enum": ["csv", "json", "html"]},
+                   "description": "html: a statement as a printable page"},
+                  {"name": "tenant", "in": "query", "schema": {"type": "string"},
+                   "description": "statement: whose"},
+                  {"name": "tariff", "in": "query", "schema": {"type": "string"},
+                   "description": "whatif: the configured tariff to price with"},
                   {"name": "by", "in": "query",
                    "schema": {"enum": ["meter", "tenant", "gateway"]}}),
               csv=True),
@@ -205,7 +212,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                 for code, (words, schema) in op.responses.items()},
         }
         if op.csv:
-            entry["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+            for media in ("text/csv", "text/html"):
+                entry["responses"]["200"]["content"][media] = {"schema": {"type": "string"}}
         if op.description:
             entry["description"] = op.description
         if op.parameters:

@@ -2,7 +2,9 @@
 ``GET /api/reports/KIND``, the same code behind both (:func:`make_report`).
 
 Kinds: ``reconciliation`` (``server.reports.reconciliation``), ``topups``, ``consumption``
-and ``arrears`` (``server.reports.money_reports``). Each reads the books
+and ``arrears`` (``server.reports.money_reports``), ``statement`` (a tenant's; also as a
+printable HTML page: ``server.reports.statement``) and ``whatif`` (another tariff's charges:
+``server.reports.whatif``). Each reads the books
 (``server.reports.books``) and gives a :class:`~server.reports.table.Report`, printed as CSV
 or JSON (``server.reports.table``), the same bytes for the same data and period.
 """
@@ -15,22 +17,24 @@ from typing import Final
 from persistence.store import Store
 from server.config import ParkConfig
 from server.errors import UserError
-from server.reports.books import read_books
+from server.reports.books import Books, read_books
 from server.reports.money_reports import GROUPINGS, arrears, consumption, topups
-from server.reports.period import parse_period
+from server.reports.period import Period, parse_period
 from server.reports.reconciliation import Unbalanced, reconcile
+from server.reports.statement import Statement, statement_html, statement_report, statements
 from server.reports.table import Report, to_csv, to_json
+from server.reports.whatif import whatif
 
-KINDS: Final = ("reconciliation", "topups", "consumption", "arrears")
-FORMATS: Final = ("csv", "json")
+KINDS: Final = ("reconciliation", "topups", "consumption", "arrears", "statement", "whatif")
+FORMATS: Final = ("csv", "json", "html")
 
 __all__ = ["FORMATS", "GROUPINGS", "KINDS", "Report", "Unbalanced", "make_report",
-           "render_report"]
+           "render_report", "statement_page"]
 
 
 def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | None = None,
-                end: str | None = None, by: str = "meter",
-                today: dt.date | None = None) -> Report:
+                end: str | None = None, by: str = "meter", tenant: str | None = None,
+                tariff: str | None = None, today: dt.date | None = None) -> Report:
     if kind not in KINDS:
         raise UserError(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
     timezone = config.calendar.timezone
@@ -40,19 +44,47 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
         return reconcile(store, books, decimals)
     if kind == "arrears":
         return arrears(books, decimals)
-    period = parse_period(first, end, timezone, today or dt.datetime.now(
-        dt.UTC).astimezone(_zone(timezone)).date())
+    period = parse_period(first, end, timezone, today or _today(timezone))
     if kind == "topups":
         return topups(books, period, timezone, decimals)
+    if kind == "statement":
+        return statement_report(_statement(store, books, period, timezone, tenant), decimals)
+    if kind == "whatif":
+        if not tariff:
+            raise UserError("the whatif report needs --tariff NAME (a tariff of the config)")
+        return whatif(store, books, config, period, tariff)
     if by not in GROUPINGS:
         raise UserError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     return consumption(store, books, period, decimals, by)
 
 
+def statement_page(store: Store, config: ParkConfig, tenant: str | None, *,
+                   first: str | None = None, end: str | None = None,
+                   today: dt.date | None = None) -> str:
+    """A tenant's statement as a printable HTML page."""
+    timezone = config.calendar.timezone
+    period = parse_period(first, end, timezone, today or _today(timezone))
+    statement = _statement(store, read_books(store, config), period, timezone, tenant)
+    return statement_html(statement, config.server.decimals, config.server.currency,
+                          config.source)
+
+
+def _statement(store: Store, books: Books, period: Period, timezone: str,
+               tenant: str | None) -> Statement:
+    if not tenant:
+        raise UserError("a statement needs --tenant NAME")
+    [statement] = statements(store, books, period, timezone, [tenant])
+    return statement
+
+
 def render_report(report: Report, form: str) -> str:
-    if form not in FORMATS:
-        raise UserError(f"--format must be csv or json, got {form!r}")
+    if form not in FORMATS or form == "html":
+        raise UserError(f"--format must be csv or json (html: statements only), got {form!r}")
     return to_csv(report) if form == "csv" else to_json(report)
+
+
+def _today(timezone: str) -> dt.date:
+    return dt.datetime.now(dt.UTC).astimezone(_zone(timezone)).date()
 
 
 def _zone(timezone: str) -> dt.tzinfo:

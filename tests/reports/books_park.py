@@ -43,6 +43,10 @@ opening_balance = "{opening}"
 data_dir = "{data_dir}"
 currency = "CNY"
 
+[tariffs.flat]
+kind = "flat"
+price = "1.00"
+
 [tariffs.tou]
 kind = "tou"
 bands = [

@@ -15,7 +15,8 @@ from persistence.readonly import open_store_readonly
 from persistence.store import open_store
 from server.app import open_park
 from server.cli import main as cli_main
-from server.reports import Unbalanced, make_report, render_report
+from server.errors import UserError
+from server.reports import Unbalanced, make_report, render_report, statement_page
 from tests.reports.books_park import (
     OPERATOR,
     PAYMENTS,
@@ -138,3 +139,44 @@ def test_an_unbalanced_book_is_an_error_from_the_cli(
     captured = capsys.readouterr()
     assert captured.out == ""  # nothing printed as if fine
     assert "do not balance for 1 meter(s): M-B1 -1.20" in captured.err
+
+
+def test_a_tenant_statement_by_hand(day_dir: Path) -> None:
+    # acme (M-A1 100.00, M-A2 20.00) on 2026-11-10: M-A2's adjustment -3.00, and M-A1's charges
+    # (valley 1.20, flat 4.70, peak 0.15): closing 110.95. The top-ups carry the server's
+    # clock (the test's run), so they are in the later period, which ends where the
+    # reconciliation does: 190.95.
+    lines = rows(report(day_dir, "statement", first="2026-11-10", end="2026-11-11",
+                        tenant="acme"))
+    assert [(r["item"], r["meter"], r["detail"], r["kwh"], r["amount"]) for r in lines] == [
+        ("opening", "", "", "", ""),
+        ("adjustment", "M-A2", "meter read wrongly", "", "-3.00"),
+        ("charge", "M-A1", "flat", "5.875", "-4.70"),
+        ("charge", "M-A1", "peak", "0.125", "-0.15"),
+        ("charge", "M-A1", "valley", "3.000", "-1.20"),
+        ("closing", "", "", "", ""),
+    ]
+    assert (lines[0]["balance"], lines[-1]["balance"]) == ("120.00", "110.95")
+    later = rows(report(day_dir, "statement", first="2026-11-11", end="2100-01-01",
+                        tenant="acme"))
+    assert [r["amount"] for r in later if r["item"] == "topup"] == ["50.00", "30.00"]
+    assert (later[0]["balance"], later[-1]["balance"]) == ("110.95", "190.95")
+    config = books_config(day_dir)
+    with open_store_readonly(day_dir) as store:
+        page = statement_page(store, config, "acme", first="2026-11-10", end="2026-11-11")
+        with pytest.raises(UserError, match="no tenant 'nobody'"):
+            statement_page(store, config, "nobody", first="2026-11-10", end="2026-11-11")
+    assert "<h1>Statement: acme</h1>" in page and "110.95 CNY" in page
+    assert "<script" not in page
+
+
+def test_what_if_prices_the_period_under_another_tariff(day_dir: Path) -> None:
+    # flat 1.00 per kWh: acme 9 kWh -> 9.00 against 6.05 charged; beta 2 kWh -> 2.00 (2.40).
+    lines = {r["tenant"]: r for r in rows(report(day_dir, "whatif", first="2026-11-10",
+                                                 end="2026-11-11", tariff="flat"))}
+    assert (lines["acme"]["charged"], lines["acme"]["whatif"], lines["acme"]["difference"]) == (
+        "6.05", "9.00", "2.95")
+    assert (lines["beta"]["charged"], lines["beta"]["whatif"]) == ("2.40", "2.00")
+    assert lines["total"]["difference"] == "2.55"
+    with pytest.raises(UserError, match="no tariff 'cheap'"):
+        report(day_dir, "whatif", first="2026-11-10", end="2026-11-11", tariff="cheap")
