@@ -47,6 +47,15 @@ def iter_interval_ends(
             yield start, decode_interval(value)[0], *end
 
 
+def iter_intervals(
+    store: Store, meter_id: str, from_ms: int, to_ms: int
+) -> Iterator[tuple[int, int, int, str, tuple[int, int] | None]]:
+    """``(start_ms, wh, minor, band, (register_wh, balance) or None)`` of one meter's
+    intervals with ``from_ms <= start_ms < to_ms`` (the end is None in old records)."""
+    for start, value in _iter_records(store, meter_id, from_ms, to_ms):
+        yield start, *decode_interval(value), decode_interval_end(value)
+
+
 def _iter_records(store: Store, meter_id: str, from_ms: int, to_ms: int
                   ) -> Iterator[tuple[int, bytes]]:
     prefix = meter_prefix(meter_id)

@@ -11,17 +11,20 @@ operator commands, accepted or refused).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import importlib.metadata
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
+from zoneinfo import ZoneInfo
 
 import trio
 
 from actors.effects import AlarmEvent
 from persistence.audit import AuditEntry
+from policies.money import format_amount
 from protocols.http.backend import Health, HttpBackend
 from protocols.http.metrics import (
     GatewayFigures,
@@ -177,6 +180,40 @@ async def _report(park: Park, caller: Caller, kind: str,
     return body, "application/json" if form == "json" else "text/csv; charset=utf-8"
 
 
+MAX_HISTORY_DAYS = 93
+
+
+async def _meter_history(park: Park, meter_id: str,
+                         query: Mapping[str, str]) -> dict[str, object]:
+    """``GET /api/meters/{id}/history``: the meter's closed intervals over local days."""
+    from persistence.history import iter_intervals
+    from protocols.ws.protocol import iso_ms
+    from server.reports.period import parse_period
+
+    config = park.config
+    decimals = config.server.decimals
+    timezone = config.calendar.timezone
+    try:
+        period = parse_period(query.get("from"), query.get("to"), timezone,
+                              dt.datetime.now(dt.UTC).astimezone(ZoneInfo(timezone)).date())
+    except UserError as error:
+        raise BadReportRequest(str(error)) from None
+    if (period.end - period.first).days > MAX_HISTORY_DAYS:
+        raise BadReportRequest(f"at most {MAX_HISTORY_DAYS} days a request (ask again for "
+                               "the next ones)")
+    rows = await trio.to_thread.run_sync(lambda: list(iter_intervals(
+        park.store, meter_id, period.from_ms, period.to_ms)))
+    return {
+        "meter": meter_id, "from": period.labels[0], "to": period.labels[1],
+        "interval_s": config.policies[meter_id].interval_ms // 1000,
+        "intervals": [{
+            "start": iso_ms(start), "kwh": wh / 1000, "cost": format_amount(minor, decimals),
+            "band": band, "register_kwh": None if end is None else end[0] / 1000,
+            "balance": None if end is None else format_amount(end[1], decimals),
+        } for start, wh, minor, band, end in rows],
+    }
+
+
 class UnknownReport(LookupError):
     code = "not_found"
 
@@ -235,6 +272,7 @@ def http_backend(
         payment_caller=_payment_caller,
         version=_version(),
         report=functools.partial(_report, park),
+        history=functools.partial(_meter_history, park),
     )
 
 

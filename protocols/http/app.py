@@ -290,6 +290,36 @@ class Api:
             "parts": parts,
         })
 
+    async def tenants(self, request: Request) -> Response:
+        await self.caller(request)
+        return JSONResponse({"tenants": [self._tenant(name)
+                                         for name in sorted(self.backend.tenant_meters)]})
+
+    async def tenant(self, request: Request) -> Response:
+        await self.caller(request)
+        name = request.path_params["tenant"]
+        if name not in self.backend.tenant_meters:
+            raise ApiError("unknown_tenant", f"no tenant {name!r} in this park")
+        return JSONResponse(self._tenant(name))
+
+    def _tenant(self, name: str) -> dict[str, object]:
+        views = self.backend.meters()
+        meters = [views[m] for m in self.backend.tenant_meters[name] if m in views]
+        return {"tenant": name, "meters": [v.meter_id for v in meters],
+                "main_meter": self.backend.tenant_meters[name][0],
+                "balance": format_amount(sum(v.balance for v in meters), self.backend.decimals),
+                "meters_cut": sum(1 for v in meters if not v.relay_closed),
+                "power_w": round(sum(v.power_w for v in meters), 1)}
+
+    async def meter_history(self, request: Request) -> Response:
+        await self.caller(request)
+        meter_id = request.path_params["meter_id"]
+        if meter_id not in self.backend.meters():
+            raise ApiError("unknown_meter", f"no meter {meter_id!r} in this park")
+        if self.backend.history is None:
+            raise ApiError("not_found", "this server keeps no history")
+        return JSONResponse(await self.backend.history(meter_id, dict(request.query_params)))
+
     async def report(self, request: Request) -> Response:
         caller = await self.caller(request)
         if self.backend.report is None:

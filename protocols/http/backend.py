@@ -77,6 +77,8 @@ class Health:
     uptime_s: float
 
 
+HistoryReader = Callable[[str, Mapping[str, str]], Awaitable[dict[str, Any]]]
+
 ReportMaker = Callable[[Any, str, Mapping[str, str]], Awaitable[tuple[str, str]]]
 
 CallerFactory = Callable[[str, str, str], Any]
@@ -102,6 +104,9 @@ class HttpBackend:
     languages: tuple[str, ...] = ("en", "zh-CN")
     version: str = "0"
     """The server's version (the OpenAPI document's)."""
+    history: HistoryReader | None = None
+    """``GET /api/meters/{id}/history``: (meter id, query parameters) -> the answer's body;
+    bad parameters raise with their ``code``."""
     report: ReportMaker | None = None
     """``GET /api/reports/{kind}``: (caller, kind, query parameters) -> (body, media type);
     refusals and unbalanced books raise with their ``code``."""

@@ -80,6 +80,30 @@ PAYMENT_ANSWER: Final = {
         "error": {"type": "string"}, "message": {"type": "string"},
     },
 }
+TENANT: Final = {
+    "type": "object", "required": ["tenant", "meters", "main_meter", "balance", "meters_cut",
+                                   "power_w"],
+    "properties": {"tenant": {"type": "string"},
+                   "meters": {"type": "array", "items": {"type": "string"}},
+                   "main_meter": {"type": "string",
+                                  "description": "where a payment naming the tenant goes"},
+                   "balance": SIGNED_AMOUNT, "meters_cut": {"type": "integer"},
+                   "power_w": {"type": "number"}},
+}
+HISTORY: Final = {
+    "type": "object", "required": ["meter", "from", "to", "interval_s", "intervals"],
+    "properties": {
+        "meter": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+        "interval_s": {"type": "integer"},
+        "intervals": {"type": "array", "items": {
+            "type": "object", "required": ["start", "kwh", "cost", "band", "register_kwh",
+                                           "balance"],
+            "properties": {"start": TIMESTAMP, "kwh": {"type": "number"}, "cost": AMOUNT,
+                           "band": {"type": "string"},
+                           "register_kwh": {"type": ["number", "null"]},
+                           "balance": {"anyOf": [SIGNED_AMOUNT, {"type": "null"}]}}}},
+    },
+}
 REPORT: Final = {
     "type": "object", "required": ["report", "title", "from", "to", "columns", "rows"],
     "properties": {
@@ -143,6 +167,26 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("get", "/api/meters/{meter_id}", "meter", "One meter's current state", "user",
               {200: ("the meter", METER), **_errors(401, 404)},
               parameters=({"name": "meter_id", "in": "path", "required": True,
+                           "schema": {"type": "string"}},)),
+    Operation("get", "/api/meters/{meter_id}/history", "meter_history",
+              "A meter's interval history (energy, cost, band; register and balance at each "
+              "interval's end)", "user",
+              {200: ("the intervals, oldest first", HISTORY), **_errors(400, 401, 404)},
+              parameters=(
+                  {"name": "meter_id", "in": "path", "required": True,
+                   "schema": {"type": "string"}},
+                  {"name": "from", "in": "query", "schema": {"type": "string"},
+                   "description": "first local day (default: this month's 1st)"},
+                  {"name": "to", "in": "query", "schema": {"type": "string"},
+                   "description": "the day after the last (default: tomorrow)"})),
+    Operation("get", "/api/tenants", "tenants", "Every tenant: its meters and balance", "user",
+              {200: ("the tenants", {"type": "object", "required": ["tenants"],
+                                     "properties": {"tenants": {"type": "array",
+                                                                "items": TENANT}}}),
+               **_errors(401)}),
+    Operation("get", "/api/tenants/{tenant}", "tenant", "One tenant", "user",
+              {200: ("the tenant", TENANT), **_errors(401, 404)},
+              parameters=({"name": "tenant", "in": "path", "required": True,
                            "schema": {"type": "string"}},)),
     Operation("post", "/api/topups", "top_up", "Top up a meter (operators)", "user",
               {200: ("done: durable in the journal", TOP_UP_ANSWER),

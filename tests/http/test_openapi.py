@@ -102,6 +102,15 @@ async def test_every_answer_matches_its_documented_schema(tmp_path: Path) -> Non
             ("post", "/api/topups", await c.post("/api/topups", auth=OPERATOR,
                                                  content=b"x" * 20_000)),
             ("get", "/api/audit", await c.get("/api/audit", auth=ADMIN)),
+            ("get", "/api/tenants", await c.get("/api/tenants", auth=VIEWER)),
+            ("get", "/api/tenants/{tenant}", await c.get("/api/tenants/t0", auth=VIEWER)),
+            ("get", "/api/tenants/{tenant}", await c.get("/api/tenants/x", auth=VIEWER)),
+            ("get", "/api/meters/{meter_id}/history", await c.get(
+                "/api/meters/M-1/history", auth=VIEWER)),
+            ("get", "/api/meters/{meter_id}/history", await c.get(
+                "/api/meters/M-1/history?from=2020-01-01", auth=VIEWER)),
+            ("get", "/api/meters/{meter_id}/history", await c.get(
+                "/api/meters/NOPE/history", auth=VIEWER)),
             ("get", "/api/reports/{kind}", await c.get("/api/reports/reconciliation?format=json",
                                                        auth=OPERATOR)),
             ("get", "/api/reports/{kind}", await c.get("/api/reports/consumption", auth=ADMIN)),

@@ -49,6 +49,22 @@ async def test_reports_over_http_and_from_another_process_while_the_park_runs(
             assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
             unknown = await client.get("/api/reports/nope", auth=("op", "op-secret"))
             assert unknown.status_code == 404
+            tenants = (await client.get("/api/tenants", auth=("viewer", "viewer-secret"))).json()
+            assert [(t["tenant"], t["meters"], t["main_meter"], t["balance"])
+                    for t in tenants["tenants"]] == [
+                ("acme", ["M-A1", "M-A2"], "M-A1", "120.00"),
+                ("beta", ["M-B1"], "M-B1", "12.60")]
+            missing = await client.get("/api/tenants/nobody", auth=("op", "op-secret"))
+            assert (missing.status_code, missing.json()["error"]) == (404, "unknown_tenant")
+            history = (await client.get("/api/meters/M-B1/history?from=2026-11-10&to=2026-11-11",
+                                        auth=("viewer", "viewer-secret"))).json()
+            # 19:00-19:30, 2 kWh peak at 1.20: two intervals, the register and the balance at
+            # each one's end (opening 5.00, before the top-up).
+            assert [(i["start"], i["kwh"], i["cost"], i["band"], i["register_kwh"],
+                     i["balance"]) for i in history["intervals"]] == [
+                ("2026-11-10T19:00:00.000Z", 1.0, "1.20", "peak", 501.0, "3.80"),
+                ("2026-11-10T19:15:00.000Z", 1.0, "1.20", "peak", 502.0, "2.60")]
+            assert history["interval_s"] == 900
             bad = await client.get("/api/reports/topups?from=yesterday",
                                    auth=("op", "op-secret"))
             assert (bad.status_code, bad.json()["error"]) == (400, "bad_request")
