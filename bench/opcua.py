@@ -93,7 +93,7 @@ class ThreadChild:
 
     def _run(self) -> None:
         try:
-            asyncio.run(run_worker(self._sock, relay_logs=False))
+            asyncio.run(run_worker(self._sock, own_process=False))
         finally:
             self.returncode = 0
             self._done.set()

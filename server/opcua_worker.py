@@ -167,10 +167,11 @@ def open_history(data_dir: str) -> StoredHistory | None:
         return None
 
 
-async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
+async def serve(link: AsyncioLink, *, own_process: bool = True) -> None:
     """The OPC UA server for the settings and park state the link brings, until it closes.
-    ``relay_logs``: send log records to the server (in a process of its own; a benchmark
-    that runs this in a thread of the server's process keeps the server's logging)."""
+    ``own_process`` False: a benchmark runs this in a thread of the server's process, which
+    keeps its own logging, and whose data directory is open already (LMDB forbids a process
+    to open an environment twice), so there is no history then."""
     init = await link.receive()
     if init[0] != INIT:
         raise LinkClosed(f"expected the settings first, got {init[0]!r}")
@@ -181,7 +182,7 @@ async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
         raise LinkClosed(f"expected the park's state, got {state[0]!r}")
     mirror.apply(state)
     tasks = []
-    if relay_logs:
+    if own_process:
         tasks.append(asyncio.ensure_future(log_to_server(link, level).run()))
     users = Users([User(name, password, role) for name, password, role in user_rows])
     settings = OpcUaSettings(**{**fields, "endpoint": with_free_port(fields["endpoint"])})
@@ -191,7 +192,7 @@ async def serve(link: AsyncioLink, *, relay_logs: bool = True) -> None:
             try:
                 opcua = await stack.enter_async_context(open_opcua_server(
                     settings, mirror, commands, users.authenticate,
-                    open_history(settings.data_dir)))
+                    open_history(settings.data_dir) if own_process else None))
             except OSError as error:
                 await link.send((REFUSED, error.errno or 0, f"the OPC UA server cannot listen "
                                                             f"on {settings.endpoint}: {error}"))
@@ -236,11 +237,11 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-async def run_worker(sock: socket.socket, *, relay_logs: bool = True) -> None:
+async def run_worker(sock: socket.socket, *, own_process: bool = True) -> None:
     reader, writer = await asyncio.open_connection(sock=sock)
     link = AsyncioLink(reader, writer)
     try:
-        await serve(link, relay_logs=relay_logs)
+        await serve(link, own_process=own_process)
     except LinkClosed as closed:
         log.info("the server closed the OPC UA server's pipe (%s): it stops", closed)
     finally:
