@@ -27,7 +27,7 @@ from server.logs import (
 
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus", "chaos", "hub", "console", "opcua")
+BENCHMARKS = ("core", "modbus", "chaos", "hub", "console", "opcua", "reports")
 
 
 def _serve(args: argparse.Namespace) -> int:

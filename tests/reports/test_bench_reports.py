@@ -1,0 +1,13 @@
+"""``wattkeeper bench reports`` runs end to end at a toy size and prints the issue's figures."""
+
+from __future__ import annotations
+
+from tests.bench.test_smoke import run_bench
+
+
+def test_bench_reports_prints_every_figure_of_its_issue() -> None:
+    result = run_bench("reports", "--", "--meters", "20", "--days", "2")
+    assert (result["meters"], result["intervals"]) == (20, 20 * 2 * 96)
+    for key in ("statement_all_tenants_s", "reconciliation_s", "whatif_s",
+                "baseline_reconciliation_s", "peak_rss_mb"):
+        assert result[key] > 0, key
