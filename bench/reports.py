@@ -181,10 +181,10 @@ def main(argv: list[str]) -> int:
     results = {
         "meters": args.meters, "days": args.days, "intervals": intervals,
         "build_s": round(build_s, 1),
-        "statement_all_tenants_s": round(statement_s, 2),
-        "reconciliation_s": round(reconciliation_s, 2),
-        "whatif_s": round(whatif_s, 2),
-        "baseline_reconciliation_s": round(baseline_s, 2),
+        "statement_all_tenants_s": round(statement_s, 3),
+        "reconciliation_s": round(reconciliation_s, 3),
+        "whatif_s": round(whatif_s, 3),
+        "baseline_reconciliation_s": round(baseline_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     verdicts = [
