@@ -94,6 +94,13 @@ def load_snapshots(store: Store) -> dict[str, MeterState]:
 
 def entries_after(store: Store, seq: int) -> Iterator[tuple[int, JournalEntry]]:
     """All journal entries with a sequence number above ``seq``, in order (all meters)."""
+    for number, value in raw_entries_after(store, seq):
+        yield number, decode_entry(value)
+
+
+def raw_entries_after(store: Store, seq: int) -> Iterator[tuple[int, bytes]]:
+    """The stored bytes of every journal entry above ``seq``, in order, read in pages of
+    short read transactions (a reader never holds up the writer's map growth)."""
     position = seq + 1
     while True:
         with store.read() as txn:
@@ -105,7 +112,7 @@ def entries_after(store: Store, seq: int) -> Iterator[tuple[int, JournalEntry]]:
                     if len(page) == PAGE:
                         break
         for key, value in page:
-            yield unpack_u64(key), decode_entry(value)
+            yield unpack_u64(key), value
         if len(page) < PAGE:
             return
         position = unpack_u64(page[-1][0]) + 1

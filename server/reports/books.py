@@ -22,9 +22,8 @@ import attrs
 from persistence.audit import AuditEntry, read_audit
 from persistence.damage import Damage, read_entry
 from persistence.entries import JournalEntry
-from persistence.keys import pack_u64, unpack_u64
 from persistence.readonly import open_store_readonly
-from persistence.recovery import load_snapshots
+from persistence.recovery import load_snapshots, raw_entries_after
 from persistence.store import Store
 from policies.records import MeterState
 from server.config import ParkConfig
@@ -69,27 +68,13 @@ def read_books(store: Store, config: ParkConfig) -> Books:
 
 
 def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
-    position = 1
-    while True:
-        with store.read() as txn:
-            cursor = txn.cursor(db=store.journal)
-            page: list[tuple[bytes, bytes]] = []
-            if cursor.set_range(pack_u64(position)):
-                for item in cursor.iternext():
-                    page.append(item)
-                    if len(page) == PAGE:
-                        break
-        for key, raw in page:
-            seq = unpack_u64(key)
-            entry = read_entry(seq, raw)
-            if isinstance(entry, Damage):
-                raise DamagedBooks(f"journal entry {seq} is damaged ({entry}); the books cannot "
-                                   "be read past it: run `wattkeeper check`")
-            if entry.amount != 0:
-                yield seq, entry
-        if len(page) < PAGE:
-            return
-        position = unpack_u64(page[-1][0]) + 1
+    for seq, raw in raw_entries_after(store, 0):
+        entry = read_entry(seq, raw)
+        if isinstance(entry, Damage):
+            raise DamagedBooks(f"journal entry {seq} is damaged ({entry}); the books cannot "
+                               "be read past it: run `wattkeeper check`")
+        if entry.amount != 0:
+            yield seq, entry
 
 
 def _topup_sources(store: Store) -> dict[str, AuditEntry]:
