@@ -11,19 +11,18 @@ operator commands, accepted or refused).
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import importlib.metadata
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
-from zoneinfo import ZoneInfo
 
 import trio
 
 from actors.effects import AlarmEvent
 from persistence.audit import AuditEntry
+from persistence.history import iter_intervals
 from policies.money import format_amount
 from protocols.http.backend import Health, HttpBackend
 from protocols.http.metrics import (
@@ -35,12 +34,14 @@ from protocols.http.metrics import (
 )
 from protocols.http.server import HttpServer, run_http
 from protocols.stream.views import MeterView
+from protocols.ws.protocol import iso_ms
 from server.app import Park
 from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
 from server.config import ListenAddress
 from server.errors import UserError
 from server.operations import Forbidden
-from server.reports import Unbalanced
+from server.reports import KINDS, Unbalanced, make_report, render_report, statement_page
+from server.reports.period import local_today, parse_period
 from server.stream import meter_view
 
 
@@ -155,8 +156,6 @@ async def _report(park: Park, caller: Caller, kind: str,
                   query: Mapping[str, str]) -> tuple[str, str]:
     """``GET /api/reports/{kind}`` (operators): the same code as ``wattkeeper report``, in a
     worker thread over the server's own store (read transactions: the park never waits)."""
-    from server.reports import KINDS, make_report, render_report, statement_page
-
     if not caller.may("operator"):
         raise Forbidden("reports are for operators and admins")
     if kind not in KINDS:
@@ -186,16 +185,12 @@ MAX_HISTORY_DAYS = 93
 async def _meter_history(park: Park, meter_id: str,
                          query: Mapping[str, str]) -> dict[str, object]:
     """``GET /api/meters/{id}/history``: the meter's closed intervals over local days."""
-    from persistence.history import iter_intervals
-    from protocols.ws.protocol import iso_ms
-    from server.reports.period import parse_period
-
     config = park.config
     decimals = config.server.decimals
     timezone = config.calendar.timezone
     try:
         period = parse_period(query.get("from"), query.get("to"), timezone,
-                              dt.datetime.now(dt.UTC).astimezone(ZoneInfo(timezone)).date())
+                              local_today(timezone))
     except UserError as error:
         raise BadReportRequest(str(error)) from None
     if (period.end - period.first).days > MAX_HISTORY_DAYS:

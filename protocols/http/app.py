@@ -343,12 +343,11 @@ class Api:
 
 
 def _refused(transaction_id: object, code: str, message: str) -> JSONResponse:
-    response = error_response(code, message)
+    status = STATUS_OF_CODE.get(code, 500)
     body = {"transaction_id": transaction_id if isinstance(transaction_id, str) else None,
             "status": "refused", "error": code, "message": message}
-    return JSONResponse(body, status_code=response.status_code,
-                        headers={"WWW-Authenticate": "HMAC-SHA256"}
-                        if response.status_code == 401 else None)
+    return JSONResponse(body, status_code=status,
+                        headers={"WWW-Authenticate": "HMAC-SHA256"} if status == 401 else None)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -71,13 +71,14 @@ def history_target(node_id: ua.NodeId, ns: int) -> tuple[str, str] | None:
 class IntervalHistory(HistoryStorageInterface):  # type: ignore[misc]  # (asyncua's base)
     """asyncua's history storage, read-only, over the interval history."""
 
-    def __init__(self, store: HistorySource | None, *, interval_ms: int, scale: int,
-                 namespace: Callable[[], int]) -> None:
+    def __init__(self, store: HistorySource | None, *, interval_ms: int, scale: int) -> None:
         super().__init__(max_history_data_response_size=MAX_VALUES_PER_PAGE)
         self._store = store
         self._interval_ms = interval_ms
         self._scale = scale
-        self._namespace = namespace
+        self.ns = -1
+        """The park's namespace index, set once the model registered it (asyncua wants the
+        storage before its namespaces exist)."""
 
     async def init(self) -> None:
         pass
@@ -104,7 +105,7 @@ class IntervalHistory(HistoryStorageInterface):  # type: ignore[misc]  # (asyncu
     async def read_node_history(self, node_id: ua.NodeId, start: dt.datetime | None,
                                 end: dt.datetime | None, nb_values: int
                                 ) -> tuple[list[ua.DataValue], dt.datetime | None]:
-        target = history_target(node_id, self._namespace())
+        target = history_target(node_id, self.ns)
         if target is None or self._store is None:
             return [], None
         limit = min(nb_values, MAX_VALUES_PER_PAGE) if nb_values else MAX_VALUES_PER_PAGE

@@ -125,8 +125,6 @@ class ParkModel:
         self._park_nodes: list[Node] = []
         self._gateway_nodes: dict[str, list[Node]] = {}
         self._gateway_objects: dict[str, ua.NodeId] = {}
-        self.meters_node: Node | None = None
-        self.park_node: Node | None = None
         self.updates = 0
         """Meter variable values that changed (whether or not anyone watches them)."""
         self.notified = 0
@@ -138,14 +136,13 @@ class ParkModel:
         server = self._server
         self.ns = ns = await server.register_namespace(NAMESPACE_URI)
         meter_type = await self._build_meter_type(ns)
-        park = self.park_node = await server.nodes.objects.add_object(
+        park = await server.nodes.objects.add_object(
             ua.NodeId("Park", ns), ua.QualifiedName("Park", ns))
         await park.write_attribute(ua.AttributeIds.EventNotifier, ua.DataValue(
             ua.Variant(1, ua.VariantType.Byte)))
         self._park_nodes = [await self._add_variable(park, f"Park.{v.name}", v, ns)
                             for v in PARK_VARIABLES]
-        self.meters_node = await park.add_folder(ua.NodeId("Park/Meters", ns),
-                                                 ua.QualifiedName("Meters", ns))
+        await park.add_folder(ua.NodeId("Park/Meters", ns), ua.QualifiedName("Meters", ns))
         gateways = await park.add_folder(ua.NodeId("Park/Gateways", ns),
                                          ua.QualifiedName("Gateways", ns))
         for view in self._state.gateway_views():
@@ -229,7 +226,7 @@ class ParkModel:
                        ua.NodeClass.ObjectType)
         to_methods = [_ref(HAS_COMPONENT, True, m.nodeid, _bname(m), ua.NodeClass.Method)
                       for m in meter_type.methods]
-        templates = [_VariableTemplate.of(v) for v in meter_type.variables]
+        templates = [_VariableTemplate(v) for v in meter_type.variables]
         readers = [self._meter_reader(v) for v in METER_VARIABLES]
         names = [v.name for v in METER_VARIABLES]
         gateways = {gid: aspace[node_id] for gid, node_id in self._gateway_objects.items()}
@@ -340,9 +337,6 @@ class ParkModel:
             for handle, callback in list(attribute.datachange_callbacks.items()):
                 await callback(handle, data)
 
-    def meter_values(self, meter_id: str) -> tuple[AttributeValue, ...] | None:
-        return self._values.get(meter_id)
-
 
 _METER_KINDS: Final = tuple((v, _VARIANT[v.kind]) for v in METER_VARIABLES)
 
@@ -392,10 +386,6 @@ class _VariableTemplate:
                 self.shared_refs.append(ref)
             elif ref.ReferenceTypeId == HAS_PROPERTY:
                 self.shared_refs.append(ref)  # EngineeringUnits: the type's, one for all
-
-    @classmethod
-    def of(cls, data: NodeData) -> _VariableTemplate:
-        return cls(data)
 
     def instance(self, node_id: ua.NodeId, to_parent: ua.ReferenceDescription,
                  reader: Callable[[ua.NodeId, Any], ua.DataValue]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from asyncua import ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
@@ -68,8 +69,6 @@ def trusted_dir(data_dir: Path) -> Path:
 
 async def ensure_server_certificate(data_dir: Path, host: str) -> tuple[Path, Path]:
     """``(certificate, key)`` in the data directory, generated when missing or unusable."""
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
-
     folder = opcua_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     certificate, key = folder / CERTIFICATE_FILE, folder / KEY_FILE

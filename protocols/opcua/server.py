@@ -98,10 +98,9 @@ async def open_opcua_server(settings: OpcUaSettings, state: ParkState, commands:
     that is taken raises ``OSError``."""
     server = Server(user_manager=ParkUsers(check_password))
     server.iserver.bind_condition_methods = True  # asyncua's ConditionRefresh
-    model_ref: list[ParkModel] = []
-    server.iserver.history_manager.set_storage(IntervalHistory(
-        history, interval_ms=settings.interval_ms, scale=10 ** settings.decimals,
-        namespace=lambda: model_ref[0].ns if model_ref else -1))
+    storage = IntervalHistory(history, interval_ms=settings.interval_ms,
+                              scale=10 ** settings.decimals)
+    server.iserver.history_manager.set_storage(storage)
     await server.init()
     server.set_server_name(SERVER_NAME)
     server.set_endpoint(settings.endpoint)
@@ -141,7 +140,7 @@ async def open_opcua_server(settings: OpcUaSettings, state: ParkState, commands:
         gc.freeze()
         gc.enable()
     build_s = time.perf_counter() - began
-    model_ref.append(model)
+    storage.ns = model.ns
     alarms = AlarmConditions(server, model.ns, commands)
     alarms.install()
     log.info("OPC UA address space: %d meters in %.2f s", len(state.current()), build_s)

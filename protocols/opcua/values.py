@@ -18,8 +18,6 @@ from typing import Any, Final
 
 import attrs
 
-from protocols.stream.views import GatewayView, MeterView, ParkView
-
 
 @attrs.frozen
 class Unit:
@@ -97,15 +95,3 @@ GATEWAY_VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("Failures", "UInt32", lambda g, _: g.failures,
              description="timeouts, exception replies and garbage"),
 )
-
-
-def meter_values(view: MeterView, scale: int) -> tuple[Any, ...]:
-    return tuple(variable.read(view, scale) for variable in METER_VARIABLES)
-
-
-def park_values(view: ParkView, scale: int) -> tuple[Any, ...]:
-    return tuple(variable.read(view, scale) for variable in PARK_VARIABLES)
-
-
-def gateway_values(view: GatewayView, scale: int) -> tuple[Any, ...]:
-    return tuple(variable.read(view, scale) for variable in GATEWAY_VARIABLES)

@@ -19,7 +19,7 @@ from server.config import ParkConfig
 from server.errors import UserError
 from server.reports.books import Books, read_books
 from server.reports.money_reports import GROUPINGS, arrears, consumption, topups
-from server.reports.period import Period, parse_period
+from server.reports.period import Period, local_today, parse_period
 from server.reports.reconciliation import Unbalanced, reconcile
 from server.reports.statement import Statement, statement_html, statement_report, statements
 from server.reports.table import Report, to_csv, to_json
@@ -44,9 +44,9 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
         return reconcile(store, books, decimals)
     if kind == "arrears":
         return arrears(books, decimals)
-    period = parse_period(first, end, timezone, today or _today(timezone))
+    period = parse_period(first, end, timezone, today or local_today(timezone))
     if kind == "topups":
-        return topups(books, period, timezone, decimals)
+        return topups(store, books, period, timezone, decimals)
     if kind == "statement":
         return statement_report(_statement(store, books, period, timezone, tenant), decimals)
     if kind == "whatif":
@@ -63,7 +63,7 @@ def statement_page(store: Store, config: ParkConfig, tenant: str | None, *,
                    today: dt.date | None = None) -> str:
     """A tenant's statement as a printable HTML page."""
     timezone = config.calendar.timezone
-    period = parse_period(first, end, timezone, today or _today(timezone))
+    period = parse_period(first, end, timezone, today or local_today(timezone))
     statement = _statement(store, read_books(store, config), period, timezone, tenant)
     return statement_html(statement, config.server.decimals, config.server.currency,
                           config.source)
@@ -81,13 +81,3 @@ def render_report(report: Report, form: str) -> str:
     if form not in FORMATS or form == "html":
         raise UserError(f"--format must be csv or json (html: statements only), got {form!r}")
     return to_csv(report) if form == "csv" else to_json(report)
-
-
-def _today(timezone: str) -> dt.date:
-    return dt.datetime.now(dt.UTC).astimezone(_zone(timezone)).date()
-
-
-def _zone(timezone: str) -> dt.tzinfo:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(timezone)

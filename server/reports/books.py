@@ -5,7 +5,8 @@
 * the **journal**'s money entries (openings are the config's ``opening_balance``; top-ups,
   adjustments, apportionments carry their amounts);
 * the **interval history** (energy and money per interval and tariff band);
-* the **audit log**, for who made each top-up and through which channel.
+* the **audit log**, for who made each top-up and through which channel (read only by the
+  top-ups report: :func:`topup_sources`).
 
 The directory is opened read-only (``persistence.readonly``): a report runs next to the
 server as an LMDB reader, in short read transactions, and never waits for it nor makes it wait.
@@ -50,7 +51,6 @@ class Books:
     meters: dict[str, MeterInfo]  # config order
     snapshots: dict[str, MeterState]
     entries: tuple[tuple[int, JournalEntry], ...]  # money entries, in journal order
-    topup_sources: dict[str, AuditEntry]  # reference -> the accepted top-up's audit entry
 
 
 def meter_infos(config: ParkConfig) -> dict[str, MeterInfo]:
@@ -63,8 +63,7 @@ def open_books_store(config: ParkConfig) -> Store:
 
 
 def read_books(store: Store, config: ParkConfig) -> Books:
-    return Books(meter_infos(config), load_snapshots(store), tuple(_money_entries(store)),
-                 _topup_sources(store))
+    return Books(meter_infos(config), load_snapshots(store), tuple(_money_entries(store)))
 
 
 def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
@@ -77,7 +76,8 @@ def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
             yield seq, entry
 
 
-def _topup_sources(store: Store) -> dict[str, AuditEntry]:
+def topup_sources(store: Store) -> dict[str, AuditEntry]:
+    """Reference -> the audit entry of the accepted top-up it names."""
     sources: dict[str, AuditEntry] = {}
     before: int | None = None
     while True:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from persistence.history import meter_totals, sum_history
 from persistence.store import Store
 from policies.money import format_amount
-from server.reports.books import Books
+from server.reports.books import Books, topup_sources
 from server.reports.period import Period
 from server.reports.table import Cell, Report
 
@@ -30,14 +30,16 @@ def _kwh(wh: int) -> str:
     return f"{wh / 1000:.3f}"
 
 
-def topups(books: Books, period: Period, timezone: str, decimals: int) -> Report:
+def topups(store: Store, books: Books, period: Period, timezone: str,
+           decimals: int) -> Report:
     zone = ZoneInfo(timezone)
+    sources = topup_sources(store)
     groups: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for _seq, entry in books.entries:
         if entry.kind != "topup" or not period.from_ms <= entry.ts_ms < period.to_ms:
             continue
         day = dt.datetime.fromtimestamp(entry.ts_ms / 1000, zone).date().isoformat()
-        source = books.topup_sources.get(entry.reference)
+        source = sources.get(entry.reference)
         channel = source.channel if source is not None else "unknown"
         operator = source.user if source is not None else "unknown"
         group = groups[day, channel, operator]

@@ -23,6 +23,10 @@ class Period:
         return self.first.isoformat(), self.end.isoformat()
 
 
+def local_today(timezone: str) -> dt.date:
+    return dt.datetime.now(dt.UTC).astimezone(ZoneInfo(timezone)).date()
+
+
 def _date(text: str, what: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)

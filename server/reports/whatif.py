@@ -32,7 +32,7 @@ def whatif(store: Store, books: Books, config: ParkConfig, period: Period,
         raise UserError(f"no tariff {tariff_name!r} in the config (tariffs: "
                         f"{', '.join(sorted(config.tariffs))})")
     decimals = config.server.decimals
-    month_start = local_ms(period.first.replace(day=1), _zone(config))
+    month_start = local_ms(period.first.replace(day=1), ZoneInfo(config.calendar.timezone))
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # meters wh now what-if
     for meter_id, info in books.meters.items():
         interval = config.policies[meter_id].interval_ms
@@ -67,7 +67,3 @@ def whatif(store: Store, books: Books, config: ParkConfig, period: Period,
                   ("total", park[0], f"{park[1] / 1000:.3f}", money(park[2]), money(park[3]),
                    money(park[3] - park[2])),
                   notes=(f"what-if tariff: {tariff_name}",))
-
-
-def _zone(config: ParkConfig) -> ZoneInfo:
-    return ZoneInfo(config.calendar.timezone)
