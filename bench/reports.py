@@ -99,7 +99,7 @@ async def build(config: ParkConfig, days: int) -> tuple[int, float]:
     began = time.perf_counter()
     written = 0
     with open_store(config.server.data_dir) as store:
-        async with open_journal(store) as journal:
+        async with open_journal(store, days_zone=config.calendar.timezone) as journal:
             snapshots = []
             for number, meter in enumerate(config.meters):
                 items: list[HistoryItem] = []

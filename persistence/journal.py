@@ -170,12 +170,14 @@ class Journal:
         max_records: int = 2000,
         restart_policy: RestartPolicy | None = None,
         min_free_bytes: int = MIN_FREE_BYTES,
+        days_zone: str | None = None,
     ) -> None:
         self._store = store
         self._restarts = Restarts(restart_policy)
         self._link = WriterLink(store, self._complete, self._ready, self._down,
                                 chunk_puts=chunk_puts, max_records=max_records,
-                                restarts=self._restarts, min_free_bytes=min_free_bytes)
+                                restarts=self._restarts, min_free_bytes=min_free_bytes,
+                                days_zone=days_zone)
         self._on_committed = on_committed
         self._on_availability: OnAvailability | None = None
         self._counters = WriterCounters(map_size=store.map_size)
@@ -612,6 +614,8 @@ def _combined(earlier: WriterCounters, current: WriterCounters) -> WriterCounter
         audit_written=earlier.audit_written + current.audit_written,
         audit_pruned=earlier.audit_pruned + current.audit_pruned,
         audit_last=current.audit_last,
+        days_written=earlier.days_written + current.days_written,
+        days_complete=current.days_complete,
     )
 
 
@@ -624,16 +628,18 @@ async def open_journal(
     max_records: int = 2000,
     restart_policy: RestartPolicy | None = None,
     min_free_bytes: int = MIN_FREE_BYTES,
+    days_zone: str | None = None,
 ) -> AsyncIterator[Journal]:
     """Start the writer process; on exit, write everything queued and stop it.
 
     Returns once the first writer is READY or has failed to start: in the second case the
     journal is unavailable (and keeps restarting its writer) rather than the open failing, so
     a park runs its meters with storage down. ``min_free_bytes``: a writer does not start on a
-    filesystem with less free (``persistence.writer_process``)."""
+    filesystem with less free (``persistence.writer_process``). ``days_zone``: the park's time
+    zone, whose local days the day records follow (``persistence.days``; None: keep theirs)."""
     journal = Journal(store, on_committed=on_committed, chunk_puts=chunk_puts,
                       max_records=max_records, restart_policy=restart_policy,
-                      min_free_bytes=min_free_bytes)
+                      min_free_bytes=min_free_bytes, days_zone=days_zone)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal._link.run)
         try:

@@ -17,14 +17,16 @@ they hold the entries up to ``meta[b"indexed"]``, and the journal's tail holds t
 ========== ====================================== =========================================
 database   key                                    value
 ========== ====================================== =========================================
-meta       ``b"schema"``, ``b"indexed"``          schema version; seq indexed to (u64 BE)
+meta       ``b"schema"``, ``b"indexed"``,         schema version; seq indexed to (u64 BE);
+           ``b"days"``                            the day records' zone (``days.DaysState``)
 journal    seq (u64 BE)                           msgpack entry (``codec.encode_entry``)
 outcomes   seq (u64 BE)                           msgpack balance acknowledged for the entry
 refs       reference (UTF-8)                      seq (u64 BE)
 meter_journal meter_id NUL seq (u64 BE)           ``b""`` (index: one meter's entries)
 snapshots  meter_id (UTF-8)                       msgpack state (``codec.encode_state``)
-history    meter_id NUL start_ms (u64 BE)         msgpack ``(wh, minor)``
+history    meter_id NUL start_ms (u64 BE)         msgpack ``(wh, minor, band, register, balance)``
 audit      audit number (u64 BE), 1, 2, ...       msgpack entry (``audit.encode_audit``)
+days       meter_id NUL local day start (u64 BE)  a day's intervals and sums (``days``)
 ========== ====================================== =========================================
 
 The ``audit`` database came after schema version 2 and did not change it: it is *added*, and
@@ -34,7 +36,9 @@ directory unharmed (LMDB's ``max_dbs`` limits the handles one process opens, not
 databases a file holds), and simply writes no audit entries. A read-only reader of a directory
 no new server has opened yet finds no ``audit`` database: ``Store.audit`` is then None
 (``OPTIONAL_DBS``) and readers treat it as an empty log. A version bump would have refused
-every existing park for a change that both versions read correctly.
+every existing park for a change that both versions read correctly. The ``days`` database
+(day records, ``persistence.days``) was added the same way later; it is derived from the
+history, and the writer builds it for a directory that has none.
 
 Map size. LMDB needs a fixed maximum size for its memory map. We start small and the writer
 grows it (doubling, up to ``max_map_size``) when a transaction hits ``MapFullError``: it aborts
@@ -65,9 +69,10 @@ GiB: Final = 1 << 30
 SCHEMA_VERSION: Final = 2
 LOCK_FILE: Final = "wattkeeper.lock"
 DB_NAMES: Final = (
-    "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit"
+    "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit",
+    "days",
 )
-OPTIONAL_DBS: Final = frozenset({"audit"})
+OPTIONAL_DBS: Final = frozenset({"audit", "days"})
 """Databases added without a schema change: a read-only reader may find them missing."""
 _SCHEMA_KEY: Final = b"schema"
 ORPHAN_GRACE_S: Final = 2.0
@@ -182,6 +187,9 @@ class Store:
         self.audit: Db | None = dbs.get("audit")
         """None only in a read-only store of a directory no server has opened since the audit
         log was added (``OPTIONAL_DBS``); ``open_store`` always creates it."""
+        self.days: Db | None = dbs.get("days")
+        """None only in a read-only store of a directory no server has opened since day
+        records were added (the same way as the audit log); ``open_store`` creates it."""
 
     # -- reading (any thread) ----------------------------------------------------------------
 

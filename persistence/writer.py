@@ -45,6 +45,15 @@ between, never one long one. Numbers follow time, so the walk stops at the first
 young enough. A damaged record's time cannot be read: it goes with the first readable entry
 after it that is old enough (numbers follow time, so it is older still), and stays otherwise.
 
+Each history interval also sets its slot in its meter's day record (``persistence.days``), in
+the same transaction, so the two never disagree. The writer is told the park's time zone; if
+the day records are in another zone, or the directory has none yet, it empties ``days`` and
+queues a ``"days_rebuild"`` item that walks the history from a key position, ``chunk_puts``
+intervals a transaction, queuing itself again at the end of the queue like an audit prune,
+and records in ``meta`` how far it got (a restarted writer goes on from there) and when the
+records are complete. Intervals written meanwhile set their slots too: a slot is set, not
+added to, so the walk passing over them again changes nothing.
+
 Taking background work *before* records matters for ``flush``: a record queued before a marker
 is always in the same transaction as that marker or an earlier one.
 
@@ -73,9 +82,17 @@ import attrs
 import lmdb
 
 from persistence.audit import audit_time, last_audit_number
-from persistence.codec import HistoryItem, decode_outcome, encode_interval, encode_outcome
+from persistence.codec import (
+    CodecError,
+    HistoryItem,
+    decode_interval,
+    decode_outcome,
+    encode_interval,
+    encode_outcome,
+)
+from persistence.days import DAYS_KEY, LAST_DAY_MS, DaysState, DayUpdates, LocalDays
 from persistence.index import PendingIndex
-from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, unpack_u64
+from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, split_meter_key, unpack_u64
 from persistence.lmdb_types import Txn
 from persistence.store import StorageFull, Store, StoreError, write_failed_message
 
@@ -115,8 +132,9 @@ class RecordRequest:
 class Background:
     """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
 
-    kind: str  # "snapshots" | "history" | "audit" | "audit_prune"
-    items: list[tuple[str, bytes]] | list[HistoryItem] | list[tuple[int, bytes]] | list[int]
+    kind: str  # "snapshots" | "history" | "audit" | "audit_prune" | "days_rebuild"
+    items: (list[tuple[str, bytes]] | list[HistoryItem] | list[tuple[int, bytes]] | list[int]
+            | list[bytes])
     offset: int = 0
 
 
@@ -131,10 +149,14 @@ class BatchResult:
     dropped: int = 0
 
 
+HistoryPut = tuple[bytes, bytes, str, int, int, int, str]
+"""An interval's key and value, and what its day record needs: meter, start, Wh, minor, band."""
+
+
 @attrs.define
 class _Batch:
     snapshots: list[tuple[bytes, bytes]]
-    history: list[tuple[bytes, bytes]]
+    history: list[HistoryPut]
     outcomes: list[tuple[int, str, int]]
     records: list[RecordRequest]
     markers: list[int]
@@ -144,6 +166,8 @@ class _Batch:
     """The highest audit number taken into this batch (0: none)."""
     prune: tuple[int, int] | None = None
     """``(cutoff_ms, at most this many records looked at)``: an audit retention chunk."""
+    rebuild: tuple[bytes, int] | None = None
+    """``(history key to go on from, at most this many intervals)``: a day records chunk."""
 
     @property
     def background_puts(self) -> int:
@@ -176,6 +200,9 @@ class WriterCounters:
     audit_pruned: int = 0
     audit_last: int = 0
     """The highest audit number taken care of (committed, or dropped with the map full)."""
+    days_written: int = 0
+    days_complete: bool = False
+    """Every interval of the history is in the day records (``persistence.days``)."""
 
 
 class Writer:
@@ -188,7 +215,10 @@ class Writer:
         chunk_puts: int = 1000,
         max_records: int = 2000,
         index_budget_s: float = INDEX_BUDGET_S,
+        days_zone: str | None = None,
     ) -> None:
+        """``days_zone``: the park's time zone, whose local days the day records follow
+        (None: whichever zone they are in already, UTC for a directory without any)."""
         self.store = store
         self.last_seq = store.last_seq()
         self.index = PendingIndex.load(store)
@@ -202,6 +232,30 @@ class Writer:
         self._records: deque[RecordRequest] = deque()
         self._outcomes: deque[tuple[int, str, int]] = deque()
         self._background: deque[Background | int] = deque()
+        self._days = self._start_days(days_zone)
+
+    def _start_days(self, zone: str | None) -> LocalDays:
+        """The day records' zone; a rebuild queued when they are not complete in it."""
+        store = self.store
+        with store.read() as txn:
+            state = DaysState.decode(txn.get(DAYS_KEY, db=store.meta))
+        zone = zone or (state.zone if state is not None else "UTC")
+        days = LocalDays(zone)  # (an unknown zone fails here, before anything is written)
+        if state is None or state.zone != zone:
+            state = DaysState(zone, False)
+            txn = store.begin_write()
+            try:
+                txn.drop(store.days, delete=False)
+                txn.put(DAYS_KEY, state.encode(), db=store.meta)
+                txn.commit()
+            except BaseException:
+                _abort(txn)
+                raise
+            log.info("day records: building them in %s from the history", zone)
+        if not state.complete:
+            self._background.append(Background("days_rebuild", [state.position]))
+        self.counters.days_complete = state.complete
+        return days
 
     def submit_record(self, request: RecordRequest) -> None:
         self._records.append(request)
@@ -251,6 +305,13 @@ class Writer:
                     batch.prune = (cutoff, budget)
                     budget = 0
                 continue  # a second prune queued behind the first is the same work
+            if head.kind == "days_rebuild":
+                queue.popleft()
+                position = head.items[0]
+                if batch.rebuild is None and isinstance(position, bytes):
+                    batch.rebuild = (position, budget)
+                    budget = 0
+                continue
             end = min(head.offset + budget, len(head.items))
             chunk = head.items[head.offset : end]
             budget -= end - head.offset
@@ -297,6 +358,9 @@ class Writer:
                     result.dropped += lost
                     batch.snapshots, batch.history, batch.audit = [], [], []
                     batch.prune = None  # tried again at the next retention run
+                    if batch.rebuild is not None:  # tried again after everything else
+                        self._background.append(Background("days_rebuild", [batch.rebuild[0]]))
+                        batch.rebuild = None
                     continue
                 if batch.index:
                     log.error("%s (indexing stops until a restart; %d entries wait in the "
@@ -330,8 +394,17 @@ class Writer:
             put = txn.put
             for key, value in batch.snapshots:
                 put(key, value, db=store.snapshots)
-            for key, value in batch.history:
+            days_db = store.days
+            days = DayUpdates(self._days, lambda key: txn.get(key, db=days_db))
+            for key, value, meter_id, start_ms, wh, minor, band in batch.history:
                 put(key, value, db=store.history)
+                days.add(meter_id, start_ms, wh, minor, band)
+            rebuilt = None if batch.rebuild is None else _rebuild_days(
+                txn, store, days, *batch.rebuild)
+            for key, value in days.encoded():
+                put(key, value, db=days_db)
+            if rebuilt is not None:
+                put(DAYS_KEY, DaysState(self._days.timezone, *rebuilt).encode(), db=store.meta)
             for key, value in batch.audit:
                 put(key, value, db=store.audit)
             pruned, more = (0, False) if batch.prune is None else _prune_audit(
@@ -361,6 +434,14 @@ class Writer:
         counters.largest_batch = max(counters.largest_batch, len(committed))
         counters.snapshots_written += len(batch.snapshots)
         counters.history_written += len(batch.history)
+        counters.days_written += len(days)
+        if rebuilt is not None:
+            complete, position = rebuilt
+            counters.days_complete = complete
+            if complete:
+                log.info("day records: complete (%s)", self._days.timezone)
+            else:  # more to do: after whatever else is queued, like a prune
+                self._background.append(Background("days_rebuild", [position]))
         counters.audit_written += len(batch.audit)
         counters.audit_pruned += pruned
         if more and batch.prune is not None:
@@ -433,14 +514,19 @@ def _snapshot_puts(chunk: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
     return puts
 
 
-def _history_puts(chunk: list[HistoryItem]) -> list[tuple[bytes, bytes]]:
+def _history_puts(chunk: list[HistoryItem]) -> list[HistoryPut]:
     puts = []
     for item in chunk:
         meter_id, start_ms, wh, minor, band, *end = item  # (tools may leave the end out)
         register_wh, balance = end if end else (-1, 0)
+        if not _usable_interval(start_ms, wh, minor, band):
+            log.error("history interval %r of meter %r is not (start, Wh, minor units, band): "
+                      "skipped", item[1:5], str(meter_id)[:40])
+            continue
         key = meter_key(meter_id, start_ms)
         if 9 < len(key) <= MAX_KEY_BYTES and "\0" not in meter_id:
-            puts.append((key, encode_interval(wh, minor, band, register_wh, balance)))
+            puts.append((key, encode_interval(wh, minor, band, register_wh, balance),
+                         meter_id, start_ms, wh, minor, band))
         else:
             log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
     return puts
@@ -457,6 +543,33 @@ def _audit_puts(chunk: list[tuple[int, bytes]]) -> tuple[list[tuple[bytes, bytes
         else:
             log.error("audit entry with an unusable number %r skipped", number)
     return puts, high
+
+
+def _usable_interval(start_ms: object, wh: object, minor: object, band: object) -> bool:
+    return (type(start_ms) is int and 0 <= start_ms <= LAST_DAY_MS and type(wh) is int
+            and type(minor) is int and type(band) is str)
+
+
+def _rebuild_days(txn: Txn, store: Store, days: DayUpdates, position: bytes,
+                  budget: int) -> tuple[bool, bytes]:
+    """Put up to ``budget`` history intervals from key ``position`` on into their day records:
+    ``(the history is done, the key to go on from)``. A damaged interval is left out (``wattkeeper
+    check`` names it)."""
+    cursor = txn.cursor(db=store.history)
+    if not cursor.set_range(position):
+        return True, b""
+    for looked, (key, value) in enumerate(cursor.iternext()):
+        if looked >= max(budget, 1):
+            return False, key
+        try:
+            meter_id, start_ms = split_meter_key(key)
+            wh, minor, band = decode_interval(value)
+        except (CodecError, ValueError, UnicodeDecodeError, TypeError):
+            continue
+        if not _usable_interval(start_ms, wh, minor, band):
+            continue
+        days.add(meter_id, start_ms, wh, minor, band)
+    return True, b""
 
 
 def _prune_audit(txn: Txn, store: Store, cutoff_ms: int, budget: int) -> tuple[int, bool]:

@@ -89,6 +89,7 @@ class WriterLink:
         max_records: int = 2000,
         restarts: Restarts | None = None,
         min_free_bytes: int = MIN_FREE_BYTES,
+        days_zone: str | None = None,
     ) -> None:
         self._store = store
         self._on_result = on_result
@@ -100,6 +101,7 @@ class WriterLink:
             "--map-size", str(store.map_size), "--max-map-size", str(store.max_map_size),
             "--chunk-puts", str(chunk_puts), "--max-records", str(max_records),
             "--min-free-bytes", str(min_free_bytes),
+            *(("--days-zone", days_zone) if days_zone else ()),
         ]
         self._outbox: list[list[Any]] = []
         self._wake = trio.Event()

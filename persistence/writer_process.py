@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-records", type=int, default=2000)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--min-free-bytes", type=int, default=MIN_FREE_BYTES)
+    parser.add_argument("--days-zone", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="wattkeeper journal writer: %(message)s")
     die_with_parent(args.parent_pid)
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             stale = store.clear_stale_readers()
             if stale:
                 log.info("cleared %d reader slots of dead processes", stale)
-            writer = Writer(store, chunk_puts=args.chunk_puts, max_records=args.max_records)
+            writer = Writer(store, chunk_puts=args.chunk_puts, max_records=args.max_records,
+                            days_zone=args.days_zone)
             write_all(out_fd, frame([READY, writer.last_seq, attrs.astuple(writer.counters)]))
             serve(writer, in_fd, out_fd)
     except BaseException as error:

@@ -180,7 +180,8 @@ async def open_park(
     clock = clock or ParkClock(clock_ms)
     interval = snapshot_interval_s or config.server.snapshot_interval_s
     with open_store(config.server.data_dir) as store:
-        async with open_journal(store) as journal, trio.open_nursery() as nursery:
+        async with open_journal(store, days_zone=config.calendar.timezone) as journal, \
+                trio.open_nursery() as nursery:
             opening = {meter.id: meter.opening_balance for meter in config.meters}
             started = time.perf_counter()
             policies = config.policies

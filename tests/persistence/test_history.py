@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from persistence import history
-from persistence.history import iter_history, meter_totals, sum_history
+from persistence.history import DaySource, iter_history, meter_totals
 from persistence.journal import JournalEntry, open_journal
 from persistence.store import Store, open_store
 
@@ -53,26 +53,27 @@ def test_iter_history_is_one_meters_window_in_time_order(store: Store) -> None:
     assert list(iter_history(store, "M-1", 5 * HOUR, HOUR)) == []
 
 
-def test_sum_history_over_every_meter_by_band(store: Store) -> None:
-    totals = sum_history(store, 0, 10 * HOUR)
-    assert totals == {
-        "M-1": {"valley": (300, 240), "flat": (300, 240)},
-        "M-10": {"valley": (3_000, 1_200)},
-        "M-2": {"valley": (50, 60)},
-    }
-    assert meter_totals(totals["M-1"]) == (600, 480)
-    # Meters without intervals in the window are absent.
-    assert sum_history(store, HOUR, 3 * HOUR) == {
-        "M-1": {"valley": (200, 160), "flat": (300, 240)}, "M-2": {"valley": (50, 60)}}
-    assert sum_history(store, 6 * HOUR, 9 * HOUR) == {}
+DAY = 24 * HOUR
 
 
-def test_sum_history_for_chosen_meters(store: Store) -> None:
-    assert sum_history(store, 0, 10 * HOUR, meters=["M-10", "M-3"]) == {
-        "M-10": {"valley": (3_000, 1_200)}}
-    assert sum_history(store, 0, 10 * HOUR, meters=["M-1"]) == {
-        "M-1": {"valley": (300, 240), "flat": (300, 240)}}
-    assert sum_history(store, 0, 10 * HOUR, meters=[]) == {}
+def test_band_totals_are_a_meters_days_by_band(store: Store) -> None:
+    source = DaySource(store, "UTC")
+    assert source.from_records  # written by this writer: the day records are complete
+    assert source.band_totals("M-1", 0, DAY) == {"valley": (300, 240), "flat": (300, 240)}
+    assert meter_totals(source.band_totals("M-1", 0, DAY)) == (600, 480)
+    assert source.band_totals("M-10", 0, DAY) == {"valley": (3_000, 1_200)}
+    assert source.band_totals("M-3", 0, DAY) == {}
+    # Whole days: a day starting before the window is not in it.
+    assert source.band_totals("M-1", HOUR, 2 * DAY) == {}
+
+
+def test_charged_before_a_cut_counts_the_intervals_starting_before_it(store: Store) -> None:
+    source = DaySource(store, "UTC")
+    assert source.charged_before("M-1", 0) == (0, 0)
+    assert source.charged_before("M-1", HOUR) == (100, 80)
+    assert source.charged_before("M-1", HOUR + 1) == (300, 240)
+    assert source.charged_before("M-1", 10 * DAY) == (600, 480)
+    assert source.charged_before("M-10", 5 * HOUR) == (1_000, 400)
 
 
 def test_a_rewritten_interval_replaces_the_old_one(tmp_path: Path) -> None:
@@ -90,7 +91,6 @@ async def test_long_histories_are_read_in_pages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(history, "PAGE", 7)
-    monkeypatch.setattr(history, "METERS_PER_TXN", 3)
     meters = [f"M-{n}" for n in range(10)]
     with open_store(tmp_path) as store:
         async with open_journal(store, chunk_puts=25) as journal:
@@ -101,8 +101,9 @@ async def test_long_histories_are_read_in_pages(
             await journal.flush()
         window = list(iter_history(store, "M-3", 5_000, 25_000))
         assert window == [(start * 1_000, start, 2 * start, "flat") for start in range(5, 25)]
-        expected = sum(range(5, 25))
-        assert sum_history(store, 5_000, 25_000) == {
+        expected = sum(range(30))
+        source = DaySource(store, "UTC")
+        assert {meter: source.band_totals(meter, 0, DAY) for meter in meters} == {
             meter: {"flat": (expected, 2 * expected)} for meter in meters
         }
 
@@ -116,4 +117,4 @@ async def test_unusable_meter_ids_are_skipped_not_fatal(tmp_path: Path) -> None:
             await journal.flush()
             # The writer lives on: a record after the skipped puts still commits.
             assert (await journal.record(JournalEntry("topup", "M-1", 1, "r", 0))).seq == 1
-        assert sum_history(store, 0, 1) == {"M-1": {"flat": (2, 3)}}
+        assert DaySource(store, "UTC").band_totals("M-1", 0, 1) == {"flat": (2, 3)}
