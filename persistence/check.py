@@ -25,6 +25,9 @@ What is checked, database by database (layout in ``persistence/store.py``):
 * ``snapshots``: each decodes and is usable, its ``journal_seq`` is not past the journal's end,
   and (a note, not an error) its meter is in the config.
 * ``history``: each key is a meter id and an interval start, each value ``(wh, minor, band)``.
+* ``days``: once complete (``persistence.days``), the day records are exactly what the
+  history's intervals make, no more and no fewer: reports read them, so an interval changed
+  or removed behind the writer's back shows here (while they are being built: a note).
 * ``audit``: each key is an audit number and each entry decodes and is usable
   (``persistence.audit.decode_audit``). A directory no server has opened since the audit log
   was added has no ``audit`` database yet: a note, not an error (the next start creates it).
@@ -51,15 +54,25 @@ from persistence.damage import (
     show_key,
     usable_meter_id,
 )
+from persistence.days import (
+    DAYS_KEY,
+    LAST_DAY_MS,
+    DaysState,
+    DayUpdates,
+    LocalDays,
+    day_slots,
+    day_totals,
+)
 from persistence.index import INDEXED_KEY, indexed_owner
-from persistence.keys import SEPARATOR, meter_key, unpack_u64
+from persistence.keys import SEPARATOR, meter_key, split_meter_key, unpack_u64
 from persistence.lmdb_types import Txn
 from persistence.store import SCHEMA_VERSION, Store
 
 ERROR = "error"
 NOTE = "note"
 SCHEMA_KEY = b"schema"
-CHECKED = ("journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit")
+CHECKED = ("journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit",
+           "days")
 
 
 @attrs.frozen
@@ -144,6 +157,7 @@ def check_store(
             _check_snapshots(txn, store, last_seq, configured, counts, found)
             _check_history(txn, store, counts, found)
             _check_audit(txn, store, counts, found)
+            _check_days(txn, store, counts, found)
     return CheckReport(str(store.path), schema, counts, last_seq, indexed, tuple(found.kept),
                        found.errors, found.notes)
 
@@ -342,6 +356,62 @@ def _check_history(txn: Txn, store: Store, counts: dict[str, int], found: _Findi
                 raise CodecError(f"({wh!r}, {minor!r}, {band!r}) is not (Wh, minor units, band)")
         except Exception as error:
             found.error("history", shown, f"not a history interval: {describe(error)}")
+
+
+def _check_days(txn: Txn, store: Store, counts: dict[str, int], found: _Findings) -> None:
+    days_db = store.days
+    state = None if days_db is None else DaysState.decode(txn.get(DAYS_KEY, db=store.meta))
+    if days_db is None or state is None or not state.complete:
+        found.note("days", "-", "the day records are not complete yet (the journal writer "
+                   "builds them from the history); reports read the intervals meanwhile")
+        return
+    counts["days"] = txn.stat(days_db)["entries"]
+    local_days = LocalDays(state.zone)
+    made_keys: set[bytes] = set()
+
+    def compare(made: DayUpdates) -> None:
+        for key, value in made.encoded():
+            made_keys.add(key)
+            stored = txn.get(key, db=days_db)
+            meter_id, day_ms = split_meter_key(key)
+            shown = f"{quote(meter_id)} day {day_ms}"
+            if stored is None:
+                found.error("days", shown, "missing: the history has intervals that day")
+            elif _day_figures(stored) != _day_figures(value):
+                found.error("days", shown, "differs from the day's intervals in the history "
+                            "(an interval changed or removed behind the writer's back?)")
+
+    current = b""
+    made = DayUpdates(local_days, lambda key: None)
+    for key, value in txn.cursor(db=store.history).iternext():
+        try:
+            meter_id, start_ms = split_meter_key(key)
+            wh, minor, band = decode_interval(value)
+        except Exception:
+            continue  # named by the history check
+        if not 0 <= start_ms <= LAST_DAY_MS or type(wh) is not int or type(minor) is not int:
+            continue  # the writer leaves those out of the day records
+        prefix = key[:-8]
+        if prefix != current:
+            compare(made)
+            made = DayUpdates(local_days, lambda key: None)
+            current = prefix
+        made.add(meter_id, start_ms, wh, minor, band)
+    compare(made)
+    if counts["days"] > len(made_keys):
+        for key, _ in txn.cursor(db=days_db).iternext():
+            if key not in made_keys:
+                meter_id, day_ms = split_meter_key(key)
+                found.error("days", f"{quote(meter_id)} day {day_ms}", "a day record for "
+                            "which the history has no intervals")
+
+
+def _day_figures(value: bytes) -> object:
+    try:
+        offsets, bands, wh, minor = day_slots(value)
+        return sorted(day_totals(value)), list(offsets), bands, list(wh), list(minor)
+    except Exception as error:
+        return f"unreadable: {describe(error)}"
 
 
 def _check_audit(txn: Txn, store: Store, counts: dict[str, int], found: _Findings) -> None:

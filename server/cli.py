@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "server. reconciliation: every balance explained by the journal and the "
                     "history (exit status 1, naming the meters, when the books do not "
                     "balance); topups and consumption: over --from/--to (local days of the "
-                    "park; default this month); arrears: as of now; statement --tenant T "
+                    "park; default this month); arrears: as of now (--by day: at the end of "
+                    "each day of --from/--to); statement --tenant T "
                     "(--format html: a printable page); whatif --tariff NAME: the period's "
                     "charges under another configured tariff, per tenant.")
     report.add_argument("kind", choices=KINDS, help="which report")
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the day after the last (default: tomorrow)")
     report.add_argument("--format", choices=FORMATS, default="csv", help="default csv")
     report.add_argument("--by", choices=GROUPINGS, default="meter",
-                        help="consumption: per meter (default), tenant or gateway")
+                        help="consumption: per meter (default), tenant, gateway or day; "
+                             "arrears: per meter as of now (default) or per day")
     report.add_argument("--tenant", metavar="NAME", help="statement: whose")
     report.add_argument("--tariff", metavar="NAME",
                         help="whatif: the configured tariff to price the period with")

@@ -227,7 +227,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "tariff", "in": "query", "schema": {"type": "string"},
                    "description": "whatif: the configured tariff to price with"},
                   {"name": "by", "in": "query",
-                   "schema": {"enum": ["meter", "tenant", "gateway"]}}),
+                   "schema": {"enum": ["meter", "tenant", "gateway", "day"]},
+                   "description": "consumption: meter, tenant, gateway or day; arrears: meter "
+                                  "(as of now) or day"}),
               csv=True),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},

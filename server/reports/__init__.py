@@ -18,7 +18,14 @@ from persistence.store import Store
 from server.config import ParkConfig
 from server.errors import UserError
 from server.reports.books import Books, read_books
-from server.reports.money_reports import GROUPINGS, arrears, consumption, topups
+from server.reports.money_reports import (
+    ARREARS_GROUPINGS,
+    GROUPINGS,
+    arrears,
+    arrears_by_day,
+    consumption,
+    topups,
+)
 from server.reports.period import Period, local_today, parse_period
 from server.reports.reconciliation import Unbalanced, reconcile
 from server.reports.statement import Statement, statement_html, statement_report, statements
@@ -41,21 +48,26 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
     decimals = config.server.decimals
     books = read_books(store, config)
     if kind == "reconciliation":
-        return reconcile(store, books, decimals)
-    if kind == "arrears":
+        return reconcile(books, decimals)
+    if kind == "arrears" and by != "day":
+        if by != "meter":
+            raise UserError(f"--by for arrears must be one of {', '.join(ARREARS_GROUPINGS)}, "
+                            f"got {by!r}")
         return arrears(books, decimals)
     period = parse_period(first, end, timezone, today or local_today(timezone))
+    if kind == "arrears":
+        return arrears_by_day(books, period, decimals)
     if kind == "topups":
         return topups(store, books, period, timezone, decimals)
     if kind == "statement":
-        return statement_report(_statement(store, books, period, timezone, tenant), decimals)
+        return statement_report(_statement(books, period, timezone, tenant), decimals)
     if kind == "whatif":
         if not tariff:
             raise UserError("the whatif report needs --tariff NAME (a tariff of the config)")
-        return whatif(store, books, config, period, tariff)
+        return whatif(books, config, period, tariff)
     if by not in GROUPINGS:
         raise UserError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
-    return consumption(store, books, period, decimals, by)
+    return consumption(books, period, decimals, by)
 
 
 def statement_page(store: Store, config: ParkConfig, tenant: str | None, *,
@@ -64,16 +76,15 @@ def statement_page(store: Store, config: ParkConfig, tenant: str | None, *,
     """A tenant's statement as a printable HTML page."""
     timezone = config.calendar.timezone
     period = parse_period(first, end, timezone, today or local_today(timezone))
-    statement = _statement(store, read_books(store, config), period, timezone, tenant)
+    statement = _statement(read_books(store, config), period, timezone, tenant)
     return statement_html(statement, config.server.decimals, config.server.currency,
                           config.source)
 
 
-def _statement(store: Store, books: Books, period: Period, timezone: str,
-               tenant: str | None) -> Statement:
+def _statement(books: Books, period: Period, timezone: str, tenant: str | None) -> Statement:
     if not tenant:
         raise UserError("a statement needs --tenant NAME")
-    [statement] = statements(store, books, period, timezone, [tenant])
+    [statement] = statements(books, period, timezone, [tenant])
     return statement
 
 

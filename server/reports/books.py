@@ -4,7 +4,8 @@
   applied: ``journal_seq``);
 * the **journal**'s money entries (openings are the config's ``opening_balance``; top-ups,
   adjustments, apportionments carry their amounts);
-* the **interval history** (energy and money per interval and tariff band);
+* the **history**, a meter's local day at a time (``persistence.history.DaySource``: the
+  day records, energy and money per tariff band and per interval);
 * the **audit log**, for who made each top-up and through which channel (read only by the
   top-ups report: :func:`topup_sources`).
 
@@ -23,6 +24,7 @@ import attrs
 from persistence.audit import AuditEntry, read_audit
 from persistence.damage import Damage, read_entry
 from persistence.entries import JournalEntry
+from persistence.history import DaySource
 from persistence.readonly import open_store_readonly
 from persistence.recovery import load_snapshots, raw_entries_after
 from persistence.store import Store
@@ -51,6 +53,7 @@ class Books:
     meters: dict[str, MeterInfo]  # config order
     snapshots: dict[str, MeterState]
     entries: tuple[tuple[int, JournalEntry], ...]  # money entries, in journal order
+    history: DaySource
 
 
 def meter_infos(config: ParkConfig) -> dict[str, MeterInfo]:
@@ -58,12 +61,21 @@ def meter_infos(config: ParkConfig) -> dict[str, MeterInfo]:
             for m in config.meters}
 
 
+def net_change(entry: JournalEntry) -> int:
+    """What a money entry does to its meter's net position (balance less arrears owed): an
+    "arrears" adjustment is money owed; top-ups and other adjustments change the balance."""
+    if entry.kind == "adjustment" and entry.detail == "arrears":
+        return -entry.amount
+    return entry.amount
+
+
 def open_books_store(config: ParkConfig) -> Store:
     return open_store_readonly(Path(config.server.data_dir))
 
 
 def read_books(store: Store, config: ParkConfig) -> Books:
-    return Books(meter_infos(config), load_snapshots(store), tuple(_money_entries(store)))
+    return Books(meter_infos(config), load_snapshots(store), tuple(_money_entries(store)),
+                 DaySource(store, config.calendar.timezone))
 
 
 def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:

@@ -4,10 +4,12 @@
   (hub, http, opcua, payment...) and operator (the user, ``payment:<key>`` for a payment
   integration), from the audit entry of each (``unknown`` when the audit log has none: it was
   pruned, or the top-up was made by a local tool);
-* **consumption**: energy and cost per meter, tenant or gateway, with the time-of-use band
-  breakdown, from the interval history (intervals starting in the period);
+* **consumption**: energy and cost per meter, tenant, gateway or local day, with the
+  time-of-use band breakdown, from the day records of the period's days;
 * **arrears**: meters at or below zero, on emergency credit, or with debt being recovered,
-  from their last snapshots.
+  from their last snapshots; or, ``by="day"``, for each day of the period how many meters'
+  net position (balance less arrears owed, as a statement counts it) was at or below zero at
+  the day's end, and by how much.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import datetime as dt
 from collections import defaultdict
 from zoneinfo import ZoneInfo
 
-from persistence.history import meter_totals, sum_history
+from persistence.days import day_totals
+from persistence.history import BandTotals, meter_totals
 from persistence.store import Store
 from policies.money import format_amount
-from server.reports.books import Books, topup_sources
+from server.reports.books import Books, net_change, topup_sources
 from server.reports.period import Period
 from server.reports.table import Cell, Report
 
-GROUPINGS = ("meter", "tenant", "gateway")
+GROUPINGS = ("meter", "tenant", "gateway", "day")
+ARREARS_GROUPINGS = ("meter", "day")
 
 
 def _kwh(wh: int) -> str:
@@ -55,24 +59,16 @@ def topups(store: Store, books: Books, period: Period, timezone: str,
                   ("total", "", "", count, format_amount(total, decimals)))
 
 
-def consumption(store: Store, books: Books, period: Period, decimals: int,
-                by: str = "meter") -> Report:
+def consumption(books: Books, period: Period, decimals: int, by: str = "meter") -> Report:
     if by not in GROUPINGS:
         raise ValueError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
-    history = sum_history(store, period.from_ms, period.to_ms)
-    bands = sorted({band for meter in history.values() for band in meter})
-    groups: dict[str, dict[str, tuple[int, int]]] = {}
-    for meter_id, info in books.meters.items():
-        key = {"meter": meter_id, "tenant": info.tenant, "gateway": info.gateway}[by]
-        group = groups.setdefault(key, {})
-        for band, (wh, minor) in history.get(meter_id, {}).items():
-            old_wh, old_minor = group.get(band, (0, 0))
-            group[band] = (old_wh + wh, old_minor + minor)
+    groups = _by_day(books, period) if by == "day" else _by_meter_group(books, period, by)
+    bands = sorted({band for group in groups.values() for band in group})
     columns = (by, "kwh", "cost", *(f"{kind}_{band}" for band in bands
                                     for kind in ("kwh", "cost")))
     rows: list[tuple[Cell, ...]] = []
     park: dict[str, tuple[int, int]] = {}
-    for key in (sorted(groups) if by != "meter" else groups):
+    for key in (sorted(groups) if by != "meter" else groups):  # meters: config order
         group = groups[key]
         wh, minor = meter_totals(group)
         cells: list[Cell] = [key, _kwh(wh), format_amount(minor, decimals)]
@@ -89,6 +85,58 @@ def consumption(store: Store, books: Books, period: Period, decimals: int,
         totals += [_kwh(band_wh), format_amount(band_minor, decimals)]
     return Report("consumption", f"Consumption and cost by {by} and tariff band",
                   period.labels, columns, tuple(rows), tuple(totals))
+
+
+def _by_meter_group(books: Books, period: Period, by: str) -> dict[str, BandTotals]:
+    groups: dict[str, BandTotals] = {}
+    for meter_id, info in books.meters.items():
+        key = {"meter": meter_id, "tenant": info.tenant, "gateway": info.gateway}[by]
+        group = groups.setdefault(key, {})
+        for band, (wh, minor) in books.history.band_totals(
+                meter_id, period.from_ms, period.to_ms).items():
+            old_wh, old_minor = group.get(band, (0, 0))
+            group[band] = (old_wh + wh, old_minor + minor)
+    return groups
+
+
+def _by_day(books: Books, period: Period) -> dict[str, BandTotals]:
+    groups: dict[str, BandTotals] = {label: {} for label in period.day_labels()}
+    labels = dict(zip(period.day_starts(), period.day_labels(), strict=True))
+    for meter_id in books.meters:
+        for day_ms, value in books.history.days(meter_id, period.from_ms, period.to_ms):
+            group = groups[labels[day_ms]]
+            for band, wh, minor in day_totals(value):
+                old_wh, old_minor = group.get(band, (0, 0))
+                group[band] = (old_wh + wh, old_minor + minor)
+    return groups
+
+
+def arrears_by_day(books: Books, period: Period, decimals: int) -> Report:
+    ends = [*period.day_starts()[1:], period.to_ms]  # each day's end
+    counts = [0] * len(ends)
+    owed = [0] * len(ends)
+    entered: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for _seq, entry in books.entries:
+        entered[entry.meter_id].append((entry.ts_ms, net_change(entry)))
+    for meter_id, info in books.meters.items():
+        changes = entered.get(meter_id, [])
+        changes += [(day_ms, -sum(minor for _, _, minor in day_totals(value)))
+                    for day_ms, value in books.history.days(meter_id, 0, period.to_ms)]
+        changes.sort()  # (a day's charges count from its start: all of it is before its end)
+        position, index = info.opening, 0
+        for day, end in enumerate(ends):
+            while index < len(changes) and changes[index][0] < end:
+                position += changes[index][1]
+                index += 1
+            if position <= 0:
+                counts[day] += 1
+                owed[day] += position
+    rows: list[tuple[Cell, ...]] = [
+        (label, counts[day], format_amount(owed[day], decimals))
+        for day, label in enumerate(period.day_labels())]
+    return Report("arrears", "Arrears by day: meters at or below zero at the day's end (net "
+                  "of arrears owed)", period.labels, ("day", "meters", "owed"), tuple(rows),
+                  None, notes=("a day's charges are counted from its start",))
 
 
 def arrears(books: Books, decimals: int) -> Report:

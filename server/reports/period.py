@@ -17,10 +17,22 @@ class Period:
     end: dt.date  # exclusive
     from_ms: int
     to_ms: int
+    timezone: str = "UTC"
 
     @property
     def labels(self) -> tuple[str, str]:
         return self.first.isoformat(), self.end.isoformat()
+
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=n) for n in range((self.end - self.first).days)]
+
+    def day_labels(self) -> list[str]:
+        return [day.isoformat() for day in self.days()]
+
+    def day_starts(self) -> list[int]:
+        """Each day's first instant (its local midnight), in ms."""
+        zone = ZoneInfo(self.timezone)
+        return [local_ms(day, zone) for day in self.days()]
 
 
 def local_today(timezone: str) -> dt.date:
@@ -45,4 +57,4 @@ def parse_period(first: str | None, end: str | None, timezone: str, today: dt.da
     stop = _date(end, "--to") if end else today + dt.timedelta(days=1)
     if stop <= start:
         raise UserError(f"--to ({stop}) must be after --from ({start})")
-    return Period(start, stop, local_ms(start, zone), local_ms(stop, zone))
+    return Period(start, stop, local_ms(start, zone), local_ms(stop, zone), timezone)

@@ -9,8 +9,9 @@ sequence number it had applied and its open history bucket)::
 * ``opening``: the config's ``opening_balance`` (a meter's state before any event);
 * ``top-ups``, ``adjustments``: the journal's entries of the meter up to the snapshot's
   sequence number (adjustments include apportionments and arrears);
-* ``charges``: the interval history's money of the meter's closed intervals before the
-  snapshot's open bucket, plus that bucket's money so far;
+* ``charges``: the history's money of the meter's closed intervals before the snapshot's
+  open bucket (the day records' sums, and the slots of the bucket's own day before it), plus
+  that bucket's money so far;
 * ``debt``: arrears still owed (an "arrears" adjustment adds to the debt, not the balance; a
   share of each later top-up pays it off), so the balance plus the debt is what the
   identity counts.
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from persistence.history import charges_before
-from persistence.store import Store
 from policies.money import format_amount
 from policies.records import NO_READING, MeterState
 from server.errors import UserError
@@ -45,13 +44,12 @@ class Unbalanced(UserError):
         self.meters = meters
 
 
-def reconcile(store: Store, books: Books, decimals: int) -> Report:
-    cuts = {}
+def reconcile(books: Books, decimals: int) -> Report:
+    charged = {}
     for meter_id in books.meters:
         state = books.snapshots.get(meter_id)
         if state is not None and state.bucket_start_ms != NO_READING:
-            cuts[meter_id] = state.bucket_start_ms
-    charged = charges_before(store, cuts)
+            charged[meter_id] = books.history.charged_before(meter_id, state.bucket_start_ms)
     topups: dict[str, int] = defaultdict(int)
     adjustments: dict[str, int] = defaultdict(int)
     for seq, entry in books.entries:

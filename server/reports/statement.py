@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from persistence.history import iter_history
-from persistence.store import Store
+from persistence.days import day_totals
+from persistence.entries import JournalEntry
 from policies.money import format_amount
 from server.errors import UserError
-from server.reports.books import Books
+from server.reports.books import Books, net_change
 from server.reports.period import Period
 from server.reports.table import Cell, Report
 
@@ -62,15 +62,16 @@ class Statement:
         return sum(line.amount for line in self.lines if line.item == item)
 
 
-def _signed(kind: str, detail: str, amount: int) -> tuple[str, int]:
-    if kind == "adjustment" and detail == "arrears":
-        return "arrears", -amount
-    return ("topup" if kind == "topup" else "adjustment"), amount
+def _item(entry: JournalEntry) -> str:
+    if entry.kind == "adjustment" and entry.detail == "arrears":
+        return "arrears"
+    return "topup" if entry.kind == "topup" else "adjustment"
 
 
-def statements(store: Store, books: Books, period: Period, timezone: str,
+def statements(books: Books, period: Period, timezone: str,
                tenants: Iterable[str] | None = None) -> list[Statement]:
     zone = ZoneInfo(timezone)
+    labels: dict[int, str] = {}  # a day's start -> its date, shared by every meter
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for meter_id, info in books.meters.items():
         by_tenant[info.tenant].append(meter_id)
@@ -81,9 +82,8 @@ def statements(store: Store, books: Books, period: Period, timezone: str,
                             f"{', '.join(sorted(by_tenant)[:10])}...)")
     entries: dict[str, list[tuple[int, str, str, int, str]]] = defaultdict(list)
     for _seq, entry in books.entries:
-        item, amount = _signed(entry.kind, entry.detail, entry.amount)
-        entries[entry.meter_id].append((entry.ts_ms, item, entry.reference, amount,
-                                        entry.detail))
+        entries[entry.meter_id].append((entry.ts_ms, _item(entry), entry.reference,
+                                        net_change(entry), entry.detail))
     result = []
     for tenant in chosen:
         meters = by_tenant[tenant]
@@ -98,17 +98,16 @@ def statements(store: Store, books: Books, period: Period, timezone: str,
                     day = dt.datetime.fromtimestamp(ts_ms / 1000, zone).date().isoformat()
                     lines.append(Line(day, meter_id, item, reference if item == "topup"
                                       else detail or reference, 0, amount))
-            daily: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-            for start, wh, minor, band in iter_history(store, meter_id, 0, period.to_ms):
-                if start < period.from_ms:
-                    opening -= minor
+            for day_ms, value in books.history.days(meter_id, 0, period.to_ms):
+                if day_ms < period.from_ms:
+                    opening -= sum(minor for _, _, minor in day_totals(value))
                     continue
-                day = dt.datetime.fromtimestamp(start / 1000, zone).date().isoformat()
-                cell = daily[day, band]
-                cell[0] += wh
-                cell[1] += minor
-            lines += [Line(day, meter_id, "charge", band, wh, -minor)
-                      for (day, band), (wh, minor) in daily.items()]
+                label = labels.get(day_ms)
+                if label is None:
+                    label = labels[day_ms] = dt.datetime.fromtimestamp(
+                        day_ms / 1000, zone).date().isoformat()
+                lines += [Line(label, meter_id, "charge", band, wh, -minor)
+                          for band, wh, minor in day_totals(value)]
         lines.sort(key=lambda line: (line.date, ITEM_ORDER[line.item], line.meter,
                                      line.detail))
         result.append(Statement(tenant, tuple(meters), period, opening, tuple(lines)))

@@ -1,21 +1,31 @@
-"""What-if: a period's charges recomputed from the interval history under another configured
-tariff, side by side with what was charged, per tenant.
+"""What-if: a period's charges recomputed from the history under another configured tariff,
+side by side with what was charged, per tenant.
 
 Each interval's energy is priced as if the other tariff had been the meter's (its bands and
 seasons at the interval's time; its tiers counted from the start of each local month, so the
-month's earlier intervals are read too), in charge units carried from interval to interval as
-the meters do, so the figures are what the meters would have charged, to the minor unit.
+month's earlier days are read too), in charge units carried from interval to interval as the
+meters do, so the figures are what the meters would have charged, to the minor unit. The
+carry makes a meter's what-if money the floor of its total charge units, so they are summed
+first and divided once.
+
+The intervals come from the day records (``persistence.days``). Without tiers an interval's
+price depends only on when it starts, so a day's prices are worked out once and shared by
+every meter with the same intervals that day: re-pricing a day is one multiply-and-add over
+two arrays. A tiered tariff is priced interval by interval (its price depends on the month's
+energy so far), as is an interval that straddles a band boundary of the other tariff.
 """
 
 from __future__ import annotations
 
+import operator
+from array import array
 from collections import defaultdict
 from zoneinfo import ZoneInfo
 
-from persistence.history import iter_history
-from persistence.store import Store
+from persistence.days import day_slots
 from policies.money import CHARGE_UNITS_PER_MINOR, format_amount
-from policies.tariff import month_at, price_interval
+from policies.tariff import fast_price, month_at, price_interval
+from policies.tariff_records import Tariff
 from server.config import ParkConfig
 from server.errors import UserError
 from server.reports.books import Books
@@ -23,38 +33,84 @@ from server.reports.period import Period, local_ms
 from server.reports.table import Cell, Report
 
 COLUMNS = ("tenant", "meters", "kwh", "charged", "whatif", "difference")
+MAX_CACHED_DAYS = 4096
 
 
-def whatif(store: Store, books: Books, config: ParkConfig, period: Period,
-           tariff_name: str) -> Report:
+class DayPrices:
+    """A tariff's price (charge units per Wh) of each interval of a day, for intervals of one
+    length; None for one that needs splitting. Shared by every meter."""
+
+    def __init__(self, tariff: Tariff, interval_ms: int) -> None:
+        self._tariff = tariff
+        self._interval = interval_ms
+        self._days: dict[tuple[int, bytes], list[int] | None] = {}
+
+    def prices(self, day_ms: int, offsets: array[int]) -> list[int] | None:
+        """The prices of the intervals at ``offsets`` into the day, or None if one needs
+        splitting (then price them one by one)."""
+        key = (day_ms, offsets.tobytes())
+        if key in self._days:
+            return self._days[key]
+        if len(self._days) >= MAX_CACHED_DAYS:
+            self._days.clear()
+        tariff, interval = self._tariff, self._interval
+        prices = []
+        for offset in offsets:
+            start = day_ms + offset
+            price = fast_price(tariff, start, start + interval, month_at(tariff, start), 0, 0)
+            if price < 0:
+                self._days[key] = None
+                return None
+            prices.append(price)
+        self._days[key] = prices
+        return prices
+
+
+def whatif(books: Books, config: ParkConfig, period: Period, tariff_name: str) -> Report:
     tariff = config.tariffs.get(tariff_name)
     if tariff is None:
         raise UserError(f"no tariff {tariff_name!r} in the config (tariffs: "
                         f"{', '.join(sorted(config.tariffs))})")
     decimals = config.server.decimals
-    month_start = local_ms(period.first.replace(day=1), ZoneInfo(config.calendar.timezone))
+    # Tiers count the month's energy from its first day; without tiers the period is enough.
+    first = period.from_ms if not tariff.tiers else local_ms(
+        period.first.replace(day=1), ZoneInfo(config.calendar.timezone))
+    day_prices: dict[int, DayPrices] = {}
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # meters wh now what-if
     for meter_id, info in books.meters.items():
         interval = config.policies[meter_id].interval_ms
-        month, month_wh, residue, whatif_minor = -1, 0, 0, 0
-        wh_total = charged = 0
-        for start, wh, minor, _band in iter_history(store, meter_id, month_start, period.to_ms):
-            this_month = month_at(tariff, start)
-            if this_month != month:
-                month, month_wh = this_month, 0
-            priced = price_interval(tariff, start, start + interval, wh, month, month_wh)
-            month, month_wh = priced.month, priced.month_wh
-            if start < period.from_ms:
-                continue  # (counted for the tiers only)
-            units, residue = divmod(priced.cost_units + residue, CHARGE_UNITS_PER_MINOR)
-            whatif_minor += units
-            wh_total += wh
-            charged += minor
+        prices = day_prices.get(interval)
+        if prices is None:
+            prices = day_prices[interval] = DayPrices(tariff, interval)
+        month, month_wh = -1, 0
+        units = wh_total = charged = 0
+        for day_ms, value in books.history.days(meter_id, first, period.to_ms):
+            offsets, _bands, whs, minors = day_slots(value)
+            counted = day_ms >= period.from_ms
+            shared = None if tariff.tiers else prices.prices(day_ms, offsets)
+            if shared is not None:
+                if counted:
+                    units += sum(map(operator.mul, whs, shared))
+            else:
+                for offset, wh in zip(offsets, whs, strict=True):
+                    start = day_ms + offset
+                    this_month = month_at(tariff, start)
+                    if this_month != month:
+                        month, month_wh = this_month, 0
+                    priced = price_interval(tariff, start, start + interval, wh, month,
+                                            month_wh)
+                    month, month_wh = priced.month, priced.month_wh
+                    if counted:
+                        units += priced.cost_units
+            if counted:
+                wh_total += sum(whs)
+                charged += sum(minors)
         row = totals[info.tenant]
         row[0] += 1
         row[1] += wh_total
         row[2] += charged
-        row[3] += whatif_minor
+        row[3] += units // CHARGE_UNITS_PER_MINOR
+
     def money(minor: int) -> str:
         return format_amount(minor, decimals)
 

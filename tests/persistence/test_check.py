@@ -79,7 +79,7 @@ def test_a_healthy_directory_is_clean(store: Store) -> None:
     report = check_store(store, METERS)
     assert report.clean and report.findings == ()
     assert report.counts == {"journal": 9, "outcomes": 9, "refs": 9, "meter_journal": 9,
-                             "snapshots": 3, "history": 9, "audit": 0}
+                             "snapshots": 3, "history": 9, "audit": 0, "days": 3}
     assert (report.schema, report.last_seq, report.indexed) == (2, 9, 9)
 
 
@@ -198,6 +198,11 @@ def test_damaged_outcomes_history_and_keys_are_named(store: Store) -> None:
         'history["M-1" 900000]: not a history interval: FormatError',
         'history["M-2" 0]: not a history interval: ValueError: Unpack failed: incomplete input',
         "history[0x73686f7274]: not a meter id and interval start",
+        # The day records still have what the two damaged intervals were.
+        'days["M-1" day 0]: differs from the day\'s intervals in the history (an interval '
+        "changed or removed behind the writer's back?)",
+        'days["M-2" day 0]: differs from the day\'s intervals in the history (an interval '
+        "changed or removed behind the writer's back?)",
     ]
 
 

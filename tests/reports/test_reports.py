@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from persistence.check import check_store
+from persistence.days import DayRecord, LocalDays, day_key, day_slots
 from persistence.keys import meter_key
 from persistence.readonly import open_store_readonly
 from persistence.store import open_store
@@ -106,14 +108,38 @@ def test_reconciliation_balances_to_the_minor_unit(day_dir: Path) -> None:
     assert lines["park", ""]["balance"] == "193.55"
 
 
+def remove_interval(data_dir: Path, meter_id: str, start_ms: int, *,
+                    from_day_record: bool = True) -> None:
+    """Delete an interval behind the writer's back (and from its day record)."""
+    with open_store(data_dir) as store, store.begin_write() as txn:
+        assert txn.delete(meter_key(meter_id, start_ms), db=store.history)
+        if from_day_record:
+            day_ms = LocalDays(books_config(data_dir).calendar.timezone).day_of(start_ms)
+            key = day_key(meter_id, day_ms)
+            offsets, bands, whs, minors = day_slots(txn.get(key, db=store.days))
+            record = DayRecord()
+            for offset, band, wh, minor in zip(offsets, bands, whs, minors, strict=True):
+                if day_ms + offset != start_ms:
+                    record.set_slot(offset, band, wh, minor)
+            txn.put(key, record.encode(), db=store.days)
+
+
 def test_a_charge_removed_behind_the_books_back_is_named(day_dir: Path) -> None:
-    with open_store(day_dir) as store, store.begin_write() as txn:
-        assert txn.delete(meter_key("M-A1", at(7, 45)), db=store.history)
+    remove_interval(day_dir, "M-A1", at(7, 45))
     with pytest.raises(Unbalanced) as unbalanced:
         report(day_dir, "reconciliation")
     # The balance was charged 0.80 (07:45-08:00) that the history no longer explains.
     assert unbalanced.value.meters == {"M-A1": -80}
     assert "M-A1 -0.80" in str(unbalanced.value)
+
+
+def test_an_interval_removed_only_from_the_history_is_named_by_check(day_dir: Path) -> None:
+    remove_interval(day_dir, "M-A1", at(7, 45), from_day_record=False)
+    with open_store_readonly(day_dir) as store:
+        found = check_store(store)
+    assert [(f.database, f.key) for f in found.errors] == [
+        ("days", f'"M-A1" day {LocalDays("UTC").day_of(at(7, 45))}')]
+    assert "differs from the day's intervals" in found.errors[0].problem
 
 
 def test_the_same_period_gives_the_same_bytes_and_the_cli_prints_them(
@@ -131,8 +157,7 @@ def test_the_same_period_gives_the_same_bytes_and_the_cli_prints_them(
 
 def test_an_unbalanced_book_is_an_error_from_the_cli(
         day_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with open_store(day_dir) as store, store.begin_write() as txn:
-        txn.delete(meter_key("M-B1", at(19, 0)), db=store.history)
+    remove_interval(day_dir, "M-B1", at(19, 0))
     config_file = tmp_path / "park.toml"
     config_file.write_text(books_toml(day_dir))
     assert cli_main(["report", "reconciliation", "--config", str(config_file)]) == 1
