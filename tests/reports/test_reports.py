@@ -205,3 +205,37 @@ def test_what_if_prices_the_period_under_another_tariff(day_dir: Path) -> None:
     assert lines["total"]["difference"] == "2.55"
     with pytest.raises(UserError, match="no tariff 'cheap'"):
         report(day_dir, "whatif", first="2026-11-10", end="2026-11-11", tariff="cheap")
+
+
+def test_consumption_by_day_lists_every_day_of_the_period(day_dir: Path) -> None:
+    lines = rows(report(day_dir, "consumption", first="2026-11-09", end="2026-11-12",
+                        by="day"))
+    assert [(r["day"], r["kwh"], r["cost"], r["cost_peak"]) for r in lines] == [
+        ("2026-11-09", "0.000", "0.00", "0.00"),
+        ("2026-11-10", "11.000", "8.45", "2.55"),  # M-A1 0.15 and M-B1 2.40 in the peak
+        ("2026-11-11", "0.000", "0.00", "0.00"),
+        ("total", "11.000", "8.45", "2.55"),
+    ]
+
+
+async def run_into_arrears(data_dir: Path) -> None:
+    """M-B1 (5.00): 2 kWh in the peak on 2026-11-10 (2.40), 3 kWh in the peak the next day
+    (3.60): -1.00 from then on."""
+    async with open_park(books_config(data_dir), with_field=False) as park:
+        await read(park, "M-B1", at(19, 0), 500_000)
+        await read(park, "M-B1", at(19, 30), 502_000)
+        await read(park, "M-B1", at(18, 30, day=1), 502_000)
+        await read(park, "M-B1", at(19, 30, day=1), 505_000)
+        await trio.sleep(0)
+
+
+def test_arrears_by_day_counts_the_meters_below_zero_at_each_days_end(tmp_path: Path) -> None:
+    trio.run(run_into_arrears, tmp_path / "park")
+    lines = rows(report(tmp_path / "park", "arrears", first="2026-11-10", end="2026-11-13",
+                        by="day"))
+    assert [(r["day"], r["meters"], r["owed"]) for r in lines] == [
+        ("2026-11-10", "0", "0.00"), ("2026-11-11", "1", "-1.00"), ("2026-11-12", "1", "-1.00")]
+    now = {r["meter"]: r for r in rows(report(tmp_path / "park", "arrears"))}
+    assert now["M-B1"]["balance"] == "-1.00"
+    with pytest.raises(UserError, match="--by for arrears"):
+        report(tmp_path / "park", "arrears", by="tenant")
