@@ -26,7 +26,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -94,6 +94,10 @@ class RemoteCommands:
 
     async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo:
         return AckInfo(*await self.call("ack_alarm", who, alarm_id, reference))
+
+    async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
+        body, form = await self.call("report", who, kind, dict(query))
+        return str(body), str(form)
 
 
 def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:

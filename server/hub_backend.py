@@ -9,7 +9,7 @@ the same (:func:`command_calls`, ``server.edge_process``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from actors.meter import MeterActor
@@ -20,6 +20,7 @@ from server.app import Park
 from server.auth import Caller, HubLogins, LoginThrottle, Role, Sessions, Users
 from server.hub_link import ack_row
 from server.ledger import CommandAck, MoneyAck
+from server.report_calls import BadReportRequest, UnknownReport, run_report
 
 
 def _ack(ack: CommandAck | MoneyAck, actor: MeterActor) -> AckInfo:
@@ -63,6 +64,12 @@ class ParkCommands:
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPage:
         return self._operations.audit_page(self.caller(who), before=before, limit=limit)
 
+    async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
+        try:
+            return await run_report(self._park, self.caller(who), kind, query)
+        except UnknownReport as error:  # (the hub has no "not found": a bad request)
+            raise BadReportRequest(str(error)) from None
+
 
 def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[Any]]]:
     """The commands as a helper process's calls (answers as ``ack_row`` tuples)."""
@@ -73,7 +80,8 @@ def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[A
         return run
 
     return {"top_up": call(commands.top_up), "set_relay": call(commands.set_relay),
-            "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm)}
+            "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm),
+            "report": commands.report}
 
 
 class HubBackend(HubLogins, ParkCommands):

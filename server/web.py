@@ -39,8 +39,7 @@ from server.app import Park
 from server.auth import ROLE_RANK, Caller, LoginThrottle, Role, Users
 from server.config import ListenAddress
 from server.errors import UserError
-from server.operations import Forbidden
-from server.reports import KINDS, Unbalanced, make_report, render_report, statement_page
+from server.report_calls import CONTENT_TYPES, BadReportRequest, run_report
 from server.reports.period import local_today, parse_period
 from server.stream import meter_view
 
@@ -152,33 +151,6 @@ def _http_caller(user: str, role: str, address: str) -> Caller:
     return Caller(user, _role(role), "http", address)
 
 
-async def _report(park: Park, caller: Caller, kind: str,
-                  query: Mapping[str, str]) -> tuple[str, str]:
-    """``GET /api/reports/{kind}`` (operators): the same code as ``wattkeeper report``, in a
-    worker thread over the server's own store (read transactions: the park never waits)."""
-    if not caller.may("operator"):
-        raise Forbidden("reports are for operators and admins")
-    if kind not in KINDS:
-        raise UnknownReport(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
-    form = query.get("format", "csv")
-    try:
-        if form == "html" and kind == "statement":
-            page = await trio.to_thread.run_sync(functools.partial(
-                statement_page, park.store, park.config, query.get("tenant"),
-                first=query.get("from"), end=query.get("to")))
-            return page, "text/html; charset=utf-8"
-        report = await trio.to_thread.run_sync(functools.partial(
-            make_report, kind, park.store, park.config, first=query.get("from"),
-            end=query.get("to"), by=query.get("by", "meter"), tenant=query.get("tenant"),
-            tariff=query.get("tariff")))
-        body = render_report(report, form)
-    except Unbalanced:
-        raise
-    except UserError as error:
-        raise BadReportRequest(str(error)) from None
-    return body, "application/json" if form == "json" else "text/csv; charset=utf-8"
-
-
 MAX_HISTORY_DAYS = 93
 
 
@@ -209,12 +181,11 @@ async def _meter_history(park: Park, meter_id: str,
     }
 
 
-class UnknownReport(LookupError):
-    code = "not_found"
-
-
-class BadReportRequest(ValueError):
-    code = "bad_request"
+async def _report(park: Park, caller: Caller, kind: str,
+                  query: Mapping[str, str]) -> tuple[str, str]:
+    """``GET /api/reports/{kind}``: the body and its media type."""
+    body, form = await run_report(park, caller, kind, query)
+    return body, CONTENT_TYPES[form]
 
 
 def _version() -> str:

@@ -8,7 +8,7 @@ Errors raised by the command methods carry the contract's code in ``.code``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -74,6 +74,10 @@ class Backend(Protocol):
     async def reset_lockout(self, who: Who, meter_id: str, reference: str) -> AckInfo: ...
 
     async def ack_alarm(self, who: Who, alarm_id: str, reference: str) -> AckInfo: ...
+
+    async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
+        """``(body, format)`` of a report (``server.report_calls``)."""
+        ...
 
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageRecord:
         """A page of the audit log, newest first (async: in its own process the hub asks the

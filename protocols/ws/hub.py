@@ -69,6 +69,7 @@ from protocols.ws.protocol import (
     MeterEncoder,
     ProtocolError,
     Relay,
+    ReportQuery,
     ResetLockout,
     SessionState,
     Step,
@@ -83,6 +84,7 @@ from protocols.ws.protocol import (
     encode_gateway,
     encode_park,
     encode_pong,
+    encode_report,
     encode_snapshot_done,
     encode_welcome,
     internal_error,
@@ -102,6 +104,8 @@ PARK_EVERY_S: Final = 1.0
 """Each client gets the park totals at most this often (the stream computes them at 4 Hz)."""
 PARK_BUCKETS: Final = 20
 MAX_FAILED_HELLOS: Final = 10
+MAX_REPORT_CHARS: Final = 16 << 20
+"""A bigger report is refused over the hub (HTTP and the command line have no limit)."""
 """Failed logins on one connection before it is closed (the throttle slows each one)."""
 
 
@@ -516,6 +520,13 @@ class Hub:
             elif isinstance(frame, AckAlarm):
                 ack = await backend.ack_alarm(who, frame.alarm, frame.id)
                 self._answer(client, encode_ack(frame.id, ack, self._decimals, frame.alarm))
+            elif isinstance(frame, ReportQuery):
+                body, form = await backend.report(who, frame.kind, frame.query)
+                if len(body) > MAX_REPORT_CHARS:
+                    raise ProtocolError("bad_request", f"the report is {len(body):,} characters, "
+                                        "more than the hub sends; ask GET /api/reports/"
+                                        f"{frame.kind} or run `wattkeeper report`")
+                self._answer(client, encode_report(frame.id, form, body))
             elif isinstance(frame, AuditQuery):
                 page = await backend.audit_page(who, frame.before, frame.limit)
                 self._answer(client, encode_audit_page(frame.id, page.entries, page.next))

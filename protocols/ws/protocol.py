@@ -25,7 +25,7 @@ authenticated     subscribe           SUBSCRIBE (replaces the subscription)  unc
 authenticated     topup, relay,       COMMAND (park.operations)              unchanged
                   ack_alarm,
                   reset_lockout,
-                  audit
+                  audit, report
 authenticated     ping                PONG                                   unchanged
 ================  ==================  =====================================  ===============
 
@@ -53,7 +53,7 @@ from policies.money import MoneyError, format_amount, parse_amount
 from protocols.stream.views import AlarmView, AuditRecord, GatewayView, MeterView, ParkView
 
 ERROR_CODES: Final = ("bad_request", "unauthorized", "forbidden", "unknown_meter", "conflict",
-                      "overloaded", "unavailable")
+                      "overloaded", "unavailable", "unbalanced")
 """The contract's error codes; a bug answers ``internal`` (and is logged)."""
 
 TOPICS: Final = ("meters", "alarms", "park", "gateways", "audit")
@@ -131,12 +131,26 @@ class AuditQuery:
 
 
 @attrs.frozen
+class ReportQuery:
+    """A report (the same as ``GET /api/reports/KIND``); ``query`` holds the request's
+    ``from``, ``to``, ``by``, ``tenant``, ``tariff`` and ``format`` that were given."""
+
+    id: JsonId
+    kind: str
+    query: Mapping[str, str]
+
+
+REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format")
+
+
+@attrs.frozen
 class Ping:
     id: JsonId
 
 
-ClientFrame = Hello | Subscribe | TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | Ping
-Command = TopUp | Relay | AckAlarm | ResetLockout | AuditQuery
+ClientFrame = (Hello | Subscribe | TopUp | Relay | AckAlarm | ResetLockout | AuditQuery
+               | ReportQuery | Ping)
+Command = TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | ReportQuery
 
 
 def parse_frame(data: str | bytes, *, max_bytes: int, decimals: int = 2) -> ClientFrame:
@@ -307,6 +321,12 @@ def _audit(f: _Fields, decimals: int) -> AuditQuery:
     return AuditQuery(f.id, f.optional_text("before"), limit)
 
 
+def _report(f: _Fields, decimals: int) -> ReportQuery:
+    query = {key: text for key in REPORT_PARAMETERS
+             if (text := f.optional_text(key)) is not None}
+    return ReportQuery(f.id, f.text("kind", limit=MAX_ID_LENGTH), query)
+
+
 def _ping(f: _Fields, decimals: int) -> Ping:
     return Ping(f.id)
 
@@ -319,6 +339,7 @@ _PARSERS: Final[dict[str, Callable[[_Fields, int], ClientFrame]]] = {
     "ack_alarm": _ack_alarm,
     "reset_lockout": _reset_lockout,
     "audit": _audit,
+    "report": _report,
     "ping": _ping,
 }
 
@@ -340,7 +361,7 @@ class Step(enum.Enum):
     REFUSE_REPEATED_HELLO = "refuse_repeated_hello"
 
 
-_COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery)
+_COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery)
 
 TRANSITIONS: Final[Mapping[tuple[SessionState, type], Step]] = {
     (SessionState.AWAITING_HELLO, Hello): Step.LOGIN,
@@ -486,6 +507,11 @@ def encode_audit(e: AuditRecord) -> str:
 def encode_audit_page(frame_id: JsonId, entries: Sequence[AuditRecord], after: str | None) -> str:
     return _dumps_ascii({"type": "audit_page", "id": frame_id,
                          "entries": [audit_fields(e) for e in entries], "next": after})
+
+
+def encode_report(frame_id: JsonId, form: str, body: str) -> str:
+    """A report's answer: ``body`` as ``wattkeeper report --format FORM`` prints it."""
+    return _dumps_ascii({"type": "report", "id": frame_id, "format": form, "body": body})
 
 
 def encode_welcome(user: str, role: str, token: str, expires_ms: int) -> str:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,9 @@ def _wait_for(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: flo
 
 @contextlib.contextmanager
 def live_park(directory: Path, *, meters: int = 12, gateways: int = 1,
-              nearly_empty: str = "0.50") -> Iterator[LivePark]:
+              nearly_empty: str = "0.50",
+              prepare: Callable[[Path], None] | None = None) -> Iterator[LivePark]:
+    """``prepare(config_file)`` runs before the server starts (to write a history, say)."""
     hub_port, http_port = free_port(), free_port()
     gateway_port = free_port()  # consecutive ports for several gateways: probed one by one
     while gateways > 1 and not all(_is_free(gateway_port + g) for g in range(gateways)):
@@ -233,6 +235,8 @@ def live_park(directory: Path, *, meters: int = 12, gateways: int = 1,
                                 gateway_port=gateway_port, hub_port=hub_port,
                                 http_port=http_port, hub_url=proxy.url,
                                 nearly_empty=nearly_empty))
+    if prepare is not None:
+        prepare(config)
     processes = [_wattkeeper("sim", "--config", str(config), log=directory / "sim.log")]
     try:
         processes.append(_wattkeeper("serve", "--config", str(config),

@@ -115,3 +115,95 @@ export class LineChart {
     g.globalAlpha = 1;
   }
 }
+
+// Stacked bars by category (a day, a tenant): one colour per series (a tariff band), a legend
+// above, round y ticks as the line chart has. `dataset.bars` tells how many bars were drawn.
+const PALETTE = ["#2f7de1", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"];
+
+export class BarChart {
+  constructor(canvas, { format = (v) => String(v) } = {}) {
+    this.canvas = canvas;
+    this.format = format;
+    this.labels = [];
+    this.series = [];
+    this.observer = new ResizeObserver(() => this.draw());
+    this.observer.observe(canvas);
+  }
+
+  // labels: ["2026-11-01", ...]; series: [{ name, values: [number per label] }, ...]
+  setData(labels, series) {
+    this.labels = labels;
+    this.series = series;
+    this.draw();
+  }
+
+  draw() {
+    const canvas = this.canvas;
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    if (!width || !height) return;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    const g = canvas.getContext("2d");
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.clearRect(0, 0, width, height);
+    const styles = getComputedStyle(canvas);
+    const ink = styles.getPropertyValue("--chart-ink").trim() || "#6b7280";
+    const grid = styles.getPropertyValue("--chart-grid").trim() || "#e5e7eb";
+    g.font = "11px system-ui, sans-serif";
+    const top = PAD.top + 16;
+    const totals = this.labels.map((_, i) => this.series.reduce((s, x) => s + (x.values[i] || 0), 0));
+    const hi0 = Math.max(1e-9, ...totals);
+    const step = niceStep(hi0, 4);
+    const hi = Math.ceil((hi0 * 1.05) / step) * step;
+    const plotW = width - PAD.left - PAD.right;
+    const plotH = height - top - PAD.bottom;
+    const y = (v) => top + plotH - (v / hi) * plotH;
+    g.strokeStyle = grid;
+    g.fillStyle = ink;
+    g.textAlign = "right";
+    g.textBaseline = "middle";
+    for (let v = 0; v <= hi + step / 2; v += step) {
+      const yy = Math.round(y(v)) + 0.5;
+      g.beginPath();
+      g.moveTo(PAD.left, yy);
+      g.lineTo(width - PAD.right, yy);
+      g.stroke();
+      g.fillText(this.format(v), PAD.left - 6, yy);
+    }
+    let legendX = PAD.left;
+    g.textAlign = "left";
+    this.series.forEach((s, k) => {
+      g.fillStyle = PALETTE[k % PALETTE.length];
+      g.fillRect(legendX, PAD.top, 10, 10);
+      g.fillStyle = ink;
+      g.fillText(s.name, legendX + 14, PAD.top + 5);
+      legendX += 24 + g.measureText(s.name).width;
+    });
+    const n = this.labels.length;
+    const slot = plotW / Math.max(1, n);
+    const barW = Math.max(1, Math.min(40, slot * 0.7));
+    const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / 70))));
+    g.textAlign = "center";
+    g.textBaseline = "top";
+    let drawn = 0;
+    this.labels.forEach((label, i) => {
+      const x = PAD.left + slot * i + (slot - barW) / 2;
+      let base = 0;
+      this.series.forEach((s, k) => {
+        const v = s.values[i] || 0;
+        if (v <= 0) return;
+        g.fillStyle = PALETTE[k % PALETTE.length];
+        g.fillRect(x, y(base + v), barW, y(base) - y(base + v));
+        base += v;
+      });
+      if (base > 0) drawn += 1;
+      if (i % every === 0) {
+        g.fillStyle = ink;
+        g.fillText(label, x + barW / 2, height - PAD.bottom + 6);
+      }
+    });
+    canvas.dataset.bars = String(drawn);
+  }
+}

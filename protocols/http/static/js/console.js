@@ -1,7 +1,8 @@
 // The browser console: views over the park store, fed by the hub (hub.js), redrawn at most
 // once per animation frame whatever the message rate.
 //
-// Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/audit (admins).
+// Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/reports
+// (operators and admins: reports.js), #/audit (admins).
 // Operator controls are hidden for viewers (the server refuses them anyway); the audit tab
 // exists for admins only. Everything visible is translated (i18n.js).
 
@@ -11,11 +12,12 @@ import {
   apply as applyStrings, formatNumber, formatTime, language, onLanguage, preferredLanguage,
   setLanguage, t,
 } from "./i18n.js";
+import { ReportsView } from "./reports.js";
 import { ParkStore } from "./store.js";
 import { VirtualTable } from "./table.js";
 
 const $ = (selector) => document.querySelector(selector);
-const VIEWS = ["login", "overview", "meters", "meter", "alarms", "audit"];
+const VIEWS = ["login", "overview", "meters", "meter", "alarms", "reports", "audit"];
 const ROW_HEIGHT = 30;
 const RESORT_EVERY_MS = 500;
 const MAX_ALARM_ROWS = 500;
@@ -27,6 +29,7 @@ let hub = null;
 let currentView = null;
 let currentMeter = null;
 let role = null;
+let reports = null;
 
 // -- small helpers ------------------------------------------------------------------------
 
@@ -99,6 +102,9 @@ function route() {
   if (view === "meter" && rest.length) {
     currentMeter = decodeURIComponent(rest.join("/"));
     show("meter");
+  } else if (view === "reports" && may("operator")) {
+    show("reports");
+    reports.show();
   } else if (view === "audit" && may("admin")) {
     show("audit");
     loadAudit(null, true);
@@ -149,6 +155,7 @@ function signedIn(user, newRole) {
   $("#who-role").textContent = t(`role.${role}`);
   $("#who-role").dataset.role = role;
   $("#tab-audit").hidden = !may("admin");
+  $("#tab-reports").hidden = !may("operator");
   for (const node of document.querySelectorAll(".operator-only")) node.hidden = !may("operator");
   $("#login-password").value = "";
   loginMessage("");
@@ -740,6 +747,11 @@ async function main() {
     renderAll();
   });
   meterList = new MeterList();
+  reports = new ReportsView({
+    $, t, formatNumber, describe: errorText, say: toast,
+    ask: (kind, fields) => hub.command("report", { kind, ...fields }),
+    tenants: () => [...new Set([...store.meters.values()].map((m) => m.tenant))].sort(),
+  });
   wire();
   connectHub(config.hub);
   applyStrings(document);

@@ -237,6 +237,7 @@ export class HubClient extends EventTarget {
           break;
         case "ack":
         case "audit_page":
+        case "report":
         case "pong":
           this.answer(message);
           break;
