@@ -19,6 +19,7 @@ from protocols.ws.protocol import (
     Ping,
     ProtocolError,
     Relay,
+    ReportQuery,
     ResetLockout,
     SessionState,
     Step,
@@ -155,7 +156,8 @@ def test_transition_table() -> None:
     assert next_step(after, topup) is Step.COMMAND
     assert next_step(after, ping) is Step.PONG
     # Every frame kind has a step in every state.
-    kinds = {Hello, Subscribe, TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, Ping}
+    kinds = {Hello, Subscribe, TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
+             Ping}
     assert set(TRANSITIONS) == {(state, kind) for state in SessionState for kind in kinds}
 
 
