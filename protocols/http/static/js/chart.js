@@ -22,6 +22,46 @@ function clock(t) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+// The canvas sized to its box (sharp on any screen) and cleared, with the theme's colours;
+// null while it is hidden.
+function prepare(canvas) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!width || !height) return null;
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(ratio, 0, 0, ratio, 0, 0);
+  g.clearRect(0, 0, width, height);
+  g.font = "11px system-ui, sans-serif";
+  const styles = getComputedStyle(canvas);
+  return {
+    g, width, height,
+    ink: styles.getPropertyValue("--chart-ink").trim() || "#6b7280",
+    grid: styles.getPropertyValue("--chart-grid").trim() || "#e5e7eb",
+  };
+}
+
+// Horizontal grid lines with their values, from lo to hi every step; y maps a value to pixels.
+function yTicks({ g, width, ink, grid }, lo, hi, step, y, format) {
+  g.strokeStyle = grid;
+  g.fillStyle = ink;
+  g.lineWidth = 1;
+  g.textAlign = "right";
+  g.textBaseline = "middle";
+  for (let v = lo; v <= hi + step / 2; v += step) {
+    const yy = Math.round(y(v)) + 0.5;
+    g.beginPath();
+    g.moveTo(PAD.left, yy);
+    g.lineTo(width - PAD.right, yy);
+    g.stroke();
+    g.fillText(format(v), PAD.left - 6, yy);
+  }
+}
+
 export class LineChart {
   constructor(canvas, {
     color = "#2f7de1", format = (v) => String(v), windowMs = 300_000, minWindowMs = 60_000,
@@ -43,22 +83,9 @@ export class LineChart {
   }
 
   draw() {
-    const canvas = this.canvas;
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (!width || !height) return; // hidden
-    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
-      canvas.width = Math.round(width * ratio);
-      canvas.height = Math.round(height * ratio);
-    }
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, width, height);
-    const styles = getComputedStyle(canvas);
-    const ink = styles.getPropertyValue("--chart-ink").trim() || "#6b7280";
-    const grid = styles.getPropertyValue("--chart-grid").trim() || "#e5e7eb";
-    g.font = "11px system-ui, sans-serif";
+    const surface = prepare(this.canvas);
+    if (!surface) return; // hidden
+    const { g, width, height } = surface;
 
     const now = this.points.length ? this.points[this.points.length - 1][0] : Date.now();
     const span = this.points.length ? now - this.points[0][0] : 0;
@@ -79,19 +106,7 @@ export class LineChart {
     const x = (t) => PAD.left + ((t - t0) / this.windowMs) * plotW;
     const y = (v) => PAD.top + plotH - ((v - lo) / (hi - lo || 1)) * plotH;
 
-    g.strokeStyle = grid;
-    g.fillStyle = ink;
-    g.lineWidth = 1;
-    g.textAlign = "right";
-    g.textBaseline = "middle";
-    for (let v = lo; v <= hi + step / 2; v += step) {
-      const yy = Math.round(y(v)) + 0.5;
-      g.beginPath();
-      g.moveTo(PAD.left, yy);
-      g.lineTo(width - PAD.right, yy);
-      g.stroke();
-      g.fillText(this.format(v), PAD.left - 6, yy);
-    }
+    yTicks(surface, lo, hi, step, y, this.format);
     g.textAlign = "center";
     g.textBaseline = "top";
     for (let i = 0; i <= 4; i++) {
@@ -139,19 +154,9 @@ export class BarChart {
 
   draw() {
     const canvas = this.canvas;
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (!width || !height) return;
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(height * ratio);
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, width, height);
-    const styles = getComputedStyle(canvas);
-    const ink = styles.getPropertyValue("--chart-ink").trim() || "#6b7280";
-    const grid = styles.getPropertyValue("--chart-grid").trim() || "#e5e7eb";
-    g.font = "11px system-ui, sans-serif";
+    const surface = prepare(canvas);
+    if (!surface) return; // hidden
+    const { g, width, height, ink } = surface;
     const top = PAD.top + 16;
     const totals = this.labels.map((_, i) => this.series.reduce((s, x) => s + (x.values[i] || 0), 0));
     const hi0 = Math.max(1e-9, ...totals);
@@ -160,18 +165,7 @@ export class BarChart {
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - top - PAD.bottom;
     const y = (v) => top + plotH - (v / hi) * plotH;
-    g.strokeStyle = grid;
-    g.fillStyle = ink;
-    g.textAlign = "right";
-    g.textBaseline = "middle";
-    for (let v = 0; v <= hi + step / 2; v += step) {
-      const yy = Math.round(y(v)) + 0.5;
-      g.beginPath();
-      g.moveTo(PAD.left, yy);
-      g.lineTo(width - PAD.right, yy);
-      g.stroke();
-      g.fillText(this.format(v), PAD.left - 6, yy);
-    }
+    yTicks(surface, 0, hi, step, y, this.format);
     let legendX = PAD.left;
     g.textAlign = "left";
     this.series.forEach((s, k) => {
