@@ -136,9 +136,11 @@ export class LineChart {
 const PALETTE = ["#2f7de1", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"];
 
 export class BarChart {
-  constructor(canvas, { format = (v) => String(v) } = {}) {
+  // whole: the values are counts, so the ticks are whole numbers.
+  constructor(canvas, { format = (v) => String(v), whole = false } = {}) {
     this.canvas = canvas;
     this.format = format;
+    this.whole = whole;
     this.labels = [];
     this.series = [];
     this.observer = new ResizeObserver(() => this.draw());
@@ -160,7 +162,7 @@ export class BarChart {
     const top = PAD.top + 16;
     const totals = this.labels.map((_, i) => this.series.reduce((s, x) => s + (x.values[i] || 0), 0));
     const hi0 = Math.max(1e-9, ...totals);
-    const step = niceStep(hi0, 4);
+    const step = this.whole ? Math.max(1, niceStep(hi0, 4)) : niceStep(hi0, 4);
     const hi = Math.ceil((hi0 * 1.05) / step) * step;
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - top - PAD.bottom;

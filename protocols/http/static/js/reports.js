@@ -34,7 +34,8 @@ export class ReportsView {
     Object.assign(this, { $, t, ask, tenants, say, describe, formatNumber });
     this.kwhChart = new BarChart($("#chart-daily-kwh"), { format: (v) => formatNumber(v, 0) });
     this.costChart = new BarChart($("#chart-daily-cost"), { format: (v) => formatNumber(v, 0) });
-    this.arrearsChart = new BarChart($("#chart-arrears"), { format: (v) => formatNumber(v, 0) });
+    this.arrearsChart = new BarChart($("#chart-arrears"), {
+      format: (v) => formatNumber(v, 0), whole: true });
     this.loaded = null;
     const today = new Date();
     $("#reports-from").value = localDate(new Date(today.getFullYear(), today.getMonth(), 1));
