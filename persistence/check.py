@@ -56,12 +56,12 @@ from persistence.damage import (
 )
 from persistence.days import (
     DAYS_KEY,
-    LAST_DAY_MS,
     DaysState,
     DayUpdates,
     LocalDays,
     day_slots,
     day_totals,
+    usable_interval,
 )
 from persistence.index import INDEXED_KEY, indexed_owner
 from persistence.keys import SEPARATOR, meter_key, split_meter_key, unpack_u64
@@ -389,7 +389,7 @@ def _check_days(txn: Txn, store: Store, counts: dict[str, int], found: _Findings
             wh, minor, band = decode_interval(value)
         except Exception:
             continue  # named by the history check
-        if not 0 <= start_ms <= LAST_DAY_MS or type(wh) is not int or type(minor) is not int:
+        if not usable_interval(start_ms, wh, minor, band):
             continue  # the writer leaves those out of the day records
         prefix = key[:-8]
         if prefix != current:

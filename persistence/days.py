@@ -113,6 +113,12 @@ class DaysState:
             return None  # unreadable: rebuilt like a directory that has none
 
 
+def usable_interval(start_ms: object, wh: object, minor: object, band: object) -> bool:
+    """What a day record can hold (the writer skips, with a log line, what it cannot)."""
+    return (type(start_ms) is int and 0 <= start_ms <= LAST_DAY_MS and type(wh) is int
+            and type(minor) is int and type(band) is str)
+
+
 def day_key(meter_id: str, day_ms: int) -> bytes:
     return meter_key(meter_id, day_ms)
 
@@ -182,7 +188,8 @@ class DayRecord:
             self.band_minor[renumber[index]] += minor
 
     def encode(self) -> bytes:
-        small = all(_INT32[0] <= v <= _INT32[1] for v in (*self.wh, *self.minor))
+        small = not self.wh or (min(min(self.wh), min(self.minor)) >= _INT32[0]
+                                and max(max(self.wh), max(self.minor)) <= _INT32[1])
         code = "i" if small else "q"
         return bytes(msgpack.packb([FORMAT, self.bands, self.band_wh, self.band_minor,
                               _bytes(self.offsets), bytes(self.band_of), code,

@@ -97,6 +97,12 @@ BandTotals = dict[str, tuple[int, int]]
 """Tariff band name -> total ``(wh, minor)`` in it."""
 
 
+def add_band(bands: BandTotals, band: str, wh: int, minor: int) -> None:
+    """Add ``(wh, minor)`` to ``band`` in ``bands``."""
+    old_wh, old_minor = bands.get(band, (0, 0))
+    bands[band] = (old_wh + wh, old_minor + minor)
+
+
 def meter_totals(bands: BandTotals) -> tuple[int, int]:
     """A meter's ``(wh, minor)`` over all its bands."""
     return sum(wh for wh, _ in bands.values()), sum(minor for _, minor in bands.values())
@@ -147,8 +153,7 @@ class DaySource:
         bands: BandTotals = {}
         for _, value in self.days(meter_id, from_ms, to_ms):
             for band, wh, minor in day_totals(value):
-                old_wh, old_minor = bands.get(band, (0, 0))
-                bands[band] = (old_wh + wh, old_minor + minor)
+                add_band(bands, band, wh, minor)
         return bands
 
     def charged_before(self, meter_id: str, cut_ms: int) -> tuple[int, int]:

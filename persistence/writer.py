@@ -90,7 +90,7 @@ from persistence.codec import (
     encode_interval,
     encode_outcome,
 )
-from persistence.days import DAYS_KEY, LAST_DAY_MS, DaysState, DayUpdates, LocalDays
+from persistence.days import DAYS_KEY, DaysState, DayUpdates, LocalDays, usable_interval
 from persistence.index import PendingIndex
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, split_meter_key, unpack_u64
 from persistence.lmdb_types import Txn
@@ -239,10 +239,11 @@ class Writer:
         store = self.store
         with store.read() as txn:
             state = DaysState.decode(txn.get(DAYS_KEY, db=store.meta))
+            no_history = not txn.stat(store.history)["entries"]
         zone = zone or (state.zone if state is not None else "UTC")
         days = LocalDays(zone)  # (an unknown zone fails here, before anything is written)
         if state is None or state.zone != zone:
-            state = DaysState(zone, False)
+            state = DaysState(zone, no_history)  # (nothing to build from: complete already)
             txn = store.begin_write()
             try:
                 txn.drop(store.days, delete=False)
@@ -251,7 +252,8 @@ class Writer:
             except BaseException:
                 _abort(txn)
                 raise
-            log.info("day records: building them in %s from the history", zone)
+            if not no_history:
+                log.info("day records: building them in %s from the history", zone)
         if not state.complete:
             self._background.append(Background("days_rebuild", [state.position]))
         self.counters.days_complete = state.complete
@@ -519,7 +521,7 @@ def _history_puts(chunk: list[HistoryItem]) -> list[HistoryPut]:
     for item in chunk:
         meter_id, start_ms, wh, minor, band, *end = item  # (tools may leave the end out)
         register_wh, balance = end if end else (-1, 0)
-        if not _usable_interval(start_ms, wh, minor, band):
+        if not usable_interval(start_ms, wh, minor, band):
             log.error("history interval %r of meter %r is not (start, Wh, minor units, band): "
                       "skipped", item[1:5], str(meter_id)[:40])
             continue
@@ -545,11 +547,6 @@ def _audit_puts(chunk: list[tuple[int, bytes]]) -> tuple[list[tuple[bytes, bytes
     return puts, high
 
 
-def _usable_interval(start_ms: object, wh: object, minor: object, band: object) -> bool:
-    return (type(start_ms) is int and 0 <= start_ms <= LAST_DAY_MS and type(wh) is int
-            and type(minor) is int and type(band) is str)
-
-
 def _rebuild_days(txn: Txn, store: Store, days: DayUpdates, position: bytes,
                   budget: int) -> tuple[bool, bytes]:
     """Put up to ``budget`` history intervals from key ``position`` on into their day records:
@@ -566,7 +563,7 @@ def _rebuild_days(txn: Txn, store: Store, days: DayUpdates, position: bytes,
             wh, minor, band = decode_interval(value)
         except (CodecError, ValueError, UnicodeDecodeError, TypeError):
             continue
-        if not _usable_interval(start_ms, wh, minor, band):
+        if not usable_interval(start_ms, wh, minor, band):
             continue
         days.add(meter_id, start_ms, wh, minor, band)
     return True, b""

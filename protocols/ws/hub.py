@@ -104,9 +104,9 @@ PARK_EVERY_S: Final = 1.0
 """Each client gets the park totals at most this often (the stream computes them at 4 Hz)."""
 PARK_BUCKETS: Final = 20
 MAX_FAILED_HELLOS: Final = 10
+"""Failed logins on one connection before it is closed (the throttle slows each one)."""
 MAX_REPORT_CHARS: Final = 16 << 20
 """A bigger report is refused over the hub (HTTP and the command line have no limit)."""
-"""Failed logins on one connection before it is closed (the throttle slows each one)."""
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from collections import defaultdict
 from zoneinfo import ZoneInfo
 
 from persistence.days import day_totals
-from persistence.history import BandTotals, meter_totals
+from persistence.history import BandTotals, add_band, meter_totals
 from persistence.store import Store
 from policies.money import format_amount
 from server.reports.books import Books, net_change, topup_sources
@@ -75,8 +75,7 @@ def consumption(books: Books, period: Period, decimals: int, by: str = "meter") 
         for band in bands:
             band_wh, band_minor = group.get(band, (0, 0))
             cells += [_kwh(band_wh), format_amount(band_minor, decimals)]
-            old_wh, old_minor = park.get(band, (0, 0))
-            park[band] = (old_wh + band_wh, old_minor + band_minor)
+            add_band(park, band, band_wh, band_minor)
         rows.append(tuple(cells))
     wh, minor = meter_totals(park)
     totals: list[Cell] = ["total", _kwh(wh), format_amount(minor, decimals)]
@@ -94,8 +93,7 @@ def _by_meter_group(books: Books, period: Period, by: str) -> dict[str, BandTota
         group = groups.setdefault(key, {})
         for band, (wh, minor) in books.history.band_totals(
                 meter_id, period.from_ms, period.to_ms).items():
-            old_wh, old_minor = group.get(band, (0, 0))
-            group[band] = (old_wh + wh, old_minor + minor)
+            add_band(group, band, wh, minor)
     return groups
 
 
@@ -106,8 +104,7 @@ def _by_day(books: Books, period: Period) -> dict[str, BandTotals]:
         for day_ms, value in books.history.days(meter_id, period.from_ms, period.to_ms):
             group = groups[labels[day_ms]]
             for band, wh, minor in day_totals(value):
-                old_wh, old_minor = group.get(band, (0, 0))
-                group[band] = (old_wh + wh, old_minor + minor)
+                add_band(group, band, wh, minor)
     return groups
 
 
