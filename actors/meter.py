@@ -20,6 +20,7 @@ and the supervisor restarts the actor from its snapshot and journal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -28,6 +29,9 @@ from actors.runtime import FailureHandler, Request
 from policies.meter import on_reading, quiet_reading, step, validate_reading
 from policies.meter_policy import MeterPolicy
 from policies.records import CommandRejected, MeterState, Reading
+
+if TYPE_CHECKING:
+    from actors.quota import QuotaGroup
 
 
 class MeterFaulted(Exception):
@@ -43,7 +47,8 @@ class CommandOutcome:
 
 
 class MeterActor:
-    __slots__ = ("changed", "dirty", "faulted", "key", "meter_id", "policy", "router", "state")
+    __slots__ = ("changed", "dirty", "faulted", "key", "meter_id", "policy", "quota",
+                 "quota_listed", "quota_slot", "router", "state")
 
     def __init__(
         self,
@@ -61,6 +66,9 @@ class MeterActor:
         self.faulted = False
         self.dirty = False  # listed in router.dirty (EffectRouter.touched)
         self.changed = False  # listed in router.changed
+        self.quota: QuotaGroup | None = None  # its quota group, told of every charge
+        self.quota_slot = -1  # its index among the group's members
+        self.quota_listed = False  # listed with the group since its last tally
 
     def __repr__(self) -> str:
         return f"<MeterActor {self.meter_id}>"
@@ -81,6 +89,9 @@ class MeterActor:
             return
         self.state, effects = on_reading(self.state, reading, self.policy)
         self.router.touched(self)
+        group = self.quota
+        if group is not None and not self.quota_listed:
+            group.member_charged(self)
         if effects:
             self.router.route(self, effects)
 
@@ -100,6 +111,9 @@ class MeterActor:
         state, effects = step(self.state, message, self.policy)
         self.state = state
         self.router.touched(self)
+        group = self.quota
+        if group is not None and not self.quota_listed:
+            group.member_charged(self)  # a replacement's final register is a charge too
         if effects:
             self.router.route(self, effects)
         return effects
@@ -123,6 +137,9 @@ def receive_readings(
             actor.state = state
             if not (actor.dirty and actor.changed):  # listed already, usually (EffectRouter)
                 actor.router.touched(actor)
+            group = actor.quota
+            if group is not None and not actor.quota_listed:  # the one send (actors.quota)
+                group.member_charged(actor)
         except Exception as exc:  # one meter's failure goes to its supervisor, the rest go on
             fail(actor, reading, exc)
 

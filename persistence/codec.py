@@ -40,8 +40,9 @@ from policies.records import (
     RelayState,
 )
 
-STATE_FORMAT: Final = 2
-"""Format 2 added ``reading_mono_ms``; format 1 snapshots are still read (see decode_state)."""
+STATE_FORMAT: Final = 3
+"""Format 2 added ``reading_mono_ms``, format 3 ``month_minor`` (last) and the relay's
+``quota_open``; formats 1 and 2 are still read (see decode_state)."""
 ENTRY_FORMAT: Final = 2
 """Format 2 added a replacement's registers and the control-clock time; 1 is still read."""
 
@@ -128,6 +129,7 @@ def encode_state(state: MeterState) -> bytes:
                 relay.manual_reason,
                 relay.locked_out,
                 relay.switch_ms,
+                relay.quota_open,
             ),
             None
             if protection is EMPTY_PROTECTION or protection == EMPTY_PROTECTION
@@ -145,6 +147,7 @@ def encode_state(state: MeterState) -> bytes:
                 alarms.low_level,
                 alarms.next_number,
             ),
+            state.month_minor,
         )
     )
 
@@ -154,11 +157,15 @@ def decode_state(data: bytes) -> MeterState:
         fields = _unpack(data)
         if fields[0] == 1:
             # Before the control clock: the wall label was the only clock.
-            fields = (STATE_FORMAT, *fields[1:5], fields[4], *fields[5:])
+            fields = (2, *fields[1:5], fields[4], *fields[5:])
+        if fields[0] == 2:
+            # Before quota groups: the month's money was not kept (a group counts it from the
+            # next charge on).
+            fields = (STATE_FORMAT, *fields[1:], 0)
         elif fields[0] != STATE_FORMAT:
             raise CodecError(
                 f"meter state format {fields[0]!r} is not readable by this version (reads "
-                f"formats 1 and {STATE_FORMAT})"
+                f"formats 1 to {STATE_FORMAT})"
             )
         (
             _,
@@ -179,6 +186,7 @@ def decode_state(data: bytes) -> MeterState:
             protection,
             credit,
             alarms,
+            month_minor,
         ) = fields
         return MeterState(
             balance,
@@ -198,6 +206,7 @@ def decode_state(data: bytes) -> MeterState:
             EMPTY_PROTECTION if protection is None else _intern(ProtectionState, protection),
             EMPTY_CREDIT if credit is None else _intern(CreditState, credit),
             EMPTY_ALARMS if alarms is None else _intern_alarms(alarms),
+            month_minor,
         )
     except CodecError:
         raise

@@ -129,7 +129,7 @@ def _ints(values: object) -> bool:
 
 _INT_FIELDS: Final = ("balance", "residue", "register_wh", "reading_ms", "reading_mono_ms",
                       "month", "month_wh", "bucket_start_ms", "bucket_wh", "bucket_minor",
-                      "journal_seq")
+                      "journal_seq", "month_minor")
 """Every ``int`` field of ``MeterState`` (a test keeps this list complete)."""
 _int_fields: Final = operator.attrgetter(*_INT_FIELDS)
 _VALID_LIMIT: Final = 65_536
@@ -145,10 +145,10 @@ def state_problem(state: MeterState) -> str | None:
     the integer fields tested in C, and sub-records that are the shared defaults or were
     checked before."""
     ints = _int_fields(state)
-    a, b, c, d, e, f, g, h, i, j, k = ints
+    a, b, c, d, e, f, g, h, i, j, k, m = ints
     if not (
         type(a) is int is type(b) is type(c) is type(d) is type(e) is type(f) is type(g)
-        is type(h) is type(i) is type(j) is type(k)
+        is type(h) is type(i) is type(j) is type(k) is type(m)
         # msgpack gives integers in [-2**63, 2**64 - 1]: only the top can be out of range
         and max(ints) <= INT_MAX and k >= 0
     ):
@@ -171,6 +171,7 @@ def state_problem(state: MeterState) -> str | None:
             and type(relay.manual_reason) is str
             and type(relay.locked_out) is bool
             and _ints(relay.switch_ms)
+            and type(relay.quota_open) is bool
         ):
             return f"relay state {relay!r} is not valid"
         _remember(relay)

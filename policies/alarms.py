@@ -17,6 +17,8 @@ Kinds and their lifecycles:
 * ``zero_balance`` - while ``balance <= 0``.
 * ``overload`` - raised at a trip, cleared at the automatic reclose or an operator reset
   (``policies.protection`` decides; the facade calls :func:`clear_kind`).
+* ``quota`` - while the meter's quota group holds its supply open (``QuotaSupply``): the
+  group's month budget is spent and no extension has been approved.
 * ``offline`` - while the unit does not answer (``ConnectivityChanged``), or while it answers
   with exceptions or garbage (``CommFault``, detail ``comm_fault: ...``, one alarm until the
   next good reading: ``CommRestored``).
@@ -55,6 +57,7 @@ from policies.records import (
 LOW_BALANCE: Final = "low_balance"
 ZERO_BALANCE: Final = "zero_balance"
 OVERLOAD: Final = "overload"
+QUOTA: Final = "quota"
 OFFLINE: Final = "offline"
 TAMPER: Final = "tamper"
 

@@ -115,6 +115,7 @@ def charge_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> 
                 state.protection,
                 state.credit,
                 state.alarms,
+                state.month_minor + minor,
             ), NO_EFFECTS
     return charge_split(state, reading.register_wh, label, mono, reading.power_w, policy, wh)
 
@@ -146,6 +147,7 @@ def charge_split(
     bucket_wh = state.bucket_wh
     bucket_minor = state.bucket_minor
     register = state.register_wh  # where the register stood at the end of each piece
+    month_minor = state.month_minor if priced.month == state.month else 0
     for piece in priced.pieces:
         start = bucket_of(piece.start_ms, interval)
         if start > current:
@@ -155,6 +157,8 @@ def charge_split(
             current, bucket_wh, bucket_minor = start, 0, 0
         minor, residue = charge(piece.wh, piece.price, residue)
         total += minor
+        if piece.month == priced.month:
+            month_minor += minor
         register += piece.wh
         bucket_wh += piece.wh
         bucket_minor += minor
@@ -182,6 +186,7 @@ def charge_split(
         state.protection,
         state.credit,
         state.alarms,
+        month_minor,
     )
     return new, tuple(effects) if effects else NO_EFFECTS
 
@@ -229,6 +234,7 @@ def _baseline(
         state.protection,
         state.credit,
         state.alarms,
+        state.month_minor if month == state.month else 0,
     )
     return new, effects
 

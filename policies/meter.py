@@ -44,6 +44,7 @@ from policies.records import (
     ConnectivityChanged,
     Effect,
     MeterState,
+    QuotaSupply,
     Reading,
     RelayFeedback,
     ReplaceMeter,
@@ -163,6 +164,7 @@ def quiet_reading(state: MeterState, reading: Reading, policy: MeterPolicy) -> M
             state.protection,
             state.credit,
             state.alarms,
+            state.month_minor + minor,
         )
     return None
 
@@ -287,6 +289,7 @@ def _top_up(state: MeterState, message: TopUpApplied, policy: MeterPolicy) -> St
             s.balance + message.amount, s.residue, s.register_wh, s.reading_ms,
             s.reading_mono_ms, s.power_w, s.month, s.month_wh, s.bucket_start_ms, s.bucket_wh,
             s.bucket_minor, message.seq, s.online, s.relay, s.protection, s.credit, s.alarms,
+            s.month_minor,
         ), NO_EFFECTS
     new = credit_rules.apply_top_up(state, message, policy)
     if new is state:
@@ -424,6 +427,25 @@ def _connectivity(
     return settle(state, policy, ts, fx, mono_ms=message.mono_ms)
 
 
+def _quota_supply(state: MeterState, message: QuotaSupply, policy: MeterPolicy) -> StepResult:
+    """The quota group's verdict: a spent budget holds the relay open (reason ``quota``,
+    below manual and overload) with a ``quota`` alarm until the group lifts it."""
+    ts = message.ts_ms
+    relay = protection.set_quota(state.relay, message.blocked)
+    if message.blocked:
+        alarms, fx = state.alarms, NO_EFFECTS
+        if not any(alarm.kind == alarm_rules.QUOTA for alarm in alarms.active):
+            alarms, raised = alarm_rules.raise_alarm(alarms, alarm_rules.QUOTA, ts,
+                                                     detail=message.detail)
+            fx = (raised,)
+    else:
+        alarms, fx = alarm_rules.clear_kind(state.alarms, alarm_rules.QUOTA, ts)
+    if relay is state.relay and alarms is state.alarms:
+        return state, NO_EFFECTS
+    return settle(replace_state(state, relay=relay, alarms=alarms), policy, ts, fx,
+                  mono_ms=message.mono_ms)
+
+
 def _comm_fault(state: MeterState, message: CommFault, policy: MeterPolicy) -> StepResult:
     alarms, fx = alarm_rules.raise_comm_fault(state.alarms, message.ts_ms, message.detail)
     if alarms is state.alarms:
@@ -465,6 +487,7 @@ TRANSITIONS: Final[dict[type, Callable[[MeterState, Any, MeterPolicy], StepResul
     ReplaceMeter: _replace_meter,
     CommFault: _comm_fault,
     CommRestored: _comm_restored,
+    QuotaSupply: _quota_supply,
 }
 
 

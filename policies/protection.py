@@ -8,7 +8,8 @@ it (:func:`decide_relay`): the first reason that holds, in the order of
 
 1. ``manual``       - an operator opened it (``SetManualRelay("open")``); sticky until "auto".
 2. ``overload``     - a trip less than ``overload_reclose_ms`` ago, or a lockout.
-3. ``quota``        - reserved: no input of the pure core sets a quota yet.
+3. ``quota``        - the meter's quota group has spent its month's budget
+                       (``QuotaSupply``; ``policies.quota``).
 4. ``zero_balance`` - balance <= 0 and neither emergency credit nor a friendly period covers it.
 5. ``offline``      - the unit is offline and ``offline_opens_relay`` is set.
 
@@ -100,7 +101,7 @@ def observe_power(
     locked = relay.locked_out or (0 < policy.lockout_trips <= len(trips))
     if locked != relay.locked_out:
         relay = RelayState(relay.closed, relay.reason, relay.manual_open, relay.manual_reason,
-                           True, relay.switch_ms)
+                           True, relay.switch_ms, relay.quota_open)
     return ProtectionState(NOT_OVER, trips), relay, True
 
 
@@ -114,6 +115,8 @@ def desired_position(
         return False, MANUAL
     if overload_holding(state.protection, relay, mono_ms, policy):
         return False, OVERLOAD
+    if relay.quota_open:
+        return False, QUOTA
     if state.balance <= 0 and not supply_allowed_by_credit(state, policy, ts_ms):
         return False, ZERO_BALANCE
     if not state.online and policy.offline_opens_relay:
@@ -161,7 +164,7 @@ def decide_relay(
             return relay, None
         switches = (*_recent_switches(relay, mono, policy), mono)
         new = RelayState(True, None, relay.manual_open, relay.manual_reason, relay.locked_out,
-                         switches)
+                         switches, relay.quota_open)
         return new, RelayCommand(True, None, ts_ms)
     if not relay.closed and relay.reason == reason:
         return relay, None
@@ -169,7 +172,7 @@ def decide_relay(
         (*_recent_switches(relay, mono, policy), mono) if relay.closed else relay.switch_ms
     )
     new = RelayState(False, reason, relay.manual_open, relay.manual_reason, relay.locked_out,
-                     switches)
+                     switches, relay.quota_open)
     return new, RelayCommand(False, reason, ts_ms)
 
 
@@ -182,13 +185,21 @@ def set_manual(relay: RelayState, message: SetManualRelay) -> RelayState:
         if relay.manual_open and relay.manual_reason == message.reason:
             return relay
         return RelayState(relay.closed, relay.reason, True, message.reason, relay.locked_out,
-                          relay.switch_ms)
+                          relay.switch_ms, relay.quota_open)
     if message.action == "auto":
         if not relay.manual_open:
             return relay
         return RelayState(relay.closed, relay.reason, False, "", relay.locked_out,
-                          relay.switch_ms)
+                          relay.switch_ms, relay.quota_open)
     raise ValueError(f"relay action must be one of {MANUAL_ACTIONS}, got {message.action!r}")
+
+
+def set_quota(relay: RelayState, blocked: bool) -> RelayState:
+    """Record the quota group's verdict; the caller re-decides the position."""
+    if relay.quota_open == blocked:
+        return relay
+    return RelayState(relay.closed, relay.reason, relay.manual_open, relay.manual_reason,
+                      relay.locked_out, relay.switch_ms, blocked)
 
 
 def reset_lockout(
@@ -197,7 +208,7 @@ def reset_lockout(
     """Operator reset: forget trips and the lockout, so the relay may close at once."""
     if relay.locked_out:
         relay = RelayState(relay.closed, relay.reason, relay.manual_open, relay.manual_reason,
-                           False, relay.switch_ms)
+                           False, relay.switch_ms, relay.quota_open)
     if protection.trip_ms or protection.over_since_ms != NOT_OVER:
         protection = ProtectionState(NOT_OVER, ())
     return protection, relay

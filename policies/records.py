@@ -29,7 +29,7 @@ import attrs
 RELAY_REASONS: Final = ("manual", "overload", "quota", "zero_balance", "offline")
 """Relay reasons, highest priority first (manual > overload > quota > balance)."""
 
-ALARM_KINDS: Final = ("low_balance", "zero_balance", "overload", "offline", "tamper")
+ALARM_KINDS: Final = ("low_balance", "zero_balance", "quota", "overload", "offline", "tamper")
 """Alarm kinds, least to most severe for the meter's summary field (``alarm``)."""
 
 ALARM_SEVERITY: Final = {kind: rank for rank, kind in enumerate(ALARM_KINDS, start=1)}
@@ -130,6 +130,18 @@ class ReplaceMeter:
 
 
 @attrs.frozen
+class QuotaSupply:
+    """From the meter's quota group (``actors.quota``): its budget is spent (``blocked``) or
+    has room again (an approved extension, a new month). Not journaled: the group decides it
+    again from its members' month totals and its journaled approvals at every start."""
+
+    blocked: bool
+    ts_ms: int
+    mono_ms: int = -1
+    detail: str = ""
+
+
+@attrs.frozen
 class ConnectivityChanged:
     """From the bus actor: the unit stopped (or resumed) answering."""
 
@@ -185,7 +197,8 @@ class RelayState:
 
     ``closed`` is the commanded position; ``reason`` is None when closed. ``manual_open`` and
     ``locked_out`` are sticky operator-facing conditions; ``switch_ms`` holds recent switching
-    times for the anti-chatter limit.
+    times for the anti-chatter limit; ``quota_open`` is set while the meter's quota group has
+    spent its budget (``QuotaSupply``).
     """
 
     closed: bool = True
@@ -194,6 +207,7 @@ class RelayState:
     manual_reason: str = ""
     locked_out: bool = False
     switch_ms: tuple[int, ...] = ()
+    quota_open: bool = False
 
 
 @attrs.frozen
@@ -241,6 +255,8 @@ class MeterState:
     (plausibility) is measured. ``residue`` is the sub-minor charge carry (money.py).
     ``journal_seq`` is the highest journal sequence number applied to this state.
     ``bucket_*`` accumulate the current interval (for history) until it closes.
+    ``month``/``month_wh``/``month_minor`` are the local calendar month (``tariff.month_key``)
+    of the last charge and the energy and money charged in it (tiers and quota groups).
     """
 
     balance: int
@@ -260,6 +276,7 @@ class MeterState:
     protection: ProtectionState = EMPTY_PROTECTION
     credit: CreditState = EMPTY_CREDIT
     alarms: AlarmState = EMPTY_ALARMS
+    month_minor: int = 0
 
     @classmethod
     def opening(cls, balance: int) -> MeterState:

@@ -34,6 +34,7 @@ def replace_state(
     protection: ProtectionState | None = None,
     credit: CreditState | None = None,
     alarms: AlarmState | None = None,
+    month_minor: int | None = None,
 ) -> MeterState:
     """A new ``MeterState`` equal to ``s`` except for the fields given."""
     return MeterState(
@@ -54,4 +55,5 @@ def replace_state(
         s.protection if protection is None else protection,
         s.credit if credit is None else credit,
         s.alarms if alarms is None else alarms,
+        s.month_minor if month_minor is None else month_minor,
     )

@@ -57,6 +57,7 @@ from server.config.records import (
     ServerSection,
     User,
 )
+from server.config.shared_costs import SharedCostsReader
 from server.config.toolkit import Problems, Table
 from server.config.values import (
     MONTH_DAY,
@@ -107,6 +108,11 @@ class ParkReader:
         gateways = self.read_gateways(root.tables("gateways"))
         defaults = root.table("meter_defaults")
         meters, policies = self.read_meters(root.tables("meters"), defaults, tariffs, gateways)
+        shared = SharedCostsReader(meters, self.decimals)
+        tenants = shared.read_tenants(root.table("tenants"))
+        quotas = shared.read_quotas(root.tables("quotas"))
+        feeders = shared.read_feeders(root.tables("feeders"))
+        pools = shared.read_pools(root.tables("pools"), feeders, tenants)
         root.finish()
         if self.problems.items:
             return None
@@ -126,6 +132,10 @@ class ParkReader:
             profiles=self.profiles,
             profile_files=self.profile_files,
             audit=audit,
+            tenants=tenants,
+            quotas=quotas,
+            feeders=feeders,
+            pools=pools,
         )
 
     # -- sections --

@@ -15,6 +15,7 @@ from policies.money import (
     CHARGE_UNITS_PER_MINOR,
     WH_PER_KWH,
 )
+from policies.quota import QuotaPolicy
 from policies.tariff_records import Calendar, Tariff
 from protocols.modbus.profiles import (
     Profile,
@@ -265,6 +266,76 @@ class MeterSection:
         return self.policy.offline_opens_relay
 
 
+@attrs.frozen
+class TenantSection:
+    """``[tenants.<id>]``: what the park knows of a tenant beyond its meters. A tenant that is
+    not described still works (its name is its id, its floor area unknown)."""
+
+    id: str
+    name: str
+    area_m2: int = 0
+    """Floor area in whole m2 (0: not given), the weight of ``basis = "area"`` pools."""
+
+
+QUOTA_UNITS: Final = ("kwh", "money")
+
+
+@attrs.frozen
+class QuotaSection:
+    """``[[quotas]]``: a production line's or workshop's monthly budget (``policies.quota``)."""
+
+    id: str
+    name: str
+    meters: tuple[str, ...]
+    policy: QuotaPolicy
+
+    @property
+    def owner(self) -> str:
+        """Whose entries the journal keeps the group's requests and decisions under."""
+        return quota_owner(self.id)
+
+
+def quota_owner(group_id: str) -> str:
+    return f"quota:{group_id}"
+
+
+@attrs.frozen
+class FeederSection:
+    """``[[feeders]]``: a main (transformer or feeder) meter and the meters directly under it.
+    A sub-feeder is written as its own feeder whose ``main`` is one of these meters, so the
+    feeders form a tree; loss = main - sum of the meters under it (``policies.apportionment``).
+    """
+
+    id: str
+    main: str
+    meters: tuple[str, ...]
+    loss_alarm_percent: int = 0
+    """Hundredths of a percent (``"6.5"`` -> 650); 0: no loss alarm."""
+
+
+POOL_KINDS: Final = ("loss", "common")
+POOL_BASES: Final = ("consumption", "area", "fixed")
+
+
+@attrs.frozen
+class PoolSection:
+    """``[[pools]]``: a cost shared among tenants each period: a feeder's loss (``kind =
+    "loss"``) or common-area meters' consumption (``"common"``), by ``basis``."""
+
+    id: str
+    name: str
+    kind: Literal["loss", "common"]
+    basis: Literal["consumption", "area", "fixed"]
+    tenants: tuple[str, ...]
+    """Who shares it, in config order (every one of them is some meter's tenant)."""
+    feeder: str = ""
+    """A loss pool's feeder."""
+    meters: tuple[str, ...] = ()
+    """A common pool's common-area meters."""
+    shares: tuple[int, ...] = ()
+    """``basis = "fixed"``: each tenant's weight (as ``tenants``), in hundredths."""
+
+
 @attrs.frozen(eq=False)
 class ParkConfig:
     """A whole, valid park. Build it with :meth:`from_toml_text` or :func:`load_config`."""
@@ -289,6 +360,11 @@ class ParkConfig:
     """The ``profile_files`` of the config, resolved against its directory."""
     audit: AuditSection = AuditSection()
     payment_keys: tuple[PaymentKey, ...] = ()
+    tenants: dict[str, TenantSection] = attrs.field(factory=dict)
+    """The described tenants (``[tenants.<id>]``)."""
+    quotas: tuple[QuotaSection, ...] = ()
+    feeders: tuple[FeederSection, ...] = ()
+    pools: tuple[PoolSection, ...] = ()
 
     @classmethod
     def from_toml_text(
@@ -318,6 +394,10 @@ class ParkConfig:
         for meter in self.meters:
             meters.setdefault(meter.tenant, []).append(meter.id)
         return {tenant: tuple(ids) for tenant, ids in meters.items()}
+
+    def tenant_name(self, tenant_id: str) -> str:
+        described = self.tenants.get(tenant_id)
+        return described.name if described is not None else tenant_id
 
     def profile(self, name: str) -> Profile:
         """The register map of that name (every meter's ``profile`` is one)."""

@@ -33,7 +33,7 @@ def damaged_snapshots(state: MeterState) -> dict[str, bytes]:
         "a string balance": tampered(good, 1, "100.00"),
         "a balance beyond 64 bits": tampered(good, 1, 2**64 - 1),
         "an unknown format": tampered(good, 0, 99),
-        "a sub-record that is a number": tampered(good, -1, 7),
+        "a sub-record that is a number": tampered(good, -2, 7),  # the alarms
     }
 
 

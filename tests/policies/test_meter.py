@@ -32,6 +32,7 @@ from policies.records import (
     Reading,
     RelayCommand,
     RelayFeedback,
+    QuotaSupply,
     ReplaceMeter,
     ResetLockout,
     SetManualRelay,
@@ -70,7 +71,7 @@ def test_step_rejects_unknown_messages_and_table_covers_all_inputs() -> None:
     assert new is state and isinstance(fx[0], CommandRejected) and fx[0].code == "unsupported"
     assert set(TRANSITIONS) == {Reading, TopUpApplied, AdjustmentApplied, SetManualRelay,
                                 ResetLockout, AcknowledgeAlarm, ConnectivityChanged,
-                                RelayFeedback, ReplaceMeter, CommFault, CommRestored}
+                                RelayFeedback, ReplaceMeter, CommFault, CommRestored, QuotaSupply}
 
 
 def test_common_reading_reuses_sub_records_and_no_effects() -> None:
