@@ -19,8 +19,8 @@ a restart it is rebuilt from the recovered meters (:meth:`QuotaGroup.start`). Th
 * park-level alarm events ``park/quota:<group>:<percent>`` (kind ``quota``);
 * a call to each of ``listeners`` (the console's and SCADA's view of the group).
 
-Extension requests and decisions are journaled by ``server.quotas`` and applied here
-(:meth:`apply_request`, :meth:`apply_decision`) in journal order, live and at start.
+Extension requests and decisions are journaled by ``server.quotas``, which applies them
+here (:meth:`apply`) in journal order as the journal delivers them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 from actors.effects import ALARM_ID_SEPARATOR, PARK_ALARM_PREFIX, AlarmEvent, EffectRouter
 from actors.runtime import Dispatcher
 from policies import quota as rules
-from policies.quota import QuotaCut, QuotaEffect, QuotaPolicy, QuotaRequest, QuotaState
+from policies.quota import QuotaCut, QuotaEffect, QuotaPolicy, QuotaState
 from policies.records import QuotaSupply
 
 if TYPE_CHECKING:
@@ -151,15 +151,10 @@ class QuotaGroup:
         if month > self.state.month:
             self._decided(*rules.tally(self.state, month, 0, self.policy, self.label_ms()))
 
-    def apply_request(self, request: QuotaRequest) -> rules.QuotaRefused | None:
-        state, effects = rules.request_extension(self.state, request, self.policy)
-        return self._decided(state, effects)
-
-    def apply_decision(self, request_id: str, approve: bool, by: str, ts_ms: int,
-                       note: str = "") -> rules.QuotaRefused | None:
-        state, effects = rules.decide(self.state, request_id, approve, by, ts_ms, self.policy,
-                                      note)
-        return self._decided(state, effects)
+    def apply(self, result: rules.QuotaResult) -> rules.QuotaRefused | None:
+        """Take the rules' verdict on a journaled request or decision (``server.quotas``
+        decides it from the group's current state, on the trio thread)."""
+        return self._decided(*result)
 
     # -- effects -------------------------------------------------------------------------------
 

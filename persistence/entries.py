@@ -33,8 +33,19 @@ OPERATOR_KINDS: Final = frozenset({"relay", "reset_lockout", "ack_alarm"})
 the command: ``"open:<reason>"`` / ``"auto:"`` for a relay, the meter's own alarm number for an
 acknowledgement; ``amount`` is 0."""
 
-KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment", "quota_approval",
-                          "replace_meter"}) | OPERATOR_KINDS
+QUOTA_KINDS: Final = frozenset({"quota_request", "quota_approval", "quota_rejection"})
+"""A quota group's budget requests and decisions (``server.quotas``), kept under the group's
+owner id (``quota:<group>``), not a meter's. ``amount`` is the energy (Wh) or money (minor
+units) asked for; it moves no money. ``detail`` is JSON: who asked and why, or which request
+was decided by whom."""
+
+KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment",
+                          "replace_meter"}) | OPERATOR_KINDS | QUOTA_KINDS
+
+
+DETAIL_KINDS: Final = OPERATOR_KINDS | {"quota_approval", "quota_rejection"}
+"""Kinds whose ``detail`` is the command itself (a reference reused with another detail is a
+conflict)."""
 
 
 class ReferenceConflict(ValueError):
@@ -66,7 +77,7 @@ class JournalEntry:
         if (self.kind, self.meter_id, self.amount, self.start_wh, self.final_wh) != (
                 other.kind, other.meter_id, other.amount, other.start_wh, other.final_wh):
             return True
-        return self.kind in OPERATOR_KINDS and self.detail != other.detail
+        return self.kind in DETAIL_KINDS and self.detail != other.detail
 
 
 @attrs.frozen

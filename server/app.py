@@ -12,9 +12,11 @@ Theory of operation
    restart;
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
-4. periodic work: snapshots of changed meters, interval history flushes, audit retention
+4. quota groups (``server.quotas``): replayed from the journal, tallied from the recovered
+   meters, and their month clock;
+5. periodic work: snapshots of changed meters, interval history flushes, audit retention
    (``[audit] keep``: at start, then hourly; ``persistence.audit_log``);
-5. the field side: one bus task per Modbus gateway (``server.field``).
+6. the field side: one bus task per Modbus gateway (``server.field``).
 
 The ``Park`` it yields is what protocol adapters (websocket hub, HTTP, OPC UA, the demo) talk
 to. Nothing a meter or the field does can end it: a meter's failure is its supervisor's (a
@@ -60,6 +62,7 @@ from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
 from server.operations import Operations
+from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
 from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
 
@@ -85,6 +88,7 @@ class Park:
         supervisor: MeterSupervisor,
         ledger: Ledger,
         clock: ParkClock,
+        quotas: QuotaDesk,
     ) -> None:
         self.config = config
         self.store = store
@@ -95,9 +99,11 @@ class Park:
         self.supervisor = supervisor
         self.ledger = ledger
         self.clock = clock
+        self.quotas = quotas
+        """Quota groups, their requests and decisions (``server.quotas``)."""
         self.audit = LmdbAuditLog(store, journal)
         """Every command, accepted or refused, in the data directory (``Operations`` writes)."""
-        self.operations = Operations(registry, ledger, clock, self.audit,
+        self.operations = Operations(registry, ledger, clock, self.audit, quotas,
                                      decimals=config.server.decimals)
         self.users = Users(config.users)
         """The configured logins, shared by every adapter (hub, HTTP, OPC UA)."""
@@ -217,16 +223,22 @@ async def open_park(
                 storage_alarm(router, registry, clock)(False, "the journal writer did not start")
             ledger = Ledger(registry, journal, clock.mono_ms, _is_recorded(store))
             journal.set_on_committed(ledger.on_committed)
+            month_of = month_clock(config.calendar.timezone)
+            groups = open_quota_groups(config, store, registry, router, clock, month_of)
+            quotas = QuotaDesk(config, groups, journal, clock, month_of)
+            ledger.on_quota_entry = quotas.on_committed
             history = HistoryBuffer()
             router.history_sink = history.add
 
-            park = Park(config, store, journal, registry, supervisor, ledger, clock)
+            park = Park(config, store, journal, registry, supervisor, ledger, clock, quotas)
             await nursery.start(dispatcher.run)
             await nursery.start(functools.partial(
                 run_snapshotter, router, encode_state, offer_snapshots(journal), interval,
                 on_encode_error=park.supervisor_restart))
             await nursery.start(run_history_flusher, history, journal, 1.0)
             await nursery.start(run_collector_hygiene)
+            if groups:
+                await nursery.start(run_month_clock, groups.values(), clock, month_of)
             await nursery.start(run_audit_retention, journal, clock.wall_ms,
                                 config.audit.keep_ms)
             if with_field:

@@ -37,6 +37,7 @@ are measured on the control clock, never on the wall label.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Literal
@@ -47,9 +48,11 @@ from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
-from persistence.entries import relay_detail, to_message
+from persistence.entries import QUOTA_KINDS, relay_detail, to_message
 from persistence.journal import Journal, JournalEntry, Recorded
 from persistence.store import StoreError
+
+log = logging.getLogger(__name__)
 
 MAX_REFERENCE_LENGTH: Final = 128
 RECENT_OUTCOMES: Final = 65_536
@@ -97,6 +100,10 @@ def _nothing_known(reference: str) -> bool:
     return False
 
 
+def _no_quota_groups(seq: int, entry: JournalEntry) -> None:
+    log.warning("journal entry %d (%s) has no quota desk to go to", seq, entry.kind)
+
+
 class Ledger:
     def __init__(
         self,
@@ -114,6 +121,8 @@ class Ledger:
         # reference -> reply, so a concurrent duplicate can wait for the first one's balance.
         self._in_flight: dict[str, Reply] = {}
         self._recent: OrderedDict[str, int] = OrderedDict()
+        self.on_quota_entry: Callable[[int, JournalEntry], None] = _no_quota_groups
+        """Where quota groups' entries go (``server.quotas.QuotaDesk.on_committed``)."""
 
     # -- commands -------------------------------------------------------------------------
 
@@ -259,6 +268,12 @@ class Ledger:
 
     def on_committed(self, entries: list[tuple[int, JournalEntry]]) -> None:
         for seq, entry in entries:
+            if entry.kind in QUOTA_KINDS:  # a group's budget, not a meter's money
+                try:
+                    self.on_quota_entry(seq, entry)
+                except Exception:  # the meters' entries of this batch must still arrive
+                    log.exception("quota entry %d could not be applied", seq)
+                continue
             message = to_message(seq, entry)  # what recovery replays, exactly
             reply = Reply()
             self._deliveries[seq] = reply

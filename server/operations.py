@@ -31,13 +31,14 @@ from policies.money import format_amount
 from server.auth import Caller, Role
 from server.clock import ParkClock
 from server.ledger import BadRequest, CommandAck, Ledger, MoneyAck
+from server.quotas import QuotaAnswer, QuotaDesk
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH: Final = 200
 RELAY_ACTIONS: Final = ("open", "auto")
 
-T = TypeVar("T", MoneyAck, CommandAck)
+T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer)
 AuditListener = Callable[[AuditEntry], None]
 
 
@@ -65,10 +66,12 @@ class Operations:
         ledger: Ledger,
         clock: ParkClock,
         audit: AuditLog,
+        quotas: QuotaDesk | None = None,
         *,
         decimals: int = 2,
     ) -> None:
         self._registry = registry
+        self._quotas = quotas
         self._ledger = ledger
         self._clock = clock
         self._audit = audit
@@ -133,6 +136,32 @@ class Operations:
                 final_wh=final_wh, reason=reason)
 
         return await self._run(caller, "admin", request, command)
+
+    async def request_quota(self, caller: Caller, group_id: str, amount: object,
+                            reason: object, reference: str) -> QuotaAnswer:
+        """Ask for extra budget for a quota group this month (operators; an admin decides)."""
+        request = _Request("quota_request", "", reference,
+                           f"amount {_text(amount)}: {_text(reason)}", target=_text(group_id))
+        return await self._run(caller, "operator", request, lambda: self._desk().request(
+            group_id, amount, reason, caller.user, reference))
+
+    async def decide_quota(self, caller: Caller, group_id: str, request_id: object,
+                           approve: bool, note: object, reference: str) -> QuotaAnswer:
+        """Approve (the month's limit grows by the amount asked) or reject a request."""
+        verb = "approve" if approve else "reject"
+        request = _Request("quota_" + verb, "", reference,
+                           f"{verb} {_text(request_id)}: {_text(note)}", target=_text(group_id))
+        return await self._run(caller, "admin", request, lambda: self._desk().decide(
+            group_id, request_id, approve, caller.user, note, reference))
+
+    def quota_groups(self, caller: Caller) -> list[dict[str, object]]:
+        """Every quota group as the console shows it (any logged-in role)."""
+        return self._desk().views()
+
+    def _desk(self) -> QuotaDesk:
+        if self._quotas is None:
+            raise BadRequest("this server has no quota groups")
+        return self._quotas
 
     def audit_page(self, caller: Caller, *, before: str | None = None,
                    limit: int = 50) -> AuditPage:
@@ -213,4 +242,6 @@ def _text(value: object) -> str:
 def _verb(command: str) -> str:
     return {"topup": "top up", "relay": "switch relays", "reset_lockout": "reset lockouts",
             "ack_alarm": "acknowledge alarms",
-            "replace_meter": "replace meters"}.get(command, command)
+            "replace_meter": "replace meters", "quota_request": "ask for extra quota budget",
+            "quota_approve": "approve quota requests",
+            "quota_reject": "reject quota requests"}.get(command, command)

@@ -23,7 +23,7 @@ import attrs
 
 from persistence.audit import AuditEntry, read_audit
 from persistence.damage import Damage, read_entry
-from persistence.entries import JournalEntry
+from persistence.entries import QUOTA_KINDS, JournalEntry
 from persistence.history import DaySource
 from persistence.readonly import open_store_readonly
 from persistence.recovery import load_snapshots, raw_entries_after
@@ -84,7 +84,7 @@ def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
         if isinstance(entry, Damage):
             raise DamagedBooks(f"journal entry {seq} is damaged ({entry}); the books cannot "
                                "be read past it: run `wattkeeper check`")
-        if entry.amount != 0:
+        if entry.amount != 0 and entry.kind not in QUOTA_KINDS:  # budgets are not money
             yield seq, entry
 
 
