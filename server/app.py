@@ -62,8 +62,8 @@ from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
 from server.operations import Operations
-from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
+from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
 from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ def test_a_new_month_starts_again_and_expires_last_months_requests() -> None:
     state, _ = quota.request_extension(state, request("r1"), POLICY)
     state, _ = quota.decide(state, "r1", True, "root", 2, POLICY)
     state, _ = quota.request_extension(state, request("r2"), POLICY)
-    state, effects = quota.tally(state, MONTH + 1, 100, POLICY, 3)
+    state, _ = quota.tally(state, MONTH + 1, 100, POLICY, 3)
     assert (state.month, state.used, state.extension, state.blocked) == (MONTH + 1, 100, 0, False)
     assert [(r.request_id, r.status) for r in state.requests] == [("r2", "expired")]
     _, refused = quota.decide(state, "r2", True, "root", 4, POLICY)

@@ -9,13 +9,13 @@ import pytest
 import trio
 
 from actors.effects import AlarmEvent
+from policies.records import Reading
 from server.app import open_park
 from server.auth import Caller
 from server.config import ParkConfig
 from server.ledger import BadRequest
 from server.operations import Forbidden
 from tests.server.parks import park_toml
-from policies.records import Reading
 
 OPERATOR = Caller("op", "operator", "hub", "127.0.0.1:5000")
 ADMIN = Caller("root", "admin", "http", "127.0.0.1:5002")
