@@ -19,8 +19,9 @@ and the supervisor restarts the actor from its snapshot and journal.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -32,6 +33,9 @@ from policies.records import CommandRejected, MeterState, Reading
 
 if TYPE_CHECKING:
     from actors.quota import QuotaGroup
+
+NO_QUOTA: Final = sys.maxsize
+"""An allowance never reached (``actors.quota``): a meter in no group."""
 
 
 class MeterFaulted(Exception):
@@ -48,7 +52,7 @@ class CommandOutcome:
 
 class MeterActor:
     __slots__ = ("changed", "dirty", "faulted", "key", "meter_id", "policy", "quota",
-                 "quota_listed", "quota_slot", "router", "state")
+                 "quota_minor_until", "quota_wh_until", "router", "state")
 
     def __init__(
         self,
@@ -66,9 +70,10 @@ class MeterActor:
         self.faulted = False
         self.dirty = False  # listed in router.dirty (EffectRouter.touched)
         self.changed = False  # listed in router.changed
-        self.quota: QuotaGroup | None = None  # its quota group, told of every charge
-        self.quota_slot = -1  # its index among the group's members
-        self.quota_listed = False  # listed with the group since its last tally
+        # Its quota group, and the month totals at which it tells the group (actors.quota).
+        self.quota: QuotaGroup | None = None
+        self.quota_wh_until = NO_QUOTA
+        self.quota_minor_until = NO_QUOTA
 
     def __repr__(self) -> str:
         return f"<MeterActor {self.meter_id}>"
@@ -87,13 +92,19 @@ class MeterActor:
         if error is not None:
             self.router.bad_input(self, error)
             return
-        self.state, effects = on_reading(self.state, reading, self.policy)
+        old = self.state
+        self.state, effects = on_reading(old, reading, self.policy)
         self.router.touched(self)
-        group = self.quota
-        if group is not None and not self.quota_listed:
-            group.member_charged(self)
+        if self.quota is not None:
+            self._tell_quota(old)
         if effects:
             self.router.route(self, effects)
+
+    def _tell_quota(self, old: MeterState) -> None:
+        state = self.state
+        if (state.month != old.month or state.month_wh >= self.quota_wh_until
+                or state.month_minor >= self.quota_minor_until):
+            self.quota.member_charged(self)  # type: ignore[union-attr]  # (tested by caller)
 
     def _on_request(self, request: Request) -> None:
         if self.faulted:
@@ -108,12 +119,12 @@ class MeterActor:
         request.reply.set(CommandOutcome(self.state, rejection))
 
     def _apply(self, message: object) -> tuple[object, ...]:
-        state, effects = step(self.state, message, self.policy)
+        old = self.state
+        state, effects = step(old, message, self.policy)
         self.state = state
         self.router.touched(self)
-        group = self.quota
-        if group is not None and not self.quota_listed:
-            group.member_charged(self)  # a replacement's final register is a charge too
+        if self.quota is not None:
+            self._tell_quota(old)  # a replacement's final register is a charge too
         if effects:
             self.router.route(self, effects)
         return effects
@@ -137,9 +148,11 @@ def receive_readings(
             actor.state = state
             if not (actor.dirty and actor.changed):  # listed already, usually (EffectRouter)
                 actor.router.touched(actor)
-            group = actor.quota
-            if group is not None and not actor.quota_listed:  # the one send (actors.quota)
-                group.member_charged(actor)
+            # Its quota group's allowance (actors.quota): never reached outside a group. A
+            # quiet reading stays in its month, so the totals are all that can cross.
+            if state.month_wh >= actor.quota_wh_until or \
+                    state.month_minor >= actor.quota_minor_until:
+                actor.quota.member_charged(actor)  # type: ignore[union-attr]
         except Exception as exc:  # one meter's failure goes to its supervisor, the rest go on
             fail(actor, reading, exc)
 

@@ -11,6 +11,9 @@ What it measures (all in one process, one trio run, on a fresh data directory):
   ``REPEATS`` times and reports the median (``*_samples`` hold every sample). Our runtime is
   handed readings in batches of ``BATCH``, as the Modbus edge hands over the replies of one
   burst of a gateway's window; a channel per meter takes them one by one.
+* ``readings_per_s_with_quotas`` — the same, once every meter belongs to a quota group (groups
+  of ``QUOTA_GROUP_SIZE``, fed by one send per charge: ``actors.quota``); ``quota_ratio`` is
+  its share of ``readings_per_s`` (target >= 0.9).
 * ``p99_decision_ms`` — reading accepted -> relay command emitted, for readings that trip
   (balance exhausted), while readings are offered at a paced 50,000/s.
 * ``bytes_per_meter`` — resident memory growth / meters, after every meter took a reading.
@@ -33,6 +36,7 @@ The last line with ``--json`` is one JSON object.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import shutil
 import statistics
@@ -47,6 +51,7 @@ import trio
 
 from actors.effects import EffectRouter
 from actors.meter import MeterActor
+from actors.quota import QuotaGroup
 from actors.registry import ParkRegistry
 from actors.runtime import Dispatcher
 from actors.snapshots import snapshot_dirty
@@ -58,7 +63,9 @@ from persistence.store import open_store
 from policies.meter import quiet_reading, step
 from policies.meter_policy import MeterPolicy
 from policies.money import parse_amount, parse_price
+from policies.quota import QuotaPolicy, QuotaState
 from policies.records import MeterState, Reading, RelayCommand
+from policies.tariff import month_key
 from policies.tariff_records import Band, Calendar, Tariff
 from server.collector import run_collector_hygiene
 from server.ledger import Ledger
@@ -82,6 +89,7 @@ samples were seen to spread 42k-54k within one process)."""
 BATCH = 16  # readings per delivery: the replies of one burst of a gateway's window (bus.py;
 # `bench modbus` runs gateways with a window of 16)
 TOPUP_P99_OBJECTIVE_MS = 20.0
+QUOTA_GROUP_SIZE = 100  # meters per production line in the quota run
 
 
 def tou_tariff() -> Tariff:
@@ -167,6 +175,15 @@ async def phase_runtime(bench: Bench, journal: Journal, opening: dict[str, int])
         bench.results["readings_per_s"] = round(statistics.median(samples))
         bench.results["readings_per_s_samples"] = [round(sample) for sample in samples]
         progress("throughput measured")
+        groups = join_quota_groups(bench, registry, router)
+        samples = await measure_throughput(bench, registry)
+        bench.results["readings_per_s_with_quotas"] = round(statistics.median(samples))
+        bench.results["readings_per_s_with_quotas_samples"] = [round(s) for s in samples]
+        bench.results["quota_ratio"] = round(
+            bench.results["readings_per_s_with_quotas"] / bench.results["readings_per_s"], 3)
+        bench.results["quota_groups"] = len(groups)
+        assert sum(group.state.used for group in groups) > 0  # the groups did count
+        progress("throughput with quota groups measured")
         ledger = Ledger(registry, journal)
         journal.set_on_committed(ledger.on_committed)
         bench.results["p99_decision_ms"] = round(
@@ -187,6 +204,22 @@ async def phase_runtime(bench: Bench, journal: Journal, opening: dict[str, int])
         progress("top-ups measured and indexed")
         await snapshot_dirty(router, encode_state, offer_snapshots(journal))
         nursery.cancel_scope.cancel()
+
+
+def join_quota_groups(bench: Bench, registry: ParkRegistry,
+                      router: EffectRouter) -> list[QuotaGroup]:
+    """Put every meter in a quota group of ``QUOTA_GROUP_SIZE`` (a production line), each
+    with a budget it never reaches: what is measured is the cost of feeding the groups."""
+    members = list(registry)
+    month = month_key(dt.datetime.fromtimestamp(START_MS / 1000, dt.UTC).date())
+    groups = []
+    for first in range(0, len(members), QUOTA_GROUP_SIZE):
+        policy = QuotaPolicy(f"line-{first // QUOTA_GROUP_SIZE}", "kwh", 10**15)
+        group = QuotaGroup(policy, members[first:first + QUOTA_GROUP_SIZE], registry.dispatcher,
+                           router, lambda: START_MS, lambda: START_MS)
+        group.start(QuotaState(), month)
+        groups.append(group)
+    return groups
 
 
 Batch = tuple[list[int], list[Reading]]

@@ -134,6 +134,27 @@ def levels_reached(used: int, limit: int, percents: tuple[int, ...]) -> int:
     return sum(1 for percent in percents if used * 100 >= percent * limit)
 
 
+def next_threshold(state: QuotaState, policy: QuotaPolicy) -> int | None:
+    """The lowest ``used`` at which something changes upward (an alarm level not reached yet,
+    or the cut), or None when nothing lies above (blocked, no level above 100 %)."""
+    limit = state.limit(policy)
+    candidates = [-(-percent * limit // 100) for percent in policy.alarm_percents]
+    candidates.append(limit)
+    above = [value for value in candidates if value > state.used]
+    return min(above) if above else None
+
+
+def allowance(used: int, threshold: int, members: int) -> int:
+    """Each member's share of the headroom up to ``threshold``: if no member has been charged
+    its share since (each total below its own total + share), then ``used`` is still below
+    ``threshold``, because ``members * (share - 1) < threshold - used``. So a group only needs
+    to look when a member reaches its share (``actors.quota``)."""
+    headroom = threshold - used
+    if headroom <= 0 or members <= 0:
+        return 0
+    return -(-headroom // members)
+
+
 def evaluate(state: QuotaState, policy: QuotaPolicy, ts_ms: int) -> QuotaResult:
     """Bring the alarm levels and the cut in line with ``used`` and the limit."""
     limit = state.limit(policy)

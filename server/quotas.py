@@ -229,6 +229,7 @@ class QuotaDesk:
         """A group as the hub and HTTP show it (amounts as decimal strings in its unit)."""
         section = self.sections[group_id]
         group = self.groups[group_id]
+        group.tally_now()
         state, policy = group.state, section.policy
         limit = state.limit(policy)
 
