@@ -58,7 +58,7 @@ import attrs
 
 from policies.records import Reading
 from protocols.modbus.codec import MAX_READ_REGISTERS
-from protocols.toml_limits import TomlNestingError, parse_toml
+from protocols.toml.limits import TomlNestingError, parse_toml
 
 __all__ = [
     "DATA_TYPES",
@@ -521,7 +521,7 @@ MAX_PROFILE_FILE_BYTES: Final = 1 << 20
 
 def load_profile_file(path: Path | str) -> Profile:
     """A user profile from a TOML file (at most ``MAX_PROFILE_FILE_BYTES``, nested at most
-    ``protocols.toml_limits.MAX_NESTING`` deep)."""
+    ``protocols.toml.limits.MAX_NESTING`` deep)."""
     path = Path(path)
     try:
         size = path.stat().st_size

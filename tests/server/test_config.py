@@ -739,14 +739,14 @@ def test_bad_default_is_reported_once_at_its_own_line() -> None:
     text = (
         BASE
         + (
-            '\n[meter_defaults]\nprofile = "sdm120"\ntariff = "flat"\noverload_delay = "2 s"\n'
+            '\n[meter_defaults]\nprofile = "sdm120"\ntariff = "flat"\noverload_delay = "2 sec"\n'
             'tarif = "flat"\nid = "X"\n'
         )
         + meters
     )
     assert problems(text) == [
-        f"park.toml:{line_of(text, '2 s')}: meter_defaults.overload_delay: expected a duration "
-        'like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), got "2 s"',
+        f"park.toml:{line_of(text, '2 sec')}: meter_defaults.overload_delay: expected a duration "
+        'like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), got "2 sec"',
         f"park.toml:{line_of(text, 'tarif =')}: meter_defaults.tarif: unknown key "
         '(did you mean "tariff"?)',
         f"park.toml:{line_of(text, 'id = ' + chr(34) + 'X')}: meter_defaults.id: "
@@ -1215,7 +1215,7 @@ def test_a_deeply_nested_config_is_a_config_error_with_its_line(tmp_path: Path) 
 
 
 def test_nesting_up_to_the_limit_is_fine() -> None:
-    from protocols.toml_limits import MAX_NESTING, nesting_line, parse_toml
+    from protocols.toml.limits import MAX_NESTING, nesting_line, parse_toml
 
     text = "x = " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\n"
     value, depth = parse_toml(text)["x"], 1
