@@ -126,15 +126,16 @@ class Table:
     def number(self, key: str, default: object = REQUIRED, *, low: float = 0.0) -> float:
         """A finite number (an integer or a float) of at least ``low`` (``-math.inf``: any)."""
         value = self.raw(key, default)
+        placeholder = low if math.isfinite(low) else 0.0
         if key in self.failed:
-            return low
+            return placeholder
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(key, f"expected a number, got {type_name(value)} {show(value)}")
-            return low
+            return placeholder
         if not (math.isfinite(value) and value >= low):
             bound = f" >= {low:g}" if low > -math.inf else ""
             self.fail(key, f"must be a finite number{bound}, got {value}")
-            return low if math.isfinite(low) else 0.0
+            return placeholder
         return float(value)
 
     def boolean(self, key: str, default: object = REQUIRED) -> bool:

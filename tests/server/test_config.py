@@ -921,10 +921,27 @@ def test_a_broken_profile_file_is_named_with_its_key(tmp_path: Path) -> None:
     text = with_profiles(tmp_path, {"acme.toml": broken}, '["acme.toml"]')
     # A meter naming the broken profile is not "unknown" on top: the file is the problem.
     text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
+    # Both lines: the park's that names the file, and the file's own (the profile loader reads
+    # with the same toolkit as the park).
     assert single_problem(text, base_dir=tmp_path) == (
-        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: values.total_power: "
-        "unknown key(s) scael"
+        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}:{line_of(broken, 'scael')}: "
+        'values.total_power.scael: unknown key (did you mean "scale"?)'
     )
+
+
+def test_every_problem_in_a_profile_file_is_reported(tmp_path: Path) -> None:
+    broken = ACME_PM100.replace('unit = "W"', 'unit = "W"\nscael = 0.1').replace(
+        'name = "acme-pm100"', 'name = "acme-pm100"\ndescripton = "PM100"'
+    )
+    files = {"profiles/acme.toml": broken}
+    text = with_profiles(tmp_path, files, '[\n  "profiles/acme.toml",\n]')
+    path = tmp_path / "profiles/acme.toml"
+    assert problems(text, base_dir=tmp_path) == [
+        f"park.toml:2: profile_files[0]: {path}:{line_of(broken, 'descripton')}: descripton: "
+        'unknown key (did you mean "description"?)',
+        f"{path}:{line_of(broken, 'scael')}: values.total_power.scael: unknown key "
+        '(did you mean "scale"?)',
+    ]
 
 
 def test_a_profile_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
