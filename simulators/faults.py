@@ -23,7 +23,8 @@ the same on the command line (``wattkeeper sim --fault``) and in scenario files:
 The parameters may follow the kind after a ``:`` or a ``,`` (``gw1:down,for=10s`` and
 ``gw1:down:for=10s`` are the same). ``TARGET`` is ``GATEWAY/UNIT`` for meter faults and
 ``GATEWAY`` for ``down``; the gateway is its id (``gw1``... for ``wattkeeper sim --gateways``,
-the config's ids with ``--config``). Durations need a unit: ``800ms``, ``5s``, ``2m``, ``1h``.
+the config's ids with ``--config``). Durations are the one grammar of every file we read
+(``protocols.toml.values``), and need a unit: ``800ms``, ``5s``, ``1.5s``, ``2m``, ``1h``.
 Powers are watts, optionally with a unit: ``45000``, ``45000W``, ``45kW``.
 
 Errors are :class:`FaultSpecError` naming the spec and the part that is wrong, with an example.
@@ -38,6 +39,8 @@ from typing import Final, Literal
 
 import attrs
 
+from protocols.toml.values import parse_duration_s, suggest
+
 __all__ = [
     "FAULT_KINDS",
     "GATEWAY_FAULTS",
@@ -47,6 +50,7 @@ __all__ = [
     "FaultKind",
     "FaultSpecError",
     "fault_from_fields",
+    "fault_parameters",
     "parse_duration",
     "parse_fault",
     "parse_faults",
@@ -96,8 +100,6 @@ _EXAMPLES: Final = {
     "down": "gw1:down,for=10s",
 }
 
-_DURATION: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)\s*$")
-_DURATION_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _POWER: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(W|kW|MW)?\s*$")
 _POWER_UNITS: Final = {None: 1.0, "W": 1.0, "kW": 1000.0, "MW": 1_000_000.0}
 FLOAT32_MAX: Final = 3.4028234663852886e38
@@ -105,7 +107,15 @@ _GATEWAY_ID: Final = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 class FaultSpecError(ValueError):
-    """A fault spec that cannot be understood; the message says which part and why."""
+    """A fault spec that cannot be understood; the message says which part and why.
+
+    ``key`` is the parameter (or ``kind``, ``target``) at fault when there is one, and
+    ``reason`` the message without it: a scenario file puts that on the key's own line."""
+
+    def __init__(self, message: str, *, key: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.reason = message if reason is None else reason
 
 
 @attrs.frozen
@@ -167,17 +177,13 @@ def _duration_text(seconds: float) -> str:
     return f"{_number(seconds)}s"
 
 
-def parse_duration(text: str, *, what: str = "duration") -> float:
-    """Seconds from ``800ms``, ``5s``, ``1.5s``, ``2m``, ``1h`` (a unit is required)."""
-    match = _DURATION.match(text)
-    if match is None:
-        hint = " (add a unit: ms, s, m or h)" if _is_number(text) else ""
-        raise FaultSpecError(
-            f"{what}={text!r} is not a duration{hint}; write e.g. 800ms, 5s, 2m or 1h"
-        )
-    number, unit = float(match.group(1)), match.group(2)
-    # Divide for ms: 51 / 1000 is 0.051 exactly as written, 51 * 0.001 is not.
-    return number / 1000.0 if unit == "ms" else number * _DURATION_UNITS[unit]
+def parse_duration(value: object, *, what: str = "duration") -> float:
+    """Seconds from ``800ms``, ``5s``, ``1.5s``, ``2m``, ``1h``: the grammar of
+    ``protocols.toml.values``, with its errors as :class:`FaultSpecError` naming ``what``."""
+    try:
+        return parse_duration_s(value)
+    except ValueError as error:
+        raise FaultSpecError(f"{what}: {error}", key=what, reason=str(error)) from None
 
 
 def parse_power(text: str) -> float:
@@ -186,14 +192,6 @@ def parse_power(text: str) -> float:
     if match is None:
         raise FaultSpecError(f"power={text!r} is not a power; write watts, e.g. 45000 or 45kW")
     return float(match.group(1)) * _POWER_UNITS[match.group(2)]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _parse_target(target: str) -> tuple[str, int | None]:
@@ -244,23 +242,42 @@ def _parse_fault(spec: str) -> Fault:
     return fault_from_fields(kind, target, params)
 
 
+def fault_parameters(kind: str) -> frozenset[str] | None:
+    """The parameters ``kind`` takes (``at`` and, unless it is instant, ``for`` too), or None
+    for a kind that does not exist."""
+    if kind not in _PARAMETERS:
+        return None
+    required, optional = _PARAMETERS[kind]
+    return required | optional | (_TIMING - ({"for"} if kind in _INSTANT else set()))
+
+
 def fault_from_fields(kind: str, target: str, params: Mapping[str, object]) -> Fault:
     """A :class:`Fault` from a kind, a target and parameters given as text or numbers.
 
     Numbers (from a TOML scenario) are taken as W for ``power``, kWh for ``to`` and are refused
     for durations (a unit is required there, as in ``for = "5s"``).
     """
-    if kind not in _PARAMETERS:
-        raise FaultSpecError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
-    gateway, unit = _parse_target(target)
+    allowed = fault_parameters(kind)
+    if allowed is None:
+        message = (
+            f"unknown fault kind {kind!r}{suggest(kind, FAULT_KINDS)} "
+            f"(known: {', '.join(FAULT_KINDS)})"
+        )
+        raise FaultSpecError(message, key="kind")
+    try:
+        gateway, unit = _parse_target(target)
+    except FaultSpecError as error:
+        raise FaultSpecError(str(error), key="target") from None
     if kind in GATEWAY_FAULTS and unit is not None:
-        raise FaultSpecError(f"{kind} is a gateway fault: the target is a gateway, e.g. gw1")
+        raise FaultSpecError(
+            f"{kind} is a gateway fault: the target is a gateway, e.g. gw1", key="target"
+        )
     if kind in METER_FAULTS and unit is None:
         raise FaultSpecError(
-            f"{kind} is a meter fault: the target needs a unit, e.g. {_EXAMPLES[kind]}"
+            f"{kind} is a meter fault: the target needs a unit, e.g. {_EXAMPLES[kind]}",
+            key="target",
         )
-    required, optional = _PARAMETERS[kind]
-    allowed = required | optional | (_TIMING - ({"for"} if kind in _INSTANT else set()))
+    required, _optional = _PARAMETERS[kind]
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise FaultSpecError(
@@ -272,31 +289,28 @@ def fault_from_fields(kind: str, target: str, params: Mapping[str, object]) -> F
         raise FaultSpecError(f"{kind} needs {', '.join(missing)}; e.g. {_EXAMPLES[kind]}")
 
     def duration(key: str) -> float | None:
-        if key not in params:
-            return None
-        value = params[key]
-        if not isinstance(value, str):
-            raise FaultSpecError(f"{key}={value!r} needs a unit; write e.g. \"5s\" or \"800ms\"")
-        return parse_duration(value, what=key)
+        return parse_duration(params[key], what=key) if key in params else None
 
     def number(key: str, parse: Callable[[str], float]) -> float | None:
         if key not in params:
             return None
         value = params[key]
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise FaultSpecError(f"{key}={value!r} is not a number")
-        result = parse(value) if isinstance(value, str) else float(value)
+            raise FaultSpecError(f"{key}={value!r} is not a number", key=key)
+        try:
+            result = parse(value) if isinstance(value, str) else float(value)
+        except FaultSpecError as error:
+            raise FaultSpecError(str(error), key=key) from None
         if not math.isfinite(result) or result < 0.0:
-            raise FaultSpecError(f"{key}={value!r} must be a finite number >= 0")
+            raise FaultSpecError(f"{key}={value!r} must be a finite number >= 0", key=key)
         return result
 
     at_s = duration("at") or 0.0
-    for_s = duration("for")
-    if for_s is not None and for_s <= 0.0:
-        raise FaultSpecError(f"for={params['for']!r} must be longer than 0")
-    delay_s = duration("delay")
-    if delay_s is not None and delay_s <= 0.0:
-        raise FaultSpecError(f"delay={params['delay']!r} must be longer than 0")
+    for key in ("for", "delay"):
+        seconds = duration(key)
+        if seconds is not None and seconds <= 0.0:
+            raise FaultSpecError(f"{key}={params[key]!r} must be longer than 0", key=key)
+    for_s, delay_s = duration("for"), duration("delay")
     return Fault(
         kind=kind,  # type: ignore[arg-type]  # checked against _PARAMETERS above
         gateway=gateway,

@@ -22,6 +22,10 @@ expectation as soon as it is decided (a positive one at the first matching write
 one when its window closes), reporting one PASS/FAIL line per expectation, and returns when
 every window has closed and the scenario's ``duration`` has passed. Evidence comes from the
 park's coil log (``time.monotonic_ns()`` stamps) and each meter's time of last read.
+
+Reading a file uses the park config's toolkit (``protocols.toml``): every problem at once, each
+``file:line: key.path: message``, an unknown key with a "did you mean" (a fault's parameters
+are the ones its kind takes), and durations in the one grammar of ``protocols.toml.values``.
 """
 
 from __future__ import annotations
@@ -30,12 +34,22 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import attrs
 import trio
 
-from simulators.faults import Fault, FaultSpecError, fault_from_fields, parse_duration, parse_fault
+from protocols.toml.limits import TomlNestingError, parse_toml
+from protocols.toml.problems import DocumentError, Problem, Problems
+from protocols.toml.toolkit import Table
+from protocols.toml.values import show
+from simulators.faults import (
+    Fault,
+    FaultSpecError,
+    fault_from_fields,
+    fault_parameters,
+    parse_fault,
+)
 from simulators.park import SimPark
 
 __all__ = [
@@ -56,14 +70,10 @@ EXPECTATIONS: Final = ("coil_open", "coil_closed", "no_coil_open", "no_coil_writ
 POLL_CHECK_S: Final = 0.05
 """How often a running scenario looks at the coil log for positive expectations."""
 
-_TOP_KEYS: Final = frozenset({"name", "description", "duration", "park", "faults", "expect"})
-_PARK_KEYS: Final = frozenset({"meters", "gateways", "profile", "seed"})
-_FAULT_TIMING_KEYS: Final = frozenset({"at", "for"})
-_EXPECT_KEYS: Final = frozenset({"target", "expect", "after", "within"})
 
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message names the file and the entry."""
+class ScenarioError(DocumentError):
+    """A scenario that cannot be used: every problem, one per line, naming the file, the line
+    (when read from one) and the key, as a park config's errors do."""
 
 
 @attrs.frozen
@@ -124,134 +134,127 @@ class Scenario:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _duration(value: object, where: str) -> float:
-    if not isinstance(value, str):
-        raise ScenarioError(f'{where}: expected a duration with a unit, e.g. "5s", got {value!r}')
-    try:
-        return parse_duration(value, what=where.rsplit(".", 1)[-1])
-    except FaultSpecError as error:
-        raise ScenarioError(f"{where}: {error}") from None
-
-
-def _target(value: object, where: str) -> tuple[str, int | None]:
-    if not isinstance(value, str) or not value:
-        raise ScenarioError(f'{where}.target: expected "GATEWAY/UNIT" or "GATEWAY", e.g. "gw1/3"')
+def _target(value: str) -> tuple[str, int | None]:
+    if not value:
+        raise ValueError('expected "GATEWAY/UNIT" or "GATEWAY", e.g. "gw1/3"')
     gateway, slash, unit = value.partition("/")
     if not slash:
         return gateway, None
     if not unit.isdigit():
-        raise ScenarioError(f"{where}.target {value!r}: the unit must be a number, e.g. gw1/3")
+        raise ValueError(f'the unit must be a number, e.g. "gw1/3"; got {show(value)}')
     return gateway, int(unit)
 
 
-def _int(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
-    return value
+def _read_park(t: Table) -> ScenarioPark:
+    park = ScenarioPark(
+        meters=t.integer("meters", 4),
+        gateways=t.integer("gateways", 1),
+        profile=t.string("profile", "sdm630"),
+        seed=t.integer("seed", 1),
+    )
+    t.finish()
+    return park
 
 
-def _fault(entry: Mapping[str, Any], where: str) -> Fault:
-    if "spec" in entry:
-        extra = set(entry) - {"spec"}
-        if extra:
-            raise ScenarioError(f"{where}: give either spec or kind/target/..., not both")
-        if not isinstance(entry["spec"], str):
-            raise ScenarioError(f"{where}.spec: expected a fault spec string")
+def _read_fault(t: Table) -> Fault | None:
+    """A ``[[faults]]`` entry, as a spec string or as fields; None when it is wrong (said)."""
+    if t.has("spec"):
+        if len(t.data) > 1:
+            t.asked.update(t.data)
+            t.problems.add(t.path, "give either spec or kind/target/..., not both")
+            return None
+        spec = t.string("spec")
+        if "spec" in t.failed:
+            return None
         try:
-            return parse_fault(entry["spec"])
+            return parse_fault(spec)
         except FaultSpecError as error:
-            raise ScenarioError(f"{where}: {error}") from None
-    kind = entry.get("kind")
-    target = entry.get("target")
-    if not isinstance(kind, str) or not isinstance(target, str):
-        raise ScenarioError(f'{where}: needs kind and target, e.g. kind = "overload", '
-                            'target = "gw1/3" (or spec = "gw1/3:overload:power=45000")')
-    params = {key: value for key, value in entry.items() if key not in ("kind", "target")}
+            t.fail("spec", str(error))
+            return None
+    kind, target = t.string("kind"), t.string("target")
+    allowed = fault_parameters(kind)
+    # An unknown kind is said once, by fault_from_fields: its parameters are not judged.
+    params = {
+        key: t.raw(key)
+        for key in t.data
+        if key not in ("kind", "target") and (allowed is None or key in allowed)
+    }
+    t.asked.update(allowed or ())  # what a misspelt parameter may have meant
+    t.finish()
+    if {"kind", "target"} & t.failed:
+        return None
     try:
         return fault_from_fields(kind, target, params)
     except FaultSpecError as error:
-        raise ScenarioError(f"{where}: {error}") from None
+        if error.key is None:
+            t.problems.add(t.path, str(error))
+        else:
+            t.fail(error.key, error.reason)
+        return None
 
 
-def _expectation(entry: Mapping[str, Any], where: str) -> Expectation:
-    unknown = set(entry) - _EXPECT_KEYS
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
-                            f"(known: {', '.join(sorted(_EXPECT_KEYS))})")
-    kind = entry.get("expect")
-    if kind not in EXPECTATIONS:
-        raise ScenarioError(f"{where}.expect: one of {', '.join(EXPECTATIONS)}, got {kind!r}")
-    gateway, unit = _target(entry.get("target"), where)
-    if "within" not in entry:
-        raise ScenarioError(f'{where}.within: required (how long the window lasts, e.g. "3s")')
-    after_s = _duration(entry["after"], f"{where}.after") if "after" in entry else 0.0
-    return Expectation(kind, gateway, unit, after_s, _duration(entry["within"], f"{where}.within"))
+def _read_expectation(t: Table) -> Expectation | None:
+    kind = t.string("expect", choices=EXPECTATIONS)
+    target = t.string("target")
+    after_s = t.duration_s("after", "0s")
+    within_s = t.duration_s("within")
+    t.finish()
+    gateway, unit = "", None
+    if "target" not in t.failed:
+        try:
+            gateway, unit = _target(target)
+        except ValueError as error:
+            t.fail("target", str(error))
+    if t.failed:
+        return None
+    return Expectation(cast(ExpectationKind, kind), gateway, unit, after_s, within_s)
 
 
-def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>") -> Scenario:
-    """A :class:`Scenario` from a parsed TOML document; errors name ``source`` and the entry."""
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ScenarioError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} "
-                            f"(known: {', '.join(sorted(_TOP_KEYS))})")
-    name = data.get("name", Path(source).stem)
-    description = data.get("description", "")
-    if not isinstance(name, str) or not isinstance(description, str):
-        raise ScenarioError(f"{source}: name and description must be strings")
-    park_table = data.get("park", {})
-    if not isinstance(park_table, Mapping):
-        raise ScenarioError(f"{source}: park must be a table")
-    unknown = set(park_table) - _PARK_KEYS
-    if unknown:
-        raise ScenarioError(f"{source}: park: unknown key(s) {', '.join(sorted(unknown))}")
-    profile = park_table.get("profile", "sdm630")
-    if not isinstance(profile, str):
-        raise ScenarioError(f"{source}: park.profile must be a profile name")
-    park = ScenarioPark(
-        meters=_int(park_table, "meters", f"{source}: park", 4),
-        gateways=_int(park_table, "gateways", f"{source}: park", 1),
-        profile=profile,
-        seed=_int(park_table, "seed", f"{source}: park", 1),
-    )
-    faults_list = data.get("faults", [])
-    expect_list = data.get("expect", [])
-    if not isinstance(faults_list, list) or not isinstance(expect_list, list):
-        raise ScenarioError(f"{source}: faults and expect are arrays of tables ([[faults]])")
-    faults = []
-    for number, entry in enumerate(faults_list, 1):
-        if not isinstance(entry, Mapping):
-            raise ScenarioError(f"{source}: faults #{number} must be a table")
-        faults.append(_fault(entry, f"{source}: faults #{number}"))
-    expectations = []
-    for number, entry in enumerate(expect_list, 1):
-        if not isinstance(entry, Mapping):
-            raise ScenarioError(f"{source}: expect #{number} must be a table")
-        expectations.append(_expectation(entry, f"{source}: expect #{number}"))
-    if not faults and not expectations:
-        raise ScenarioError(f"{source}: no [[faults]] and no [[expect]]: nothing to run")
-    ends = [e.deadline_s for e in expectations] + [
-        f.at_s + (f.for_s or 0.0) for f in faults
+def parse_scenario(
+    data: Mapping[str, Any], *, source: str = "<scenario>", text: str | None = None
+) -> Scenario:
+    """A :class:`Scenario` from a parsed TOML document. Every problem is reported at once in a
+    :class:`ScenarioError`, each naming ``source``, the key path (``expect[1].within``) and,
+    given the ``text`` the document was parsed from, the line; an unknown key gets a "did you
+    mean"."""
+    problems = Problems()
+    root = Table(problems, (), data)
+    name = root.string("name", Path(source).stem)
+    description = root.string("description", "")
+    park = _read_park(root.table("park"))
+    faults = [_read_fault(entry) for entry in root.tables("faults")]
+    expectations = [_read_expectation(entry) for entry in root.tables("expect")]
+    duration_s = root.duration_s("duration") if root.has("duration") else 0.0
+    root.finish()
+    if not problems.items and not faults and not expectations:
+        problems.add((), "no [[faults]] and no [[expect]]: nothing to run")
+    if problems.items:
+        raise ScenarioError(problems.located(text, source))
+    good_faults = tuple(fault for fault in faults if fault is not None)
+    good_expectations = tuple(e for e in expectations if e is not None)
+    ends = [e.deadline_s for e in good_expectations] + [
+        f.at_s + (f.for_s or 0.0) for f in good_faults
     ]
-    duration_s = max(ends)
-    if "duration" in data:
-        duration_s = max(duration_s, _duration(data["duration"], f"{source}: duration"))
-    return Scenario(name, description, tuple(faults), tuple(expectations), duration_s, park,
-                    source)
+    return Scenario(name, description, good_faults, good_expectations,
+                    max(duration_s, *ends), park, source)
 
 
 def load_scenario(path: Path | str) -> Scenario:
-    """A scenario from a file."""
+    """A scenario from a file; problems name the file, the line and the key."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ScenarioError(f"{path}: cannot read scenario: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
     try:
-        data = tomllib.loads(text)
+        data = parse_toml(text)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
-    return parse_scenario(data, source=str(path))
+    except TomlNestingError as error:
+        raise ScenarioError([Problem(str(path), error.line, "", str(error))]) from None
+    return parse_scenario(data, source=str(path), text=text)
 
 
 def builtin_scenarios() -> dict[str, Path]:

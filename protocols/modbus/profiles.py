@@ -41,6 +41,12 @@ every reading passes before it is charged (``policies.plausibility``): ``max_pow
 water and gas ``max_flow`` in m3/h), the most it can deliver, and ``max_import``, the largest
 value its register shows (in ``import_energy``'s unit). Left out, they default to
 ``DEFAULT_LIMITS`` for the profile's kind: loose bounds that still refuse the absurd.
+
+Errors: a file is read with the park config's toolkit (``protocols.toml``), so a
+:class:`ProfileError` lists every type and key mistake at once, each ``file:line: key: message``
+with a "did you mean" for a misspelt key. The rules between values (``_rules_broken``: a shared
+register, a unit that does not fit the kind) are the record's own, checked on every
+``Profile`` however it is made, and located in the file once its types are right.
 """
 
 from __future__ import annotations
@@ -58,7 +64,10 @@ import attrs
 
 from policies.records import Reading
 from protocols.modbus.codec import MAX_READ_REGISTERS
-from protocols.toml_limits import TomlNestingError, parse_toml
+from protocols.toml.limits import TomlNestingError, parse_toml
+from protocols.toml.problems import DocumentError, Problem, Problems
+from protocols.toml.toolkit import Table
+from protocols.toml.values import KeyPath, format_path, show, suggest
 
 __all__ = [
     "DATA_TYPES",
@@ -117,8 +126,9 @@ Decoder = Callable[..., Reading]
 """``decode(blocks, ts_ms, mono_ms=-1)``: the wall label and the control-clock time."""
 
 
-class ProfileError(ValueError):
-    """A profile file that cannot be used; the message names the file and the key."""
+class ProfileError(DocumentError):
+    """A profile that cannot be used: every problem, one per line, naming the file, the line
+    (when read from one) and the key, as a park config's errors do."""
 
 
 # --- records --------------------------------------------------------------------------------
@@ -306,10 +316,10 @@ def _compile_decoder(profile: Profile, plan: tuple[ReadBlock, ...]) -> tuple[Dec
         previous = ""
         for spec in specs:
             if spec.address < cursor:  # two values claim the same register: a typo in the map
-                raise ProfileError(
-                    f"{profile.name}: values.{spec.quantity} (address {spec.address}) "
-                    f"overlaps values.{previous}"
-                )
+                raise _InvalidProfile(profile.name, [(
+                    ("values", spec.quantity),
+                    f"address {spec.address} overlaps values.{previous}",
+                )])
             if spec.address > cursor:
                 fmt.append(f"{2 * (spec.address - cursor)}x")
             code = DATA_TYPES[spec.data_type]
@@ -366,153 +376,172 @@ def _scaled(spec: ValueSpec, term: str) -> str:
 # --- validation and loading -----------------------------------------------------------------
 
 
+class _InvalidProfile(ProfileError):
+    """A :class:`Profile` record that breaks a rule. The key paths are kept (``found``) so that
+    a file's loader can put each problem on its line; built in code, the profile's name stands
+    for the file."""
+
+    def __init__(self, name: str, found: Sequence[tuple[KeyPath, str]]) -> None:
+        self.found = tuple(found)
+        super().__init__(
+            [Problem(name, None, format_path(path), message) for path, message in self.found]
+        )
+
+
 def _validate(profile: Profile) -> None:
-    where = profile.name
+    found = _rules_broken(profile)
+    if found:
+        raise _InvalidProfile(profile.name, found)
+
+
+def _rules_broken(profile: Profile) -> list[tuple[KeyPath, str]]:
+    """What is wrong with ``profile``, each at the key path of its file (docs/profiles.md)."""
+    found: list[tuple[KeyPath, str]] = []
     if profile.kind not in KINDS:
-        raise ProfileError(f"{where}: kind must be one of {', '.join(KINDS)}, got {profile.kind!r}")
-    if not 1 <= profile.max_registers <= MAX_READ_REGISTERS:
-        raise ProfileError(f"{where}: read_plan.max_registers must be 1..{MAX_READ_REGISTERS}")
+        found.append((("kind",), f"must be one of {', '.join(KINDS)}; got "
+                                 f"{show(profile.kind)}{suggest(profile.kind, KINDS)}"))
+    plan_ok = 1 <= profile.max_registers <= MAX_READ_REGISTERS
+    if not plan_ok:
+        found.append((("read_plan", "max_registers"),
+                      f"must be 1..{MAX_READ_REGISTERS}, got {profile.max_registers}"))
     if profile.max_gap < 0:
-        raise ProfileError(f"{where}: read_plan.max_gap must be >= 0")
+        found.append((("read_plan", "max_gap"), f"must be >= 0, got {profile.max_gap}"))
     seen: set[str] = set()
     for spec in profile.values:
-        key = f"{where}: values.{spec.quantity}"
+        at: KeyPath = ("values", spec.quantity)
         if spec.quantity not in QUANTITIES:
-            raise ProfileError(f"{key}: unknown quantity (known: {', '.join(QUANTITIES)})")
+            found.append((at, f"unknown quantity{suggest(spec.quantity, QUANTITIES)} "
+                              f"(known: {', '.join(QUANTITIES)})"))
+            continue
         if spec.quantity in seen:
-            raise ProfileError(f"{key}: mapped twice")
+            found.append((at, "mapped twice"))
+            continue
         seen.add(spec.quantity)
         if spec.function not in (3, 4):
-            raise ProfileError(
-                f"{key}.function must be 3 (holding) or 4 (input), got {spec.function}"
-            )
-        if not 0 <= spec.address <= 0xFFFF - spec.registers + 1:
-            raise ProfileError(f"{key}.address {spec.address} is not a register address")
+            found.append(((*at, "function"),
+                          f"must be 3 (holding) or 4 (input), got {spec.function}"))
+        last = 0xFFFF - spec.registers + 1
+        if not 0 <= spec.address <= last:
+            found.append(((*at, "address"), f"{spec.address} is not a register address "
+                                             f"(0..{last} for {spec.registers} registers)"))
         if spec.data_type not in DATA_TYPES:
-            raise ProfileError(f"{key}.type must be one of {', '.join(DATA_TYPES)}")
+            found.append(((*at, "type"), f"must be one of {', '.join(DATA_TYPES)}; got "
+                                         f"{show(spec.data_type)}"
+                                         f"{suggest(spec.data_type, DATA_TYPES)}"))
         if spec.word_order not in WORD_ORDERS:
-            raise ProfileError(f"{key}.word_order must be big or little")
+            found.append(((*at, "word_order"), f"must be big or little, got "
+                                               f"{show(spec.word_order)}"))
         if not (math.isfinite(spec.scale) and spec.scale != 0.0):
-            raise ProfileError(f"{key}.scale must be a finite non-zero number")
-        if spec.registers > profile.max_registers:
-            raise ProfileError(f"{key} does not fit in max_registers")
+            found.append(((*at, "scale"), f"must be a finite non-zero number, got {spec.scale}"))
+        if plan_ok and spec.registers > profile.max_registers:
+            found.append((at, f"does not fit in max_registers ({spec.registers} registers, "
+                              f"max_registers = {profile.max_registers})"))
     energy = profile.value("import_energy")
     if energy is None:
-        raise ProfileError(f"{where}: values.import_energy is required (the register charged)")
-    allowed = ("kWh", "Wh") if profile.kind == "electricity" else ("m3",)
-    if energy.unit not in allowed:
-        raise ProfileError(
-            f"{where}: values.import_energy.unit must be {' or '.join(allowed)} for "
-            f"{profile.kind}, got {energy.unit!r}"
-        )
+        found.append((("values", "import_energy"), "is required (the register charged)"))
+    elif profile.kind in KINDS:
+        allowed = ("kWh", "Wh") if profile.kind == "electricity" else ("m3",)
+        if energy.unit not in allowed:
+            found.append((("values", "import_energy", "unit"),
+                          f"must be {' or '.join(allowed)} for {profile.kind}, got "
+                          f"{show(energy.unit)}"))
     flow = profile.value("flow")
     if flow is not None and flow.unit not in FLOW_UNITS:
-        raise ProfileError(f"{where}: values.flow.unit must be one of {', '.join(FLOW_UNITS)}")
-    if profile.relay.function_read not in (1, 2) or profile.relay.function_write != 5:
-        raise ProfileError(f"{where}: relay reads with function 1 or 2 and writes with 5")
-    for key, value in (("max_power_w or max_flow", profile.max_rate),
-                       ("max_import", profile.max_import)):
+        found.append((("values", "flow", "unit"),
+                      f"must be one of {', '.join(FLOW_UNITS)}, got {show(flow.unit)}"))
+    if profile.relay.function_read not in (1, 2):
+        found.append((("relay", "function_read"), "must be 1 or 2 (read coils or discrete "
+                                                  f"inputs), got {profile.relay.function_read}"))
+    if profile.relay.function_write != 5:
+        found.append((("relay", "function_write"), "must be 5 (write single coil), got "
+                                                   f"{profile.relay.function_write}"))
+    rate_key = "max_power_w" if profile.kind == "electricity" else "max_flow"
+    for key, value in ((rate_key, profile.max_rate), ("max_import", profile.max_import)):
         if value is not None and not (math.isfinite(value) and 0 < value <= 1e12):
-            raise ProfileError(f"{where}: limits.{key} must be a positive number up to 1e12")
+            found.append((("limits", key), "must be a positive number up to 1e12"))
+    return found
 
 
-def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ProfileError(f"{where}: {key} must be a table")
-    return value
-
-
-def _typed(
-    table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any
-) -> Any:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        path = f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
-        raise ProfileError(
-            f"{path}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}"
-        )
-    return value
-
-
-def _no_unknown_keys(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    # A misspelt key (``max_gaps``) silently falling back to its default is worse than an error.
-    unknown = set(table) - known
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-
-
-_VALUE_KEYS: Final = frozenset({"function", "address", "type", "word_order", "scale", "unit"})
-_TOP_KEYS: Final = frozenset(
-    {"name", "kind", "description", "read_plan", "relay", "values", "limits"})
-_PLAN_KEYS: Final = frozenset({"max_gap", "max_registers"})
-_RELAY_KEYS: Final = frozenset({"function_read", "function_write"})
 _LIMIT_KEYS: Final = {
-    "electricity": frozenset({"max_power_w", "max_import"}),
-    "water": frozenset({"max_flow", "max_import"}),
-    "gas": frozenset({"max_flow", "max_import"}),
+    "electricity": ("max_power_w", "max_import"),
+    "water": ("max_flow", "max_import"),
+    "gas": ("max_flow", "max_import"),
 }
 
 
-def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Profile:
-    """A :class:`Profile` from a parsed TOML document; errors name ``source`` and the key."""
-    try:
-        _no_unknown_keys(data, _TOP_KEYS, source)
-        name = _typed(data, "name", str, f"{source}:", None)
-        kind = _typed(data, "kind", str, f"{source}:", None)
-        plan = _table(data, "read_plan", source)
-        _no_unknown_keys(plan, _PLAN_KEYS, f"{source}: read_plan")
-        relay = _table(data, "relay", source)
-        _no_unknown_keys(relay, _RELAY_KEYS, f"{source}: relay")
-        limits = _table(data, "limits", source)
-        _no_unknown_keys(limits, _LIMIT_KEYS.get(kind, frozenset()), f"{source}: limits")
-        max_rate = None
-        if "max_power_w" in limits:
-            max_rate = float(_typed(limits, "max_power_w", (int, float), f"{source}: limits", 0))
-        elif "max_flow" in limits:  # m3/h -> L/h, the unit power_w carries for water and gas
-            max_rate = 1000.0 * _typed(limits, "max_flow", (int, float), f"{source}: limits", 0)
-        max_import = None
-        if "max_import" in limits:
-            max_import = float(_typed(limits, "max_import", (int, float), f"{source}: limits",
-                                      0))
-        values: list[ValueSpec] = []
-        for quantity, table in _table(data, "values", source).items():
-            where = f"{source}: values.{quantity}"
-            if not isinstance(table, Mapping):
-                raise ProfileError(f"{where} must be a table")
-            _no_unknown_keys(table, _VALUE_KEYS, where)
-            values.append(
-                ValueSpec(
-                    quantity=quantity,
-                    function=_typed(table, "function", int, where, 4),
-                    address=_typed(table, "address", int, where, None),
-                    data_type=_typed(table, "type", str, where, "float32"),
-                    word_order=_typed(table, "word_order", str, where, "big"),
-                    scale=float(_typed(table, "scale", (int, float), where, 1.0)),
-                    unit=_typed(table, "unit", str, where, ""),
-                )
+def parse_profile(
+    data: Mapping[str, Any], *, source: str = "<profile>", text: str | None = None
+) -> Profile:
+    """A :class:`Profile` from a parsed TOML document. Every problem is reported at once in a
+    :class:`ProfileError`, each naming ``source``, the key path and (given the ``text`` the
+    document was parsed from) the line; an unknown key gets a "did you mean"."""
+    problems = Problems()
+    root = Table(problems, (), data)
+    name = root.string("name")
+    kind = root.string("kind")
+    description = root.string("description", "")
+    plan = root.table("read_plan")
+    max_gap = plan.integer("max_gap", DEFAULT_MAX_GAP)
+    max_registers = plan.integer("max_registers", MAX_READ_REGISTERS)
+    relay = root.table("relay")
+    coil = CoilSpec(relay.integer("function_read", 1), relay.integer("function_write", 5))
+    limits = root.table("limits")
+    max_rate, max_import = _read_limits(limits, kind)
+    mapped = root.table("values")
+    values = []
+    for quantity in mapped.data:
+        table = mapped.table(quantity)
+        if quantity not in mapped.failed:  # not a table: said so, nothing in it to read
+            values.append(_read_value(table, quantity))
+    for table in (plan, relay, limits, root):
+        table.finish()
+    if not problems.items:
+        try:
+            return Profile(
+                name=name,
+                kind=kind,
+                values=tuple(values),
+                relay=coil,
+                description=description,
+                max_gap=max_gap,
+                max_registers=max_registers,
+                max_rate=max_rate,
+                max_import=max_import,
             )
-        return Profile(
-            name=name,
-            kind=kind,
-            values=tuple(values),
-            relay=CoilSpec(
-                function_read=_typed(relay, "function_read", int, f"{source}: relay", 1),
-                function_write=_typed(relay, "function_write", int, f"{source}: relay", 5),
-            ),
-            description=_typed(data, "description", str, f"{source}:", ""),
-            max_gap=_typed(plan, "max_gap", int, f"{source}: read_plan", DEFAULT_MAX_GAP),
-            max_registers=_typed(
-                plan, "max_registers", int, f"{source}: read_plan", MAX_READ_REGISTERS
-            ),
-            max_rate=max_rate,
-            max_import=max_import,
-        )
-    except ProfileError as error:
-        message = str(error)
-        if not message.startswith(source):
-            message = f"{source}: {message}"
-        raise ProfileError(message) from None
+        except _InvalidProfile as error:
+            for path, message in error.found:
+                problems.add(path, message)
+    raise ProfileError(problems.located(text, source))
+
+
+def _read_value(t: Table, quantity: str) -> ValueSpec:
+    spec = ValueSpec(
+        quantity=quantity,
+        function=t.integer("function", 4),
+        address=t.integer("address"),
+        data_type=t.string("type", "float32"),
+        word_order=t.string("word_order", "big"),
+        scale=t.number("scale", 1.0, low=-math.inf),  # the sign and zero: _rules_broken
+        unit=t.string("unit", ""),
+    )
+    t.finish()
+    return spec
+
+
+def _read_limits(t: Table, kind: str) -> tuple[float | None, float | None]:
+    """``[limits]``: (max_rate in W or L/h, max_import), None where left out."""
+    if kind not in _LIMIT_KEYS:  # a wrong kind is its own problem; its limits cannot be judged
+        t.asked.update(t.data)
+        return None, None
+    rate_key, import_key = _LIMIT_KEYS[kind]
+    max_rate = max_import = None
+    if t.has(rate_key):
+        max_rate = t.number(rate_key, low=-math.inf)
+        if rate_key == "max_flow":  # m3/h -> L/h, the unit power_w carries for water and gas
+            max_rate *= 1000.0
+    if t.has(import_key):
+        max_import = t.number(import_key, low=-math.inf)
+    return max_rate, max_import
 
 
 MAX_PROFILE_FILE_BYTES: Final = 1 << 20
@@ -521,26 +550,30 @@ MAX_PROFILE_FILE_BYTES: Final = 1 << 20
 
 def load_profile_file(path: Path | str) -> Profile:
     """A user profile from a TOML file (at most ``MAX_PROFILE_FILE_BYTES``, nested at most
-    ``protocols.toml_limits.MAX_NESTING`` deep)."""
+    ``protocols.toml.limits.MAX_NESTING`` deep); problems name the file, the line and the key."""
     path = Path(path)
+
+    def refused(message: str, line: int | None = None) -> ProfileError:
+        return ProfileError([Problem(str(path), line, "", message)])
+
     try:
         size = path.stat().st_size
         if size > MAX_PROFILE_FILE_BYTES:
-            raise ProfileError(
-                f"{path}: the file is {size:,} bytes, more than the "
+            raise refused(
+                f"the file is {size:,} bytes, more than the "
                 f"{MAX_PROFILE_FILE_BYTES:,} a profile may have (is it a profile?)"
             )
-        data = parse_toml(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = parse_toml(text)
     except OSError as error:
-        raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
+        raise refused(f"cannot read profile: {error.strerror}") from None
     except UnicodeDecodeError as error:
-        raise ProfileError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise refused(f"not UTF-8 text (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
-        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+        raise refused(f"not valid TOML: {error}") from None
     except TomlNestingError as error:
-        where = f"{path}:{error.line}" if error.line is not None else str(path)
-        raise ProfileError(f"{where}: {error}") from None
-    return parse_profile(data, source=str(path))
+        raise refused(str(error), error.line) from None
+    return parse_profile(data, source=str(path), text=text)
 
 
 def builtin_profiles() -> dict[str, Profile]:
@@ -557,11 +590,12 @@ def _builtin_profiles() -> dict[str, Profile]:
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".toml"):
             source = f"{PROFILES_DIR}/{entry.name}"
+            text = entry.read_text(encoding="utf-8")
             try:
-                data = tomllib.loads(entry.read_text(encoding="utf-8"))
+                data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as error:
                 raise ProfileError(f"{source}: not valid TOML: {error}") from None
-            profile = parse_profile(data, source=source)
+            profile = parse_profile(data, source=source, text=text)
             if profile.name in found:  # one file silently shadowing another is a wrong meter map
                 raise ProfileError(
                     f"{source}: name {profile.name!r} is already used by {files[profile.name]}"

@@ -7,9 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
-from protocols.toml_limits import TomlNestingError, parse_toml
+from protocols.toml.limits import TomlNestingError, parse_toml
+from protocols.toml.problems import Problem
 from server.config.reader import ParkReader
-from server.config.records import MAX_CONFIG_BYTES, ConfigError, ParkConfig, Problem
+from server.config.records import MAX_CONFIG_BYTES, ConfigError, ParkConfig
 
 
 def load_config(path: Path | str) -> ParkConfig:

@@ -26,7 +26,16 @@ from protocols.modbus.profiles import (
     builtin_profiles,
     load_profile_file,
 )
-from protocols.toml_limits import TomlNestingError, parse_toml
+from protocols.toml.limits import TomlNestingError, parse_toml
+from protocols.toml.problems import Problems
+from protocols.toml.values import (
+    KeyPath,
+    known,
+    parse_duration_ms,
+    show,
+    suggest,
+    type_name,
+)
 from server.auth import check_hash, is_hash
 from server.config.records import (
     AUDIT_KEEP_DEFAULT,
@@ -48,7 +57,6 @@ from server.config.records import (
     GatewaySection,
     HttpSection,
     HubSection,
-    KeyPath,
     ListenAddress,
     MeterSection,
     OpcUaSection,
@@ -58,17 +66,12 @@ from server.config.records import (
     User,
 )
 from server.config.shared_costs import SharedCostsReader
-from server.config.toolkit import Problems, Table
+from server.config.toolkit import Table
 from server.config.values import (
     MONTH_DAY,
     format_minute,
     id_problem,
-    known,
-    parse_duration_ms,
     parse_listen,
-    show,
-    suggest,
-    type_name,
 )
 
 _POLICY_DEFAULTS: Final = {

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Literal
 
@@ -21,9 +20,7 @@ from protocols.modbus.profiles import (
     Profile,
     builtin_profiles,
 )
-
-KeyPath = tuple[str | int, ...]
-"""A position in the TOML document: ``("meters", 3, "tariff")`` is ``meters[3].tariff``."""
+from protocols.toml.problems import DocumentError
 
 ROLES: Final = ("viewer", "operator", "admin")
 METER_KINDS: Final = ("electricity", "water", "gas")
@@ -80,26 +77,9 @@ WEEKDAYS: Final = {
 
 
 
-@attrs.frozen
-class Problem:
-    """One thing wrong with a config file, located for the user."""
-
-    source: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.source if self.line is None else f"{self.source}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; ``str()`` is every problem, one per line, in file order."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
+class ConfigError(DocumentError):
+    """A config that cannot be used; ``str()`` is every problem, one per line, in file order
+    (each a :class:`~protocols.toml.problems.Problem`)."""
 
 
 # --- records -------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
 from policies.quota import QuotaPolicy
+from protocols.toml.values import KeyPath, show
 from server.config.records import (
     POOL_BASES,
     POOL_KINDS,
     QUOTA_UNITS,
     FeederSection,
-    KeyPath,
     MeterSection,
     PoolSection,
     QuotaSection,
@@ -27,7 +27,6 @@ from server.config.records import (
     quota_owner,
 )
 from server.config.toolkit import Table
-from server.config.values import show
 
 MAX_AREA_M2 = 10**9
 MAX_PERCENT = 1000

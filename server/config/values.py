@@ -1,49 +1,26 @@
-"""The config's value syntax: durations, money, times of day, addresses, ids, and how a bad
-value is shown back to the user. The TOML spelling ("2s", "100.00", "08:00") ends here."""
+"""The park config's own value syntax: money, times of day, listen addresses, ids. The TOML
+spelling ("100.00", "08:00") ends here; durations and how a bad value is shown back to the user
+are every TOML file's (``protocols.toml.values``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import functools
 import re
-from collections.abc import Iterable
 from decimal import Decimal
 from typing import Final
 
 from policies.money import parse_amount
 from policies.tariff_records import MINUTES_PER_DAY
-from server.config.records import CONTROL_CHARS, MAX_ID_BYTES, KeyPath, ListenAddress
+from protocols.toml.values import quoted, show
+from server.config.records import CONTROL_CHARS, MAX_ID_BYTES, ListenAddress
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_MS_PER_UNIT: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _TIME = re.compile(r"(\d\d):(\d\d)")
 MONTH_DAY = re.compile(r"(\d\d)-(\d\d)")
 
 
-def parse_duration_ms(value: object) -> int:
-    """``"500ms"``, ``"2s"``, ``"1.5s"``, ``"5m"``, ``"1h"`` -> whole milliseconds."""
-    if not isinstance(value, str):
-        raise ValueError(
-            f'expected a duration with a unit like "2s" or "500ms", got {show(value)}'
-        )
-    match = _DURATION.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            f'expected a duration like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), '
-            f"got {show(value)}"
-        )
-    ms = Decimal(match[1]) * _MS_PER_UNIT[match[2]]
-    if ms != ms.to_integral_value():
-        raise ValueError(f"{show(value)} is not a whole number of milliseconds")
-    return int(ms)
-
-
-# A park file repeats the same few values thousands of times ("100.00", "2s"); parsing each
-# once keeps a 100k-meter load dominated by TOML parsing, not by Decimal.
-cached_duration_ms = functools.lru_cache(maxsize=1024)(parse_duration_ms)
-
-
+# A park file repeats the same few values thousands of times ("100.00"); parsing each once
+# keeps a 100k-meter load dominated by TOML parsing, not by Decimal.
 @functools.lru_cache(maxsize=1024)
 def cached_amount(value: str, decimals: int) -> int:
     return parse_amount(value, decimals)
@@ -88,36 +65,6 @@ def parse_listen(value: object) -> ListenAddress:
     return ListenAddress(host, int(port_text))
 
 
-def show(value: object) -> str:
-    """A value as the user wrote it, with its TOML type when that is the mistake."""
-    if isinstance(value, str):
-        return _quoted(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
-
-
-_SHOWN_CHARS: Final = 60
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line: control characters escaped (``\\x00``, ``\\n``), a long one cut
-    short with its length."""
-    shown = text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS]
-    if not shown.isprintable():
-        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
-    return f"{shown}...({len(text)} characters)" if len(text) > _SHOWN_CHARS else shown
-
-
-def _quoted(text: str) -> str:
-    """A string in double quotes, as the user would recognise it, on one line."""
-    return f'"{_printable(text)}"'
-
-
 _PLAIN_DECIMAL: Final = re.compile(r"[+-]?\d+(?:\.\d*)?")
 
 
@@ -134,54 +81,12 @@ def id_problem(value: str, what: str) -> str | None:
     if not value:
         return f"{what} must not be empty"
     if CONTROL_CHARS.search(value):
-        shown = _quoted(value)
+        shown = quoted(value)
         return f"{what} must not contain control characters (NUL, tab, newline), got {shown}"
     if value != value.strip():
-        return f"{what} must not start or end with whitespace, got {_quoted(value)}"
+        return f"{what} must not start or end with whitespace, got {quoted(value)}"
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_ID_BYTES:
-        shown = _quoted(value)
+        shown = quoted(value)
         return f"{what} must be at most {MAX_ID_BYTES} bytes of UTF-8; this one has {size}: {shown}"
     return None
-
-
-def type_name(value: object) -> str:
-    for kind, name in (
-        (bool, "a boolean"),
-        (int, "an integer"),
-        (float, "a float"),
-        (str, "a string"),
-        (dict, "a table"),
-        (list, "an array"),
-        (dt.datetime, "a date-time"),
-        (dt.date, "a date"),
-        (dt.time, "a time"),
-    ):
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
-
-
-def format_path(path: KeyPath) -> str:
-    """``("meters", 3, "tariff")`` -> ``meters[3].tariff`` (keys quoted when not bare)."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            key = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else _quoted(part)
-            text += f".{key}" if text else key
-    return text
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {_quoted(close[0])}?)" if close else ""
-
-
-def known(choices: Iterable[str], limit: int = 8) -> str:
-    names = sorted(choices)
-    shown = ", ".join(_printable(name) for name in names[:limit])
-    more = f", ... {len(names) - limit} more" if len(names) > limit else ""
-    return f"(known: {shown}{more})" if names else "(none defined)"
-

@@ -579,40 +579,44 @@ BAD_PROFILES: dict[str, tuple[dict[str, object], str, str]] = {
     ),
     "unknown key in a value": (
         minimal(voltage={"address": 0, "scael": 0.1}),
-        "values.voltage",
-        "unknown key(s) scael",
+        "values.voltage.scael",
+        'unknown key (did you mean "scale"?)',
     ),
     "unknown top-level key": ({**minimal(), "descripton": "x"}, "test.toml:", "descripton"),
     "unknown read_plan key": (
         {**minimal(), "read_plan": {"max_gaps": 64}},
-        "read_plan",
-        "unknown key(s) max_gaps",
+        "read_plan.max_gaps",
+        'unknown key (did you mean "max_gap"?)',
     ),
     "unknown relay key": (
         {**minimal(), "relay": {"coil": 3}},
-        "relay",
-        "unknown key(s) coil",
+        "relay.coil",
+        "unknown key",
     ),
     "unknown quantity": (minimal(energy={"address": 0}), "values.energy", "unknown quantity"),
-    "value not a table": (minimal(voltage=3), "values.voltage", "must be a table"),
-    "values not a table": ({**minimal(), "values": [1]}, "values", "must be a table"),
-    "read_plan not a table": ({**minimal(), "read_plan": 5}, "read_plan", "must be a table"),
+    "value not a table": (minimal(voltage=3), "values.voltage", "expected a table"),
+    "values not a table": ({**minimal(), "values": [1]}, "values", "expected a table"),
+    "read_plan not a table": ({**minimal(), "read_plan": 5}, "read_plan", "expected a table"),
     "function 5": (minimal(voltage={"address": 0, "function": 5}), "values.voltage.function", "3"),
     "function as a string": (
         minimal(voltage={"address": 0, "function": "4"}),
         "values.voltage.function",
-        "expected int",
+        "expected an integer",
     ),
     "boolean function": (
         minimal(voltage={"address": 0, "function": True}),
         "values.voltage.function",
-        "expected int",
+        "expected an integer",
     ),
-    "missing address": (minimal(voltage={"unit": "V"}), "values.voltage.address", "expected int"),
+    "missing address": (
+        minimal(voltage={"unit": "V"}),
+        "values.voltage",
+        'missing required key "address"',
+    ),
     "address as a string": (
         minimal(voltage={"address": "0x0000"}),
         "values.voltage.address",
-        "expected int",
+        "expected an integer",
     ),
     "negative address": (minimal(voltage={"address": -1}), "values.voltage.address", "-1"),
     "32-bit value past the last register": (
@@ -636,8 +640,12 @@ BAD_PROFILES: dict[str, tuple[dict[str, object], str, str]] = {
         "values.voltage.scale",
         "finite",
     ),
-    "missing name": ({"kind": "electricity", "values": {"import_energy": IE}}, "name", "expected"),
-    "name not a string": ({**minimal(), "name": 7}, "name", "expected str"),
+    "missing name": (
+        {"kind": "electricity", "values": {"import_energy": IE}},
+        "name",
+        'missing required key "name"',
+    ),
+    "name not a string": ({**minimal(), "name": 7}, "name", "expected a string, got an integer 7"),
     "bad kind": ({**minimal(), "kind": "steam"}, "kind", "electricity, water, gas"),
     "energy unit for the kind": (
         minimal(import_energy={"address": 0, "unit": "m3"}),
@@ -652,7 +660,7 @@ BAD_PROFILES: dict[str, tuple[dict[str, object], str, str]] = {
     "missing energy unit": (
         minimal(import_energy={"address": 0}),
         "values.import_energy.unit",
-        "got ''",
+        'got ""',
     ),
     "bad flow unit": (
         {
@@ -682,7 +690,7 @@ BAD_PROFILES: dict[str, tuple[dict[str, object], str, str]] = {
     "max_gap as a float": (
         {**minimal(), "read_plan": {"max_gap": 2.5}},
         "read_plan.max_gap",
-        "expected int",
+        "expected an integer",
     ),
     "value larger than max_registers": (
         {**minimal(), "read_plan": {"max_registers": 1}},
@@ -713,12 +721,52 @@ def test_profile_file_errors_name_the_path(tmp_path: Path) -> None:
         load_profile_file(broken)
     typo = tmp_path / "typo.toml"
     typo.write_text(CUSTOM.replace("scale = 0.5", "scael = 0.5"), encoding="utf-8")
-    with pytest.raises(ProfileError, match=rf"^{re.escape(str(typo))}: values.power: unknown key"):
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(typo))}:19: values.power.scael: "):
         load_profile_file(typo)
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b'name = "\xff"\n')
     with pytest.raises(ProfileError, match=rf"^{re.escape(str(binary))}: not UTF-8 text"):
         load_profile_file(binary)
+
+
+def test_a_profile_file_names_every_problem_with_its_line_and_suggests_the_key(
+    tmp_path: Path,
+) -> None:
+    """The park config's toolkit (protocols.toml): file:line: key: message, all at once."""
+    text = (
+        CUSTOM.replace("max_gap = 4", "max_gaps = 4")
+        .replace("scale = 0.5", "scael = 0.5")
+        .replace('type = "uint16"', "type = 16")
+    )
+    path = tmp_path / "typo.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError) as caught:
+        load_profile_file(path)
+    assert str(caught.value).splitlines() == [
+        f'{path}:5: read_plan.max_gaps: unknown key (did you mean "max_gap"?)',
+        f'{path}:19: values.power.scael: unknown key (did you mean "scale"?)',
+        f"{path}:25: values.voltage.type: expected a string, got an integer 16",
+    ]
+    assert [problem.line for problem in caught.value.problems] == [5, 19, 25]
+
+
+def test_a_rule_a_profile_breaks_is_on_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "flt64.toml"
+    path.write_text(CUSTOM.replace('type = "int16"', 'type = "int61"'), encoding="utf-8")
+    with pytest.raises(ProfileError) as caught:
+        load_profile_file(path)
+    assert str(caught.value) == (
+        f"{path}:18: values.power.type: must be one of float32, uint32, int32, uint16, int16; "
+        'got "int61" (did you mean "int16"?)'
+    )
+
+
+def test_a_profile_built_in_code_names_itself_and_the_key() -> None:
+    with pytest.raises(ProfileError) as caught:
+        Profile("mine", "electricity", (ValueSpec("import_energy", 4, 0, unit="kW"),))
+    assert str(caught.value) == (
+        'mine: values.import_energy.unit: must be kWh or Wh for electricity, got "kW"'
+    )
 
 
 def test_quantities_are_the_documented_ones() -> None:

@@ -739,14 +739,14 @@ def test_bad_default_is_reported_once_at_its_own_line() -> None:
     text = (
         BASE
         + (
-            '\n[meter_defaults]\nprofile = "sdm120"\ntariff = "flat"\noverload_delay = "2 s"\n'
+            '\n[meter_defaults]\nprofile = "sdm120"\ntariff = "flat"\noverload_delay = "2 sec"\n'
             'tarif = "flat"\nid = "X"\n'
         )
         + meters
     )
     assert problems(text) == [
-        f"park.toml:{line_of(text, '2 s')}: meter_defaults.overload_delay: expected a duration "
-        'like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), got "2 s"',
+        f"park.toml:{line_of(text, '2 sec')}: meter_defaults.overload_delay: expected a duration "
+        'like "500ms", "2s", "5m" or "1h" (units: ms, s, m, h), got "2 sec"',
         f"park.toml:{line_of(text, 'tarif =')}: meter_defaults.tarif: unknown key "
         '(did you mean "tariff"?)',
         f"park.toml:{line_of(text, 'id = ' + chr(34) + 'X')}: meter_defaults.id: "
@@ -921,10 +921,27 @@ def test_a_broken_profile_file_is_named_with_its_key(tmp_path: Path) -> None:
     text = with_profiles(tmp_path, {"acme.toml": broken}, '["acme.toml"]')
     # A meter naming the broken profile is not "unknown" on top: the file is the problem.
     text = replace(text, 'profile = "sdm120"', 'profile = "acme-pm100"')
+    # Both lines: the park's that names the file, and the file's own (the profile loader reads
+    # with the same toolkit as the park).
     assert single_problem(text, base_dir=tmp_path) == (
-        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}: values.total_power: "
-        "unknown key(s) scael"
+        f"park.toml:1: profile_files[0]: {tmp_path / 'acme.toml'}:{line_of(broken, 'scael')}: "
+        'values.total_power.scael: unknown key (did you mean "scale"?)'
     )
+
+
+def test_every_problem_in_a_profile_file_is_reported(tmp_path: Path) -> None:
+    broken = ACME_PM100.replace('unit = "W"', 'unit = "W"\nscael = 0.1').replace(
+        'name = "acme-pm100"', 'name = "acme-pm100"\ndescripton = "PM100"'
+    )
+    files = {"profiles/acme.toml": broken}
+    text = with_profiles(tmp_path, files, '[\n  "profiles/acme.toml",\n]')
+    path = tmp_path / "profiles/acme.toml"
+    assert problems(text, base_dir=tmp_path) == [
+        f"park.toml:2: profile_files[0]: {path}:{line_of(broken, 'descripton')}: descripton: "
+        'unknown key (did you mean "description"?)',
+        f"{path}:{line_of(broken, 'scael')}: values.total_power.scael: unknown key "
+        '(did you mean "scale"?)',
+    ]
 
 
 def test_a_profile_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
@@ -1215,7 +1232,7 @@ def test_a_deeply_nested_config_is_a_config_error_with_its_line(tmp_path: Path) 
 
 
 def test_nesting_up_to_the_limit_is_fine() -> None:
-    from protocols.toml_limits import MAX_NESTING, nesting_line, parse_toml
+    from protocols.toml.limits import MAX_NESTING, nesting_line, parse_toml
 
     text = "x = " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\n"
     value, depth = parse_toml(text)["x"], 1

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.toml.values import parse_duration_ms
 from simulators.faults import FAULT_KINDS, Fault, FaultSpecError, parse_duration, parse_fault
 
 
@@ -41,7 +42,7 @@ def test_good_specs(spec: str, expected: Fault) -> None:
         ("gw1/3:overload", "overload needs power"),
         ("gw1/3:overload:power=lots", "power='lots' is not a power"),
         ("gw1/3:overload:power=-5", "is not a power"),
-        ("gw1/3:slow:delay=800", r"add a unit: ms, s, m or h"),
+        ("gw1/3:slow:delay=800", r'delay: expected a duration .*, got "800": add a unit'),
         ("gw1/3:slow", "slow needs delay"),
         ("gw1/3:slow:delay=0ms", "delay='0ms' must be longer than 0"),
         ("gw1/3:silent:for=0s", "for='0s' must be longer than 0"),
@@ -68,8 +69,30 @@ def test_durations() -> None:
     assert parse_duration("1.5s") == 1.5
     assert parse_duration("2m") == 120.0
     assert parse_duration("1h") == 3600.0
-    with pytest.raises(FaultSpecError, match="not a duration"):
+    with pytest.raises(FaultSpecError, match="expected a duration"):
         parse_duration("soon")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("800ms", 0.8), ("5s", 5.0), ("1.5s", 1.5), (".5s", 0.5), ("5.s", 5.0), ("2 m", 120.0),
+     (" 1h ", 3600.0), ("0.5ms", 0.0005), ("51ms", 0.051)],
+)
+def test_fault_durations_are_the_config_grammar(text: str, seconds: float) -> None:
+    """One grammar (protocols.toml.values) for the park config, profiles, scenarios and specs;
+    a spec keeps sub-millisecond precision, which the config (whole ms) refuses."""
+    assert parse_fault(f"gw1/3:silent:for={text}").for_s == seconds
+    if seconds * 1000 == int(seconds * 1000):
+        assert parse_duration_ms(text) == round(seconds * 1000)
+
+
+@pytest.mark.parametrize("text", ["5", "5 sec", "-1s", "1d", "1e3ms"])
+def test_a_bad_fault_duration_has_the_config_words(text: str) -> None:
+    with pytest.raises(ValueError) as config_error:
+        parse_duration_ms(text)
+    with pytest.raises(FaultSpecError) as spec_error:
+        parse_fault(f"gw1/3:silent:for={text}")
+    assert str(spec_error.value) == f"fault 'gw1/3:silent:for={text}': for: {config_error.value}"
 
 
 faults = st.builds(

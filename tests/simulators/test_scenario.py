@@ -63,14 +63,20 @@ def test_builtin_scenarios_parse() -> None:
         ({"bogus": 1, "expect": []}, "unknown key"),
         ({"faults": [{"kind": "overload", "target": "gw1/3"}]}, "overload needs power"),
         ({"faults": [{"spec": "gw1/3:silent:for=5"}]}, "add a unit"),
-        ({"faults": [{"kind": "silent", "target": "gw1/3", "for": 5}]}, "needs a unit"),
-        ({"expect": [{"target": "gw1/3", "expect": "coil_open"}]}, "within: required"),
+        ({"faults": [{"kind": "silent", "target": "gw1/3", "for": 5}]},
+         r"faults\[0\]\.for: expected a duration with a unit"),
+        ({"faults": [{"kind": "silent", "target": "gw1/3", "fro": "5s"}]},
+         r'faults\[0\]\.fro: unknown key \(did you mean "for"\?\)'),
+        ({"faults": [{"kind": "silnet", "target": "gw1/3"}]},
+         r"faults\[0\]\.kind: unknown fault kind 'silnet' \(did you mean \"silent\"\?\)"),
+        ({"expect": [{"target": "gw1/3", "expect": "coil_open"}]},
+         r'expect\[0\]: missing required key "within"'),
         ({"expect": [{"target": "gw1/3", "expect": "explode", "within": "1s"}]},
-         "expect: one of"),
+         r"expect\[0\]\.expect: must be one of"),
         ({"expect": [{"target": "gw1/x", "expect": "polled", "within": "1s"}]},
          "unit must be a number"),
         ({"expect": [{"target": "gw1/3", "expect": "polled", "within": "soon"}]},
-         "not a duration"),
+         r"expect\[0\]\.within: expected a duration like"),
     ],
 )
 def test_bad_scenarios_name_the_entry(data: dict[str, object], message: str) -> None:
@@ -86,6 +92,48 @@ def test_a_missing_or_broken_file(tmp_path: Path) -> None:
     broken.write_text("name = \n")
     with pytest.raises(ScenarioError, match="not valid TOML"):
         load_scenario(broken)
+
+
+SCENARIO_WITH_MISTAKES = """\
+name = "mistakes"
+
+[[faults]]
+spec = "gw1/3:silent:for=5s"
+
+[[expect]]
+target = "gw1/3"
+expect = "polled"
+within = "5 seconds"
+
+[[expect]]
+target = "gw1/2"
+expect = "no_coil_open"
+withn = "5s"
+"""
+
+
+def test_a_scenario_file_names_every_problem_with_its_line(tmp_path: Path) -> None:
+    """The park config's toolkit (protocols.toml): file:line: key: message, all at once."""
+    path = tmp_path / "mistakes.toml"
+    path.write_text(SCENARIO_WITH_MISTAKES, encoding="utf-8")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).splitlines() == [
+        f'{path}:9: expect[0].within: expected a duration like "500ms", "2s", "5m" or "1h" '
+        '(units: ms, s, m, h), got "5 seconds"',
+        f'{path}:11: expect[1]: missing required key "within"',
+        f'{path}:14: expect[1].withn: unknown key (did you mean "within"?)',
+    ]
+
+
+def test_scenario_durations_are_the_one_grammar() -> None:
+    scenario = parse_scenario({
+        "duration": "1.5 s",
+        "faults": [{"spec": "gw1/3:silent:at=.5s,for=250ms"}],
+        "expect": [{"target": "gw1/3", "expect": "polled", "after": "0s", "within": "1s"}],
+    })
+    assert scenario.duration_s == 1.5
+    assert (scenario.faults[0].at_s, scenario.faults[0].for_s) == (0.5, 0.25)
 
 
 async def test_scenario_passes_when_the_system_under_test_trips() -> None:

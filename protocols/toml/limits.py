@@ -1,4 +1,4 @@
-"""Parsing TOML that users write (park configs, profile files) without a traceback.
+"""Parsing TOML that users write (configs, profiles, scenarios) without a traceback.
 
 Theory of operation
 -------------------

@@ -1,6 +1,7 @@
 """Locating key paths in the TOML source, for problems' line numbers (only when there are
 problems: ``tomllib`` reports no positions). Never raises: a path it cannot find falls back
-to its nearest enclosing table."""
+to its nearest enclosing table. The same scanner serves every file we read (park configs,
+profiles, scenarios)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 
-from server.config.records import KeyPath
+from protocols.toml.values import KeyPath
 
 _WS = re.compile(r"[ \t]*")
 _WS_NL_COMMENTS = re.compile(r"(?:[ \t\r\n]|#[^\n]*)*")
