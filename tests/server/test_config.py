@@ -470,7 +470,7 @@ def test_unknown_profile_is_refused_with_a_suggestion() -> None:
     text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm12"')
     assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: meter \"M-2\": unknown "
-        'profile "sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
+        'profile "sdm12" (did you mean "sdm120"?) (known: gas, sdm120, sdm630, water)'
     )
 
 
@@ -479,7 +479,7 @@ def test_unknown_default_profile_is_reported_once_at_its_line() -> None:
     text = text.replace("[[meters]]", '[meter_defaults]\nprofile = "sdm63"\n\n[[meters]]', 1)
     assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm63')}: meter_defaults.profile: unknown profile "
-        '"sdm63" (did you mean "sdm630"?) (known: sdm120, sdm630, water)'
+        '"sdm63" (did you mean "sdm630"?) (known: gas, sdm120, sdm630, water)'
     )
 
 
