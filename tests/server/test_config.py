@@ -224,7 +224,8 @@ def test_from_text_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
 def test_example_park_loads() -> None:
     config = load_config(REPO / "examples" / "park.toml")
     assert {g.id for g in config.gateways} == {"gw-workshops", "gw-dorms"}
-    assert {m.kind for m in config.meters} == {"electricity", "water"}
+    assert {m.kind for m in config.meters} == {"electricity", "water", "gas"}
+    assert (config.tariffs["water"].unit, config.tariffs["gas"].unit) == ("m3", "m3")
     assert config.calendar.timezone == "Asia/Shanghai"
     assert config.calendar.weekend_days == frozenset({5, 6})
     industrial = config.tariffs["industrial"]
@@ -239,7 +240,7 @@ def test_example_park_loads() -> None:
     assert dorm.friendly == (FriendlyPeriod(1200, 480), FriendlyPeriod(0, 0, True, True))
     assert config.policies["WS-01"].friendly == ()
     dorms = [m.id for m in config.meters if m.gateway == "gw-dorms"]
-    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A"]
+    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A", "GAS-CANTEEN"]
 
 
 # --- values -------------------------------------------------------------------------------
