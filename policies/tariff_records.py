@@ -10,7 +10,9 @@ month's consumption so far is ``month_wh`` is
 * tiered:    one band priced 0, tiers carry the whole price (monthly blocks);
 * combined:  bands plus tiers whose prices are surcharges on top of the band price.
 
-Prices are integer charge units per Wh (``policies.money.parse_price``).
+Prices are integer charge units per Wh (``policies.money.parse_price``). For water and gas
+meters the register unit is the litre (``protocols.modbus.profiles``), so the same prices are
+per litre and the same tiers count litres: pricing never needs to know which it is.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class Tariff:
     seasons: tuple[Season, ...] = ()
     tiers: tuple[Tier, ...] = ()
     calendar: Calendar = Calendar()
+    unit: str = ""
+    """What a register unit is for this tariff: "kWh" (its prices and tiers are energy:
+    electricity meters only), "m3" (volume: water and gas meters only) or "" (either: a price
+    per 1000 register units)."""
     _day_cache: dict[int, object] = attrs.field(factory=dict, eq=False, repr=False, hash=False)
     hot_segment: list[tuple[int, int, int, str, int]] = attrs.field(
         factory=lambda: [NO_SEGMENT], init=False, eq=False, repr=False, hash=False)

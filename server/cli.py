@@ -82,7 +82,8 @@ def _report(args: argparse.Namespace) -> int:
                                             end=args.to_date))
             return 0
         report = make_report(args.kind, store, config, first=args.from_date, end=args.to_date,
-                             by=args.by, tenant=args.tenant, tariff=args.tariff)
+                             by=args.by, tenant=args.tenant, tariff=args.tariff,
+                             meter_kind=args.meter_kind)
     sys.stdout.write(render_report(report, args.format))
     return 0
 
@@ -291,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tenant", metavar="NAME", help="statement: whose")
     report.add_argument("--tariff", metavar="NAME",
                         help="whatif: the configured tariff to price the period with")
+    report.add_argument("--meter-kind", choices=("electricity", "water", "gas"),
+                        default="electricity",
+                        help="consumption, whatif: which meters (default electricity, in kWh; "
+                             "water and gas in m3)")
     report.set_defaults(run=_report)
 
     opcua = commands.add_parser("opcua", help="OPC UA server administration")

@@ -82,9 +82,13 @@ def meter_view(actor: MeterActor, tenant: str, gateway: str, now_ms: int = 0) ->
     )
 
 
-def _load(view: MeterView) -> float:
+def _load(view: MeterView, flows: frozenset[str]) -> float:
+    """The meter's part of the park's load in W: none for water and gas meters (``flows``),
+    whose ``power_w`` is a flow in L/h."""
     power = view.power_w
-    return power if view.online and not view.faulted and math.isfinite(power) else 0.0
+    if not view.online or view.faulted or not math.isfinite(power) or view.meter_id in flows:
+        return 0.0
+    return power
 
 
 class AlarmInbox:
@@ -124,6 +128,7 @@ class ParkStream:
         self._max_per_tick = max_meters_per_tick
         self._inbox = inbox
         self._meta = {meter.id: (meter.tenant, meter.gateway) for meter in park.config.meters}
+        self._flows = frozenset(m.id for m in park.config.meters if m.kind != "electricity")
         self._gateway_ids = [gateway.id for gateway in park.config.gateways]
         self._subscribers: list[StreamSubscriber] = []
         self._backlog: deque[MeterActor] = deque()
@@ -287,7 +292,7 @@ class ParkStream:
             self._on += new.relay_closed
             self._offline += new_offline
             self._balance += new.balance
-            self._load_w += _load(new)
+            self._load_w += _load(new, self._flows)
             if gateway in self._gateway_meters:
                 self._gateway_meters[gateway] += 1
                 self._gateway_online[gateway] += not new_offline
@@ -296,13 +301,13 @@ class ParkStream:
         self._on += new.relay_closed - old.relay_closed
         self._offline += new_offline - old_offline
         self._balance += new.balance - old.balance
-        self._load_w += _load(new) - _load(old)
+        self._load_w += _load(new, self._flows) - _load(old, self._flows)
         if new_offline != old_offline and gateway in self._gateway_online:
             self._gateway_online[gateway] += old_offline - new_offline
         return new
 
     def _resum(self) -> None:
-        self._load_w = math.fsum(_load(view) for view in self._views.values())
+        self._load_w = math.fsum(_load(view, self._flows) for view in self._views.values())
 
     def _totals(self, wall: int) -> ParkView:
         meters = len(self._views)

@@ -22,6 +22,16 @@ The shape is a sum of simple deterministic parts:
 * **noise**: value noise (a hash per 10 s knot, linear interpolation between knots) of a few
   percent, so curves look like measurements, not staircases, and the integral is smooth.
 
+Water and gas meters (:func:`water_fraction`, :func:`gas_fraction`; :data:`LOAD_CURVES` picks
+by meter kind) draw differently from machines, as the same kind of pure function:
+
+* **water** comes in short **bursts** (a tap, a shower, a cistern filling): each minute of
+  local time holds at most one draw, with a chance that follows the hour of day (morning and
+  evening peaks, dead nights), lasting 5-55 s at 30-90 % of the rated flow;
+* **gas** heating **cycles** on and off: each meter has its own cycle of 10-20 minutes whose
+  on-share follows the hour (mornings and evenings) and the season (winter months heat, summer
+  months only warm water), burning at 70-90 % of the rated flow while on.
+
 Hashing is a 64-bit integer mix (splitmix64 finaliser) of the inputs: a few multiplications,
 no ``random.Random`` objects. Time is seconds (float) of a simulated clock, interpreted as
 seconds since the Unix epoch in UTC plus ``utc_offset_s`` for the time of day (a park in
@@ -30,15 +40,19 @@ Asia/Shanghai passes 8 h).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Final
 
 __all__ = [
     "ARCHETYPES",
+    "LOAD_CURVES",
     "archetype_of",
+    "gas_fraction",
     "hash01",
     "load_fraction",
     "load_w",
+    "water_fraction",
 ]
 
 DAY_S: Final = 86_400
@@ -159,3 +173,57 @@ def load_fraction(seed: int, index: int, t_s: float, utc_offset_s: int = 0) -> f
 def load_w(seed: int, index: int, t_s: float, rated_w: float, utc_offset_s: int = 0) -> float:
     """Active power in W of meter ``index`` at simulated time ``t_s`` (pure; module docstring)."""
     return rated_w * load_fraction(seed, index, t_s, utc_offset_s)
+
+
+# --- water and gas ----------------------------------------------------------------------------
+
+DRAW_SLOT_S: Final = 60.0
+"""A water meter has at most one draw per minute of local time."""
+
+# Chance that a minute holds a draw, hour 0..23: washing in the morning, meals, evenings.
+_WATER_DRAWS: Final = (
+    (0.01,) * 5 + (0.15, 0.5, 0.6, 0.3) + (0.2,) * 2 + (0.35, 0.3) + (0.15,) * 4
+    + (0.3, 0.45, 0.55, 0.5, 0.35) + (0.1, 0.03)
+)
+# Heating on-share of the cycle, hour 0..23, in a winter month.
+_GAS_DUTY: Final = (0.25,) * 5 + (0.6, 0.85, 0.8) + (0.45,) * 9 + (0.7, 0.8, 0.8, 0.7, 0.6) \
+    + (0.35, 0.3)
+# Share of the winter heating by month (January first): summer only warms water.
+_GAS_SEASON: Final = (1.0, 0.95, 0.75, 0.5, 0.25, 0.1, 0.08, 0.08, 0.2, 0.45, 0.75, 0.95)
+
+
+def water_fraction(seed: int, index: int, t_s: float, utc_offset_s: int = 0) -> float:
+    """Water flow as a fraction of the rated flow: short draws (module docstring)."""
+    local = t_s + utc_offset_s
+    slot = math.floor(local / DRAW_SLOT_S)
+    hour = int(local % DAY_S // HOUR_S)
+    if hash01(seed, index, 2_000_003 + slot) >= _WATER_DRAWS[hour]:
+        return 0.0
+    length = 5.0 + 50.0 * hash01(seed, index, 3_000_017 + slot)
+    start = (DRAW_SLOT_S - length) * hash01(seed, index, 4_000_037 + slot)
+    if not start <= local - slot * DRAW_SLOT_S < start + length:
+        return 0.0
+    return 0.3 + 0.6 * hash01(seed, index, 5_000_011 + slot)
+
+
+def gas_fraction(seed: int, index: int, t_s: float, utc_offset_s: int = 0) -> float:
+    """Gas flow as a fraction of the rated flow: a heating cycle (module docstring)."""
+    local = t_s + utc_offset_s
+    hour = int(local % DAY_S // HOUR_S)
+    # Every meter its own cycle length and offset, so a park's heaters do not fire in unison.
+    cycle_s = 600.0 + 600.0 * hash01(seed, index, 6_000_001)
+    position = (local + cycle_s * hash01(seed, index, 6_000_002)) % cycle_s
+    month = dt.datetime.fromtimestamp(local, dt.UTC).month
+    duty = _GAS_DUTY[hour] * _GAS_SEASON[month - 1]
+    if position >= duty * cycle_s:
+        return 0.0
+    return (0.7 + 0.2 * hash01(seed, index, 6_000_003)) * (
+        1.0 + NOISE_AMPLITUDE * _noise(seed, index, local))
+
+
+LOAD_CURVES: Final = {
+    "electricity": load_fraction,
+    "water": water_fraction,
+    "gas": gas_fraction,
+}
+"""Meter kind -> its load curve ``(seed, index, t_s, utc_offset_s) -> fraction of rated``."""

@@ -8,8 +8,9 @@ read returns the same registers. A :class:`SimMeter` does the same with a *quant
 during quantum ``k`` (``k = floor((t + phase_s) / QUANTUM_S)``, which starts at
 ``k * QUANTUM_S - phase_s``) it shows
 
-* power ``P(k)``: ``load_w(seed, index, k * QUANTUM_S - phase_s, rated_w)``
-  (``simulators.load_profiles``),
+* power ``P(k)``: ``rated_w x curve(seed, index, k * QUANTUM_S - phase_s)`` with the load curve
+  of the profile's kind (``simulators.load_profiles.LOAD_CURVES``: machines, water draws,
+  gas heating cycles),
   or the injected overload power, or 0 while the relay is open (the relay really cuts the load);
 * the import register ``E(k) = E(k0) + sum(P(j) for k0 <= j < k) * QUANTUM_S / 3600`` Wh: the
   register integrates exactly the powers the meter displayed, so a client that multiplies the
@@ -22,7 +23,7 @@ quantum with :meth:`ValueSpec.pack` into one byte image per Modbus function; eve
 same quantum is a slice of that image. A meter polled at least every ``EXACT_QUANTA`` quanta is
 integrated exactly; after a longer gap (a meter nobody polled for an hour, or a big speed-up)
 the gap is integrated from ``EXACT_QUANTA`` evenly spaced samples, so a poll never costs more
-than that many ``load_w`` calls. A state change (relay switched, overload injected or ended,
+than that many load-curve calls. A state change (relay switched, overload injected or ended,
 register rolled back) settles the register first with the *old* state, so each quantum is
 integrated with the state in force when it was displayed, and the register never goes
 backwards except by an explicit :meth:`SimMeter.roll_back`.
@@ -35,7 +36,7 @@ in the profile's energy unit (kWh, Wh, or m3 for litres); ``tamper`` is 1 while 
 is set. Registers a profile does not map read 0.
 
 Phases: real meters are not synchronised, and a simulator whose meters all refresh at the
-same instant does a whole park's refresh work (``load_w``, packing: ~50 µs a meter, so ~100 ms
+same instant does a whole park's refresh work (the load curve, packing: ~50 µs a meter, so ~100 ms
 for 2,000 meters) in one burst, delaying every reply behind it. A park gives each meter its own
 phase (:func:`stagger_phase_s`, a function of the meter's index: deterministic), so refreshes
 are spread evenly over the quantum. ``phase_s`` defaults to 0 (quantum boundaries on whole
@@ -56,7 +57,7 @@ from typing import Final
 import attrs
 
 from protocols.modbus.profiles import FLOW_UNITS, Profile, ValueSpec
-from simulators.load_profiles import hash01, load_w
+from simulators.load_profiles import LOAD_CURVES, hash01
 
 __all__ = [
     "EXACT_QUANTA",
@@ -143,6 +144,7 @@ class SimMeter:
 
     __slots__ = (
         "_cache_k",
+        "_curve",
         "_curve_k",
         "_curve_w",
         "_energy_wh",
@@ -198,6 +200,7 @@ class SimMeter:
         self.tamper = False
         self.last_read_s = -math.inf
         self._layout = layout_of(profile)
+        self._curve = LOAD_CURVES[profile.kind]
         self._energy_wh = initial_register_wh(seed, index) if register_wh is None else register_wh
         self._garbled: float | None = None
         self._settled_k = self._quantum(start_s)
@@ -321,10 +324,9 @@ class SimMeter:
         if self.overload_w is not None:
             return self.overload_w
         if k != self._curve_k:
-            # load_w costs ~18 µs; settling quantum k-1 would otherwise compute it again.
-            self._curve_w = load_w(
-                self.seed, self.index, k * QUANTUM_S - self.phase_s, self.rated_w,
-                self.utc_offset_s,
+            # A curve costs ~18 µs; settling quantum k-1 would otherwise compute it again.
+            self._curve_w = self.rated_w * self._curve(
+                self.seed, self.index, k * QUANTUM_S - self.phase_s, self.utc_offset_s
             )
             self._curve_k = k
         return self._curve_w

@@ -229,7 +229,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "by", "in": "query",
                    "schema": {"enum": ["meter", "tenant", "gateway", "day"]},
                    "description": "consumption: meter, tenant, gateway or day; arrears: meter "
-                                  "(as of now) or day"}),
+                                  "(as of now) or day"},
+                  {"name": "meter_kind", "in": "query",
+                   "schema": {"enum": ["electricity", "water", "gas"]},
+                   "description": "consumption, whatif: which meters (default electricity, "
+                                  "in kWh; water and gas in m3)"}),
               csv=True),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},

@@ -606,7 +606,7 @@ def _builtin_profiles() -> dict[str, Profile]:
 
 
 def load_profile(name: str) -> Profile:
-    """A built-in profile by name ("sdm630", "sdm120", "water")."""
+    """A built-in profile by name ("sdm630", "sdm120", "water", "gas")."""
     known = _builtin_profiles()
     try:
         return known[name]

@@ -133,14 +133,15 @@ class AuditQuery:
 @attrs.frozen
 class ReportQuery:
     """A report (the same as ``GET /api/reports/KIND``); ``query`` holds the request's
-    ``from``, ``to``, ``by``, ``tenant``, ``tariff`` and ``format`` that were given."""
+    ``from``, ``to``, ``by``, ``tenant``, ``tariff``, ``format`` and ``meter_kind`` that were
+    given."""
 
     id: JsonId
     kind: str
     query: Mapping[str, str]
 
 
-REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format")
+REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format", "meter_kind")
 
 
 @attrs.frozen

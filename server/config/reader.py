@@ -443,32 +443,40 @@ class ParkReader:
 
     def read_tariff(self, name: str, t: Table, calendar: Calendar) -> Tariff | None:
         kind = t.string("kind", choices=("flat", "tou", "tiered"))
+        # What a register unit is: written as `unit`, or said by the tiers' caps (up_to_m3).
+        unit = t.string("unit", choices=tuple(TIER_CAP_KEYS)) if t.has("unit") else ""
         tariff: Tariff | None = None
         if kind == "flat":
             tariff = Tariff.flat(name, t.price("price", self.decimals), calendar)
         elif kind == "tou":
             bands = self.read_bands(t, "bands", required=True)
+            # With bands, tier prices are surcharges on the band price (combined tariff).
+            tiers, unit = self.read_tiers(t, required=False, unit=unit)
             tariff = Tariff(
                 name=name,
                 bands=bands,
                 weekend_bands=self.read_bands(t, "weekend_bands"),
                 holiday_bands=self.read_bands(t, "holiday_bands"),
                 seasons=tuple(self.read_season(s) for s in t.tables("seasons")),
-                # With bands, tier prices are surcharges on the band price (combined tariff).
-                tiers=self.read_tiers(t, required=False),
+                tiers=tiers,
                 calendar=calendar,
+                unit=unit,
             )
         elif not kind:
             t.asked.update(t.data)  # without a kind, its other keys are neither right nor wrong
         elif kind == "tiered":
+            tiers, unit = self.read_tiers(t, required=True, unit=unit)
             tariff = Tariff(
                 name=name,
                 # The band carries no price: the monthly blocks carry all of it.
                 bands=(Band("tiered", 0, MINUTES_PER_DAY, 0),),
-                tiers=self.read_tiers(t, required=True),
+                tiers=tiers,
                 calendar=calendar,
+                unit=unit,
             )
         t.finish()
+        if tariff is not None and unit and not tariff.unit:
+            tariff = attrs.evolve(tariff, unit=unit)  # a flat price declared per kWh or m3
         return tariff
 
     def read_season(self, t: Table) -> Season:
@@ -557,45 +565,65 @@ class ParkReader:
             t.problems.add(t.at(key), f"{format_minute(covered)}-24:00 is not covered by any band")
         return tuple(band for band, _ in pieces)
 
-    def read_tiers(self, t: Table, *, required: bool) -> tuple[Tier, ...]:
+    def read_tiers(
+        self, t: Table, *, required: bool, unit: str
+    ) -> tuple[tuple[Tier, ...], str]:
+        """Monthly blocks and the tariff's unit. Caps are in kWh (``up_to_kwh``) or, for
+        water and gas, in m3 (``up_to_m3``); both become register units (Wh, litres). One
+        tariff's caps share one unit: its ``unit`` if written, else its first cap's."""
         tiers: list[Tier] = []
         tables = t.tables("tiers", required=required)
         for position, tier in enumerate(tables):
             last = position == len(tables) - 1
             up_to: int | None = None
-            if tier.has("up_to_kwh"):
-                up_to = self.read_kwh_as_wh(tier, "up_to_kwh")
-                if last:
-                    tier.fail("up_to_kwh", "the last tier has no cap (leave out up_to_kwh)")
+            caps = (("kWh", tier.has("up_to_kwh")), ("m3", tier.has("up_to_m3")))
+            written = [cap_unit for cap_unit, present in caps if present]
+            if written:
+                cap_unit = written[-1]
+                key = TIER_CAP_KEYS[cap_unit]
+                up_to = self.read_cap(tier, key, cap_unit)
+                if len(written) > 1:
+                    tier.fail(key, "a tier has one cap: up_to_kwh or up_to_m3, not both")
+                elif unit and cap_unit != unit:
+                    why = (f'unit = "{unit}"' if t.has("unit") else
+                           f"the first cap is {TIER_CAP_KEYS[unit]}")
+                    tier.fail(key, f"this tariff counts {unit} ({why}): write "
+                                   f"{TIER_CAP_KEYS[unit]}")
+                elif last:
+                    tier.fail(key, f"the last tier has no cap (leave out {key})")
                 elif (
                     tiers
                     and tiers[-1].up_to_wh is not None
                     and up_to is not None
                     and up_to <= tiers[-1].up_to_wh
                 ):
-                    tier.fail("up_to_kwh", "caps must increase from tier to tier")
+                    tier.fail(key, "caps must increase from tier to tier")
+                unit = unit or cap_unit
             elif not last:
-                tier.fail("up_to_kwh", "every tier but the last needs up_to_kwh")
+                key = TIER_CAP_KEYS[unit or "kWh"]
+                tier.fail(key, f"every tier but the last needs {key}")
             tiers.append(Tier(up_to, tier.price("price", self.decimals)))
             tier.finish()
-        return tuple(tiers)
+        return tuple(tiers), unit
 
     @staticmethod
-    def read_kwh_as_wh(t: Table, key: str) -> int | None:
+    def read_cap(t: Table, key: str, unit: str) -> int | None:
+        """A tier cap in kWh or m3 as whole register units (Wh, or litres)."""
         value = t.raw(key)
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        what = "energy in whole Wh" if unit == "kWh" else "volume in whole litres"
         try:
             if not isinstance(text, str):
                 raise InvalidOperation
             wh = Decimal(text) * 1000
         except InvalidOperation:
-            t.fail(key, f'expected kWh as a decimal string like "1000", got {show(value)}')
+            t.fail(key, f'expected {unit} as a decimal string like "1000", got {show(value)}')
             return None
         if not wh.is_finite() or wh <= 0 or wh != wh.to_integral_value():
-            t.fail(key, f"expected a positive energy in whole Wh, got {show(value)}")
+            t.fail(key, f"expected a positive {what}, got {show(value)}")
             return None
         if wh > MAX_TIER_KWH * 1000:
-            t.fail(key, f"a tier cap must be at most {MAX_TIER_KWH} kWh, got {show(value)}")
+            t.fail(key, f"a tier cap must be at most {MAX_TIER_KWH} {unit}, got {show(value)}")
             return None
         return int(wh)
 
@@ -783,6 +811,17 @@ class ParkReader:
                 f'"{profile_record.kind}"',
             )
         kind = kind or (profile_record.kind if profile_record is not None else "electricity")
+        # A tariff that counts kWh (or m3) in its tiers or its `unit` prices one utility only.
+        tariff_unit = tariffs[tariff].unit if tariff in tariffs else ""
+        if tariff_unit and tariff_unit != UNIT_OF_KIND[kind] and "kind" not in t.failed:
+            whose = f'meter "{meter_id}": ' if "id" not in t.failed else ""
+            t.fail(
+                "tariff",
+                f'{whose}tariff "{tariff}" is priced per {tariff_unit}, but this {kind} meter '
+                f"is charged per {UNIT_OF_KIND[kind]} (give it a tariff with "
+                f'{TIER_CAP_KEYS[UNIT_OF_KIND[kind]]} tiers or unit = "{UNIT_OF_KIND[kind]}", '
+                "or one with neither)",
+            )
         opening_balance = t.amount("opening_balance", d, "0")
 
         alarm_levels = t.amounts("alarm_levels", d)
@@ -897,6 +936,10 @@ class ParkReader:
 _POLICY_KEY_FIELDS: Final = tuple(
     name for name in _POLICY_DEFAULTS if name not in ("tariff", "decimals")
 )
+# A tariff's unit -> the key of its tier caps; a meter kind -> the unit its register counts
+# (litres for water and gas: docs/profiles.md).
+TIER_CAP_KEYS: Final = {"kWh": "up_to_kwh", "m3": "up_to_m3"}
+UNIT_OF_KIND: Final = {"electricity": "kWh", "water": "m3", "gas": "m3"}
 # Stands in for the shared policy while a meter is being read (replaced before it is kept).
 _PLACEHOLDER_POLICY: Final = MeterPolicy(tariff=Tariff.flat("placeholder", 0))
 

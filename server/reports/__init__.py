@@ -41,7 +41,9 @@ __all__ = ["FORMATS", "GROUPINGS", "KINDS", "Report", "Unbalanced", "make_report
 
 def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | None = None,
                 end: str | None = None, by: str = "meter", tenant: str | None = None,
-                tariff: str | None = None, today: dt.date | None = None) -> Report:
+                tariff: str | None = None, today: dt.date | None = None,
+                meter_kind: str = "electricity") -> Report:
+    """``meter_kind`` (consumption, whatif): electricity in kWh, or water or gas in m3."""
     if kind not in KINDS:
         raise UserError(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
     timezone = config.calendar.timezone
@@ -64,10 +66,10 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
     if kind == "whatif":
         if not tariff:
             raise UserError("the whatif report needs --tariff NAME (a tariff of the config)")
-        return whatif(books, config, period, tariff)
+        return whatif(books, config, period, tariff, meter_kind)
     if by not in GROUPINGS:
         raise UserError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
-    return consumption(books, period, decimals, by)
+    return consumption(books, period, decimals, by, meter_kind)
 
 
 def statement_page(store: Store, config: ParkConfig, tenant: str | None, *,

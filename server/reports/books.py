@@ -30,6 +30,7 @@ from persistence.recovery import load_snapshots, raw_entries_after
 from persistence.store import Store
 from policies.records import MeterState
 from server.config import ParkConfig
+from server.config.records import METER_KINDS
 from server.errors import UserError
 
 PAGE = 4096
@@ -46,6 +47,7 @@ class MeterInfo:
     gateway: str
     opening: int
     tariff: str
+    kind: str = "electricity"  # electricity | water | gas: its register counts Wh or litres
 
 
 @attrs.frozen
@@ -57,8 +59,32 @@ class Books:
 
 
 def meter_infos(config: ParkConfig) -> dict[str, MeterInfo]:
-    return {m.id: MeterInfo(m.id, m.tenant, m.gateway, m.opening_balance, m.tariff)
+    return {m.id: MeterInfo(m.id, m.tenant, m.gateway, m.opening_balance, m.tariff, m.kind)
             for m in config.meters}
+
+
+def of_kind(books: Books, meter_kind: str) -> Books:
+    """The books of one kind of meter only: kWh and m3 are never added together."""
+    if meter_kind not in METER_KINDS:
+        raise UserError(f"meter_kind must be one of {', '.join(METER_KINDS)}, got "
+                        f"{meter_kind!r}")
+    return attrs.evolve(books, meters={meter_id: info for meter_id, info in books.meters.items()
+                                       if info.kind == meter_kind})
+
+
+def quantity_column(meter_kind: str) -> str:
+    """The column of a report's quantity: ``kwh`` (electricity) or ``m3`` (water, gas: the
+    register counts litres, so register / 1000 is m3 as it is kWh)."""
+    return "kwh" if meter_kind == "electricity" else "m3"
+
+
+def other_kinds_note(books: Books, meter_kind: str) -> tuple[str, ...]:
+    """A note when the park has meters of other kinds, which this report leaves out."""
+    others = sorted({info.kind for info in books.meters.values()} - {meter_kind})
+    if not others:
+        return ()
+    return (f"{meter_kind} meters only; the park's {' and '.join(others)} meters are in the "
+            f"same report with meter_kind={others[0]}",)
 
 
 def net_change(entry: JournalEntry) -> int:

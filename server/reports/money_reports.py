@@ -5,7 +5,8 @@
   integration), from the audit entry of each (``unknown`` when the audit log has none: it was
   pruned, or the top-up was made by a local tool);
 * **consumption**: energy and cost per meter, tenant, gateway or local day, with the
-  time-of-use band breakdown, from the day records of the period's days;
+  time-of-use band breakdown, from the day records of the period's days; of one kind of meter
+  (``meter_kind``: electricity in kWh, the default; water or gas in m3);
 * **arrears**: meters at or below zero, on emergency credit, or with debt being recovered,
   from their last snapshots; or, ``by="day"``, for each day of the period how many meters'
   net position (balance less arrears owed, as a statement counts it) was at or below zero at
@@ -22,7 +23,14 @@ from persistence.days import day_totals
 from persistence.history import BandTotals, add_band, meter_totals
 from persistence.store import Store
 from policies.money import format_amount
-from server.reports.books import Books, net_change, topup_sources
+from server.reports.books import (
+    Books,
+    net_change,
+    of_kind,
+    other_kinds_note,
+    quantity_column,
+    topup_sources,
+)
 from server.reports.period import Period
 from server.reports.table import Cell, Report
 
@@ -59,13 +67,17 @@ def topups(store: Store, books: Books, period: Period, timezone: str,
                   ("total", "", "", count, format_amount(total, decimals)))
 
 
-def consumption(books: Books, period: Period, decimals: int, by: str = "meter") -> Report:
+def consumption(books: Books, period: Period, decimals: int, by: str = "meter",
+                meter_kind: str = "electricity") -> Report:
     if by not in GROUPINGS:
         raise ValueError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    notes = other_kinds_note(books, meter_kind)
+    books = of_kind(books, meter_kind)
+    quantity = quantity_column(meter_kind)
     groups = _by_day(books, period) if by == "day" else _by_meter_group(books, period, by)
     bands = sorted({band for group in groups.values() for band in group})
-    columns = (by, "kwh", "cost", *(f"{kind}_{band}" for band in bands
-                                    for kind in ("kwh", "cost")))
+    columns = (by, quantity, "cost", *(f"{kind}_{band}" for band in bands
+                                       for kind in (quantity, "cost")))
     rows: list[tuple[Cell, ...]] = []
     park: dict[str, tuple[int, int]] = {}
     for key in (sorted(groups) if by != "meter" else groups):  # meters: config order
@@ -82,8 +94,11 @@ def consumption(books: Books, period: Period, decimals: int, by: str = "meter") 
     for band in bands:
         band_wh, band_minor = park.get(band, (0, 0))
         totals += [_kwh(band_wh), format_amount(band_minor, decimals)]
-    return Report("consumption", f"Consumption and cost by {by} and tariff band",
-                  period.labels, columns, tuple(rows), tuple(totals))
+    title = f"Consumption and cost by {by} and tariff band"
+    if meter_kind != "electricity":
+        title = f"{meter_kind.capitalize()} consumption (m3) and cost by {by} and tariff band"
+    return Report("consumption", title, period.labels, columns, tuple(rows), tuple(totals),
+                  notes=notes)
 
 
 def _by_meter_group(books: Books, period: Period, by: str) -> dict[str, BandTotals]:

@@ -91,6 +91,8 @@ def statements(books: Books, period: Period, timezone: str,
         lines: list[Line] = []
         for meter_id in meters:
             opening += books.meters[meter_id].opening
+            # A water or gas meter's charges count m3, and are never summed with kWh.
+            unit = "" if books.meters[meter_id].kind == "electricity" else " (m3)"
             for ts_ms, item, reference, amount, detail in entries[meter_id]:
                 if ts_ms < period.from_ms:
                     opening += amount
@@ -106,7 +108,7 @@ def statements(books: Books, period: Period, timezone: str,
                 if label is None:
                     label = labels[day_ms] = dt.datetime.fromtimestamp(
                         day_ms / 1000, zone).date().isoformat()
-                lines += [Line(label, meter_id, "charge", band, wh, -minor)
+                lines += [Line(label, meter_id, "charge", band + unit, wh, -minor)
                           for band, wh, minor in day_totals(value)]
         lines.sort(key=lambda line: (line.date, ITEM_ORDER[line.item], line.meter,
                                      line.detail))

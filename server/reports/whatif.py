@@ -28,7 +28,7 @@ from policies.tariff import fast_price, month_at, price_interval
 from policies.tariff_records import Tariff
 from server.config import ParkConfig
 from server.errors import UserError
-from server.reports.books import Books
+from server.reports.books import Books, of_kind, other_kinds_note, quantity_column
 from server.reports.period import Period, local_ms
 from server.reports.table import Cell, Report
 
@@ -66,11 +66,19 @@ class DayPrices:
         return prices
 
 
-def whatif(books: Books, config: ParkConfig, period: Period, tariff_name: str) -> Report:
+def whatif(books: Books, config: ParkConfig, period: Period, tariff_name: str,
+           meter_kind: str = "electricity") -> Report:
     tariff = config.tariffs.get(tariff_name)
     if tariff is None:
         raise UserError(f"no tariff {tariff_name!r} in the config (tariffs: "
                         f"{', '.join(sorted(config.tariffs))})")
+    notes = other_kinds_note(books, meter_kind)
+    books = of_kind(books, meter_kind)
+    quantity = quantity_column(meter_kind)
+    if tariff.unit and tariff.unit.lower() != quantity:
+        raise UserError(f"tariff {tariff_name!r} is priced per {tariff.unit}, and "
+                        f"{meter_kind} meters are charged per {quantity.replace('kwh', 'kWh')}"
+                        " (choose meter_kind, or another tariff)")
     decimals = config.server.decimals
     # Tiers count the month's energy from its first day; without tiers the period is enough.
     first = period.from_ms if not tariff.tiers else local_ms(
@@ -119,7 +127,7 @@ def whatif(books: Books, config: ParkConfig, period: Period, tariff_name: str) -
         for tenant, (meters, wh, now, then) in sorted(totals.items())]
     park = [sum(values[i] for values in totals.values()) for i in range(4)]
     return Report("whatif", f"What if the tariff had been {tariff_name}", period.labels,
-                  COLUMNS, tuple(rows),
+                  tuple(quantity if c == "kwh" else c for c in COLUMNS), tuple(rows),
                   ("total", park[0], f"{park[1] / 1000:.3f}", money(park[2]), money(park[3]),
                    money(park[3] - park[2])),
-                  notes=(f"what-if tariff: {tariff_name}",))
+                  notes=(f"what-if tariff: {tariff_name}", *notes))

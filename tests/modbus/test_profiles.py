@@ -95,8 +95,8 @@ EASTRON = {
 
 def test_the_shipped_profiles_load() -> None:
     shipped = builtin_profiles()
-    assert set(shipped) >= {"sdm630", "sdm120", "water"}
-    for name in ("sdm630", "sdm120", "water"):
+    assert set(shipped) >= {"sdm630", "sdm120", "water", "gas"}
+    for name in ("sdm630", "sdm120", "water", "gas"):
         assert load_profile(name) is shipped[name]  # compiled once, shared
         assert shipped[name].name == name
 
@@ -137,6 +137,24 @@ def test_water_profile_map() -> None:
     assert water.energy_factor == 1000.0  # m3 -> litres
 
 
+def test_gas_profile_map() -> None:
+    gas = load_profile("gas")
+    assert gas.kind == "gas"
+    mapped = {s.quantity: (s.function, s.address, s.data_type, s.scale, s.unit)
+              for s in gas.values}
+    assert mapped == {
+        "import_energy": (4, 0x0000, "uint32", 0.001, "m3"),  # whole litres
+        "flow": (4, 0x0002, "float32", 1.0, "m3/h"),
+        "tamper": (4, 0x0004, "uint16", 1.0, ""),
+    }
+    assert gas.read_plan == (ReadBlock(4, 0, 5),)
+    assert (gas.relay.function_read, gas.relay.function_write) == (1, 5)  # the valve
+    # A G6 diaphragm meter: Qmax 10 m3/h; a 99999.999 m3 index.
+    assert (gas.limits.max_rate, gas.limits.max_register) == (10_000.0, 99_999_999)
+    reading = gas.decode([struct.pack(">IfH", 12_345_678, 2.5, 4)], TS)
+    assert (reading.register_wh, reading.power_w, reading.tamper) == (12_345_678, 2500.0, True)
+
+
 def test_unknown_profile_names_the_built_in_ones() -> None:
     with pytest.raises(ProfileError, match=r"unknown profile 'sdm999' \(built in: .*sdm630"):
         load_profile("sdm999")
@@ -144,7 +162,8 @@ def test_unknown_profile_names_the_built_in_ones() -> None:
 
 def test_wire_cost_of_one_poll_as_documented() -> None:
     # docs/profiles.md "What one poll costs on the wire": Modbus TCP request + reply bytes.
-    for name, tcp in (("sdm630", 12 + 157), ("sdm120", 12 + 157), ("water", 12 + 19)):
+    for name, tcp in (("sdm630", 12 + 157), ("sdm120", 12 + 157), ("water", 12 + 19),
+                      ("gas", 12 + 19)):
         (block,) = load_profile(name).read_plan
         request = encode_read(1, 1, block.function, block.address, block.count)
         reply = encode_registers_response(1, 1, block.function, bytes(2 * block.count))

@@ -224,7 +224,8 @@ def test_from_text_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
 def test_example_park_loads() -> None:
     config = load_config(REPO / "examples" / "park.toml")
     assert {g.id for g in config.gateways} == {"gw-workshops", "gw-dorms"}
-    assert {m.kind for m in config.meters} == {"electricity", "water"}
+    assert {m.kind for m in config.meters} == {"electricity", "water", "gas"}
+    assert (config.tariffs["water"].unit, config.tariffs["gas"].unit) == ("m3", "m3")
     assert config.calendar.timezone == "Asia/Shanghai"
     assert config.calendar.weekend_days == frozenset({5, 6})
     industrial = config.tariffs["industrial"]
@@ -239,7 +240,7 @@ def test_example_park_loads() -> None:
     assert dorm.friendly == (FriendlyPeriod(1200, 480), FriendlyPeriod(0, 0, True, True))
     assert config.policies["WS-01"].friendly == ()
     dorms = [m.id for m in config.meters if m.gateway == "gw-dorms"]
-    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A"]
+    assert dorms == ["DORM-A101", "DORM-A102", "WATER-A", "GAS-CANTEEN"]
 
 
 # --- values -------------------------------------------------------------------------------
@@ -470,7 +471,7 @@ def test_unknown_profile_is_refused_with_a_suggestion() -> None:
     text = replace(BASE, 'profile = "sdm120"', 'profile = "sdm12"')
     assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm12')}: meters[1].profile: meter \"M-2\": unknown "
-        'profile "sdm12" (did you mean "sdm120"?) (known: sdm120, sdm630, water)'
+        'profile "sdm12" (did you mean "sdm120"?) (known: gas, sdm120, sdm630, water)'
     )
 
 
@@ -479,7 +480,7 @@ def test_unknown_default_profile_is_reported_once_at_its_line() -> None:
     text = text.replace("[[meters]]", '[meter_defaults]\nprofile = "sdm63"\n\n[[meters]]', 1)
     assert single_problem(text) == (
         f"park.toml:{line_of(text, 'sdm63')}: meter_defaults.profile: unknown profile "
-        '"sdm63" (did you mean "sdm630"?) (known: sdm120, sdm630, water)'
+        '"sdm63" (did you mean "sdm630"?) (known: gas, sdm120, sdm630, water)'
     )
 
 
@@ -1023,6 +1024,80 @@ def test_a_default_kind_against_a_meters_own_profile_names_the_meter() -> None:
     ]
 
 
+WATER_TIERS = (
+    '\n[tariffs.water]\nkind = "tiered"\ntiers = [\n'
+    '  { up_to_m3 = "10", price = "3.00" },\n'
+    '  { up_to_m3 = "20.5", price = "4.50" },\n'
+    '  { price = "6.00" },\n]\n'
+)
+
+
+def water_meter_on(text: str, tariff: str) -> str:
+    """BASE's second meter as a water meter on ``tariff``."""
+    text = replace(text, 'profile = "sdm120"', 'profile = "water"')
+    return replace(text, 'tariff = "tou"', f'tariff = "{tariff}"')
+
+
+def test_a_tiered_water_tariff_counts_m3_as_litres() -> None:
+    config = load(water_meter_on(BASE + WATER_TIERS, "water"))
+    tariff = config.tariffs["water"]
+    assert tariff.unit == "m3"
+    assert tariff.tiers == (
+        Tier(10_000, parse_price("3.00")),
+        Tier(20_500, parse_price("4.50")),
+        Tier(None, parse_price("6.00")),
+    )
+    assert config.meters[1].kind == "water" and config.meters[1].tariff == "water"
+    assert config.tariffs["flat"].unit == ""  # no caps, no unit: any meter's
+    assert config.tariffs["tou"].unit == ""
+
+
+def test_a_meter_on_another_utilitys_tariff_is_refused() -> None:
+    text = replace(BASE + WATER_TIERS, 'tariff = "flat"', 'tariff = "water"')
+    line = line_of(text, 'tariff = "water"')
+    assert single_problem(text) == (
+        f'park.toml:{line}: meters[0].tariff: meter "M-1": tariff "water" is priced per m3, '
+        "but this electricity meter is charged per kWh (give it a tariff with up_to_kwh "
+        'tiers or unit = "kWh", or one with neither)'
+    )
+    kwh_tiers = '\n[tariffs.dorm]\nkind = "tiered"\ntiers = [{ up_to_kwh = "200", price = ' \
+        '"0.50" }, { price = "0.80" }]\n'
+    text = water_meter_on(BASE + kwh_tiers, "dorm")
+    line = line_of(text, 'tariff = "dorm"')
+    assert single_problem(text) == (
+        f'park.toml:{line}: meters[1].tariff: meter "M-2": tariff "dorm" is priced per kWh, '
+        "but this water meter is charged per m3 (give it a tariff with up_to_m3 tiers or "
+        'unit = "m3", or one with neither)'
+    )
+    # A flat price declared per m3 is the water meters' too, and refused to the others.
+    per_m3 = '\n[tariffs.w]\nkind = "flat"\nunit = "m3"\nprice = "3.20"\n'
+    assert load(water_meter_on(BASE + per_m3, "w")).tariffs["w"].unit == "m3"
+    text = replace(BASE + per_m3, 'tariff = "flat"', 'tariff = "w"')
+    assert 'meters[0].tariff: meter "M-1": tariff "w" is priced per m3' in single_problem(text)
+
+
+def test_a_tariffs_tier_caps_share_one_unit() -> None:
+    mixed = replace(WATER_TIERS, 'up_to_m3 = "20.5"', 'up_to_kwh = "20.5"')
+    text = BASE + mixed
+    assert single_problem(text) == (
+        f"park.toml:{line_of(text, 'up_to_kwh')}: tariffs.water.tiers[1].up_to_kwh: "
+        "this tariff counts m3 (the first cap is up_to_m3): write up_to_m3"
+    )
+    declared = replace(BASE + WATER_TIERS, 'kind = "tiered"', 'kind = "tiered"\nunit = "kWh"')
+    found = problems(declared)
+    assert found[0] == (
+        f"park.toml:{line_of(declared, 'up_to_m3')}: tariffs.water.tiers[0].up_to_m3: "
+        'this tariff counts kWh (unit = "kWh"): write up_to_kwh'
+    )
+    both = replace(WATER_TIERS, 'up_to_m3 = "10",', 'up_to_m3 = "10", up_to_kwh = "10",')
+    assert "a tier has one cap: up_to_kwh or up_to_m3, not both" in problems(BASE + both)[0]
+    uncapped = replace(WATER_TIERS, '{ up_to_m3 = "10", ', "{ ")
+    assert "tariffs.water.tiers[0].up_to_m3: every tier but the last needs up_to_m3" in \
+        problems(replace(BASE + uncapped, 'kind = "tiered"', 'kind = "tiered"\nunit = "m3"'))[0]
+    litres = replace(WATER_TIERS, '"20.5"', '"20.0005"')
+    assert "expected a positive volume in whole litres" in problems(BASE + litres)[0]
+
+
 def test_serve_refuses_a_broken_profile_file_in_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1043,7 +1118,7 @@ def test_serve_refuses_a_broken_profile_file_in_words(
 def test_every_key_the_reader_accepts_is_documented() -> None:
     source = (REPO / "server" / "config" / "reader.py").read_text()
     accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
-    accessors += r"table|tables|raw|has|read_month_day\(t,|read_kwh_as_wh\(tier,)"
+    accessors += r"table|tables|raw|has|read_month_day\(t,)"
     keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_]+)\"", source))
     assert {"overload_delay", "poll_interval", "up_to_kwh", "from", "weekend"} <= keys
     docs = (REPO / "docs" / "configuration.md").read_text()

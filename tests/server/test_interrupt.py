@@ -63,4 +63,4 @@ def test_sigterm_stops_serve_in_order(tmp_path: Path) -> None:
     assert serve.returncode == 0, output
     assert "SIGTERM: stopping" in output and "Traceback" not in output
     with open_store(tmp_path / "var" / "example-park") as store:
-        assert len(load_snapshots(store)) == 7  # the example park's meters, written on the way out
+        assert len(load_snapshots(store)) == 8  # the example park's meters, written on the way out

@@ -18,6 +18,7 @@ from simulators.meter_model import EXACT_QUANTA, QUANTUM_S, SimMeter
 T0 = 1_700_000_000.0  # a Tuesday, 22:13 UTC
 SDM630 = load_profile("sdm630")
 WATER = load_profile("water")
+GAS = load_profile("gas")
 
 
 def sdm630(**kwargs: object) -> SimMeter:
@@ -165,6 +166,47 @@ def test_water_meter_shows_flow_and_volume_in_its_units() -> None:
     values = meter.values(T0)
     assert float32_at(block, 0) == pytest.approx(values["total_power"] / 1000, rel=1e-6)  # m3/h
     assert float32_at(block, 2) == pytest.approx(meter.register_wh(T0) / 1000, rel=1e-6)  # m3
+
+
+def test_gas_meter_counts_whole_litres_in_its_index() -> None:
+    meter = SimMeter(GAS, unit=1, seed=1, index=0, start_s=T0, register_wh=1_234_567.4)
+    meter.set_overload(2_500.0, T0)  # a burner at 2.5 m3/h
+    block = meter.read_registers(4, 0, 5, T0 + 36)  # 25 L later
+    assert struct.unpack(">I", block[:4]) == (1_234_592,)  # the index: litres, rounded
+    assert float32_at(block, 2) == 2.5  # m3/h
+    reading = GAS.decode([block], 0)
+    assert (reading.register_wh, reading.power_w) == (1_234_592, 2_500.0)
+
+
+def day_of(meter: SimMeter, start_s: float) -> list[float]:
+    """What ``meter`` shows each second of a day from ``start_s``, as a fraction of its rating."""
+    return [meter.power_w(start_s + second) / meter.rated_w for second in range(86_400)]
+
+
+def runs(shown: list[float]) -> list[int]:
+    """The lengths of the runs of seconds with a flow."""
+    return [len(list(group)) for on, group in itertools.groupby(shown, bool) if on]
+
+
+def test_water_is_drawn_in_short_bursts() -> None:
+    meter = SimMeter(WATER, unit=1, seed=3, index=5, start_s=T0, rated_w=1_500.0)
+    shown = day_of(meter, T0)
+    draws = runs(shown)
+    assert 50 < len(draws) < 600  # a day of taps and showers
+    assert max(draws) <= 55 and min(draws) >= 4  # seconds each (a draw is 5-55 s)
+    assert all(0.3 <= f <= 0.9 for f in shown if f)
+    assert 0.02 < sum(1 for f in shown if f) / len(shown) < 0.3  # mostly no flow
+
+
+def test_gas_heats_in_cycles_more_in_winter() -> None:
+    winter = SimMeter(GAS, unit=1, seed=3, index=5, start_s=T0, rated_w=1_500.0)
+    shown = day_of(winter, T0)  # November
+    burns = runs(shown)
+    assert 50 < len(burns) < 200  # a cycle of 10-20 minutes, on for part of each
+    assert all(0.6 <= f <= 0.95 for f in shown if f)
+    summer_start = T0 + 200 * 86_400.0  # June
+    summer = SimMeter(GAS, unit=1, seed=3, index=5, start_s=summer_start, rated_w=1_500.0)
+    assert sum(day_of(summer, summer_start)) < 0.2 * sum(shown)
 
 
 def test_a_long_gap_is_sampled_close_to_the_exact_integral() -> None:

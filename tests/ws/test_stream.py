@@ -9,8 +9,9 @@ import trio
 from protocols.stream.views import StreamTick
 from server.app import open_park
 from server.auth import Caller
+from server.config import ParkConfig
 from server.stream import AlarmInbox, ParkStream
-from tests.ws.parks import feed, hub_park, settle
+from tests.ws.parks import feed, hub_park, hub_park_toml, settle
 
 OPERATOR = Caller("op", "operator", "hub", "127.0.0.1:5000")
 
@@ -52,6 +53,26 @@ async def test_views_and_totals_follow_the_meters(tmp_path: Path) -> None:
         assert recorder.ticks == [tick]
         # Nothing changed: no tick is handed out.
         assert stream.tick().meters == [] and len(recorder.ticks) == 1
+
+
+async def test_the_park_load_counts_no_water_flow(tmp_path: Path) -> None:
+    head, tail = hub_park_toml(tmp_path / "park").split('id = "M-3"')
+    text = head + 'id = "M-3"' + tail.replace('profile = "sdm630"', 'profile = "water"', 1)
+    config = ParkConfig.from_toml_text(text, "hub-park.toml")
+    assert [m.kind for m in config.meters] == ["electricity"] * 3 + ["water"] + \
+        ["electricity"] * 2
+    async with open_park(config, with_field=False) as park:
+        stream = ParkStream(park)
+        assert stream.park_view().load_w == 0.0
+        feed(park, "M-2", 5_000, 2_000.0)
+        feed(park, "M-3", 5_000, 900.0)  # 0.9 m3/h, not 900 W
+        await settle(park)
+        stream._next_park = 0.0
+        tick = stream.tick()
+        assert stream.current()["M-3"].power_w == 900.0  # the meter's own view keeps it
+        assert tick.park is not None and tick.park.load_w == 2_000.0
+        stream._resum()
+        assert stream.park_view().load_w == 2_000.0
 
 
 async def test_a_tick_builds_a_bounded_number_of_views(tmp_path: Path) -> None:
