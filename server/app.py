@@ -55,6 +55,7 @@ from persistence.store import Store, StoreError, open_store
 from policies.meter import step
 from policies.meter_policy import MeterPolicy
 from policies.records import MeterState
+from server.apportion import post_apportionment
 from server.auth import Users
 from server.clock import ParkClock
 from server.collector import run_collector_hygiene
@@ -103,7 +104,8 @@ class Park:
         """Quota groups, their requests and decisions (``server.quotas``)."""
         self.audit = LmdbAuditLog(store, journal)
         """Every command, accepted or refused, in the data directory (``Operations`` writes)."""
-        self.operations = Operations(registry, ledger, clock, self.audit, quotas,
+        apportioner = functools.partial(post_apportionment, store, config, ledger, clock)
+        self.operations = Operations(registry, ledger, clock, self.audit, quotas, apportioner,
                                      decimals=config.server.decimals)
         self.users = Users(config.users)
         """The configured logins, shared by every adapter (hub, HTTP, OPC UA)."""

@@ -142,6 +142,17 @@ class Ledger:
                              mono_ms=self._mono_ms())
         return await self._move(entry)
 
+    async def apportion(
+        self, meter_id: str, charge: int, reference: str, ts_ms: int, reason: str
+    ) -> MoneyAck:
+        """A tenant's share of a pool (``server.apportion``): ``charge`` minor units off its
+        balance, journaled as kind ``apportionment`` with ``reason`` (its statement line)."""
+        if isinstance(charge, bool) or not isinstance(charge, int) or charge <= 0:
+            raise BadRequest("an apportioned share must be a whole number of minor units > 0")
+        entry = JournalEntry("apportionment", meter_id, -charge, reference, ts_ms, reason,
+                             mono_ms=self._mono_ms())
+        return await self._move(entry)
+
     async def replace_meter(
         self,
         meter_id: str,

@@ -28,6 +28,7 @@ from actors.effects import ALARM_ID_SEPARATOR, PARK_ALARM_PREFIX, split_alarm_id
 from actors.registry import ParkRegistry
 from persistence.audit import AuditEntry, AuditLog, AuditPage, Result
 from policies.money import format_amount
+from server.apportion import Apportioned
 from server.auth import Caller, Role
 from server.clock import ParkClock
 from server.ledger import BadRequest, CommandAck, Ledger, MoneyAck
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 MAX_REASON_LENGTH: Final = 200
 RELAY_ACTIONS: Final = ("open", "auto")
 
-T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer)
+T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned)
+Apportioner = Callable[[object, object], Awaitable[Apportioned]]
+"""(from, to) -> the period's shares, posted (``server.apportion``)."""
 AuditListener = Callable[[AuditEntry], None]
 
 
@@ -67,11 +70,13 @@ class Operations:
         clock: ParkClock,
         audit: AuditLog,
         quotas: QuotaDesk | None = None,
+        apportioner: Apportioner | None = None,
         *,
         decimals: int = 2,
     ) -> None:
         self._registry = registry
         self._quotas = quotas
+        self._apportioner = apportioner
         self._ledger = ledger
         self._clock = clock
         self._audit = audit
@@ -153,6 +158,17 @@ class Operations:
                            f"{verb} {_text(request_id)}: {_text(note)}", target=_text(group_id))
         return await self._run(caller, "admin", request, lambda: self._desk().decide(
             group_id, request_id, approve, caller.user, note, reference))
+
+    async def apportion(self, caller: Caller, first: object, end: object) -> Apportioned:
+        """Post the period's shares of losses and common areas (admins; once per period)."""
+        request = _Request("apportion", "", f"apportion/{_text(first)}..{_text(end)}", "")
+
+        async def command() -> Apportioned:
+            if self._apportioner is None:
+                raise BadRequest("this server cannot apportion (no data directory)")
+            return await self._apportioner(first, end)
+
+        return await self._run(caller, "admin", request, command)
 
     def quota_groups(self, caller: Caller) -> list[dict[str, object]]:
         """Every quota group as the console shows it (any logged-in role)."""
@@ -244,4 +260,5 @@ def _verb(command: str) -> str:
             "ack_alarm": "acknowledge alarms",
             "replace_meter": "replace meters", "quota_request": "ask for extra quota budget",
             "quota_approve": "approve quota requests",
-            "quota_reject": "reject quota requests"}.get(command, command)
+            "quota_reject": "reject quota requests",
+            "apportion": "post apportionments"}.get(command, command)

@@ -3,8 +3,10 @@
 
 Kinds: ``reconciliation`` (``server.reports.reconciliation``), ``topups``, ``consumption``
 and ``arrears`` (``server.reports.money_reports``), ``statement`` (a tenant's; also as a
-printable HTML page: ``server.reports.statement``) and ``whatif`` (another tariff's charges:
-``server.reports.whatif``). Each reads the books
+printable HTML page: ``server.reports.statement``), ``whatif`` (another tariff's charges:
+``server.reports.whatif``), ``apportionment`` (the shares of losses and common areas, and
+whether they are posted) and ``blackhole`` (unexplained loss by feeder and hour:
+``server.reports.apportionment``). Each reads the books
 (``server.reports.books``) and gives a :class:`~server.reports.table.Report`, printed as CSV
 or JSON (``server.reports.table``), the same bytes for the same data and period.
 """
@@ -17,6 +19,12 @@ from typing import Final
 from persistence.store import Store
 from server.config import ParkConfig
 from server.errors import UserError
+from server.reports.apportionment import (
+    apportion,
+    apportionment_report,
+    blackhole_report,
+    posted_amounts,
+)
 from server.reports.books import Books, read_books
 from server.reports.money_reports import (
     ARREARS_GROUPINGS,
@@ -32,7 +40,8 @@ from server.reports.statement import Statement, statement_html, statement_report
 from server.reports.table import Report, to_csv, to_json
 from server.reports.whatif import whatif
 
-KINDS: Final = ("reconciliation", "topups", "consumption", "arrears", "statement", "whatif")
+KINDS: Final = ("reconciliation", "topups", "consumption", "arrears", "statement", "whatif",
+                 "apportionment", "blackhole")
 FORMATS: Final = ("csv", "json", "html")
 
 __all__ = ["FORMATS", "GROUPINGS", "KINDS", "Report", "Unbalanced", "make_report",
@@ -63,6 +72,11 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
         return topups(store, books, period, timezone, decimals)
     if kind == "statement":
         return statement_report(_statement(books, period, timezone, tenant), decimals)
+    if kind == "apportionment":
+        return apportionment_report(apportion(books, config, period), posted_amounts(books),
+                                    period, decimals)
+    if kind == "blackhole":
+        return blackhole_report(books, config, period, "hour" if by == "meter" else by)
     if kind == "whatif":
         if not tariff:
             raise UserError("the whatif report needs --tariff NAME (a tariff of the config)")

@@ -32,7 +32,7 @@ from server.reports.period import Period
 from server.reports.table import Cell, Report
 
 COLUMNS = ("date", "meter", "item", "detail", "kwh", "amount", "balance")
-ITEM_ORDER = {"topup": 0, "adjustment": 1, "arrears": 1, "charge": 2}
+ITEM_ORDER = {"topup": 0, "adjustment": 1, "arrears": 1, "apportionment": 1, "charge": 2}
 """A day's lines: money in first, then corrections, then what was used."""
 
 
@@ -40,7 +40,7 @@ ITEM_ORDER = {"topup": 0, "adjustment": 1, "arrears": 1, "charge": 2}
 class Line:
     date: str
     meter: str
-    item: str  # "topup" | "adjustment" | "arrears" | "charge"
+    item: str  # "topup" | "adjustment" | "arrears" | "apportionment" | "charge"
     detail: str
     wh: int
     amount: int  # signed: what it did to the balance
@@ -65,6 +65,8 @@ class Statement:
 def _item(entry: JournalEntry) -> str:
     if entry.kind == "adjustment" and entry.detail == "arrears":
         return "arrears"
+    if entry.kind == "apportionment":
+        return "apportionment"  # its detail says which pool, what and why
     return "topup" if entry.kind == "topup" else "adjustment"
 
 
