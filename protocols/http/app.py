@@ -12,6 +12,9 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
   encoder, ``protocols.ws.protocol``, so the two cannot drift apart); any user.
 * ``POST /api/topups``: an operator's (or a payment integration's) top-up, idempotent on its
   ``id``; through the park's operations, so it is journaled and audited like any other.
+* ``GET /api/quotas``, ``POST /api/quotas/{group}/requests`` (operators) and ``.../decisions``
+  (admins): quota groups and their extension requests, through the park's operations.
+* ``POST /api/apportionment``: an admin posts a period's shares of losses and common areas.
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
 * ``POST /api/payments/notify``: a payment integration's signed notification
   (:mod:`protocols.http.payments`), idempotent on its transaction id.
@@ -328,6 +331,39 @@ class Api:
                                                 dict(request.query_params))
         return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
 
+    async def quotas(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        return JSONResponse({"groups": self.backend.operations.quota_groups(caller)})
+
+    async def quota_request(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        answer = await self.backend.operations.request_quota(
+            caller, request.path_params["group"], body.get("amount"), body.get("reason"),
+            _reference(body, "a request"))
+        return JSONResponse({"id": answer.reference, "status": answer.status,
+                             "group": answer.group})
+
+    async def quota_decision(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        decision = body.get("decision")
+        if decision not in ("approve", "reject"):
+            raise ApiError("bad_request", '"decision" must be "approve" or "reject"')
+        answer = await self.backend.operations.decide_quota(
+            caller, request.path_params["group"], body.get("request"), decision == "approve",
+            body.get("note", ""), _reference(body, "a decision"))
+        return JSONResponse({"id": answer.reference, "status": answer.status,
+                             "group": answer.group})
+
+    async def apportion(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        answer = await self.backend.operations.apportion(caller, body.get("from"),
+                                                         body.get("to"))
+        return JSONResponse({"period": answer.period, "status": answer.status,
+                             "postings": answer.postings})
+
     async def audit(self, request: Request) -> Response:
         caller = await self.caller(request)
         before = request.query_params.get("before") or None
@@ -340,6 +376,15 @@ class Api:
         page = self.backend.operations.audit_page(caller, before=before, limit=limit)
         return JSONResponse({"entries": [audit_fields(entry) for entry in page.entries],
                              "next": page.next})
+
+
+def _reference(body: dict[str, Any], what: str) -> str:
+    reference = body.get("id")
+    if not isinstance(reference, str) or not reference or len(reference) > 128:
+        raise ApiError("bad_request", f'{what} needs an "id" (text of at most 128 characters, '
+                                      "your reference: a repeat with the same id is applied "
+                                      "once)")
+    return reference
 
 
 def _refused(transaction_id: object, code: str, message: str) -> JSONResponse:

@@ -41,6 +41,28 @@ class MoneyAckLike(Protocol):
     def status(self) -> str: ...
 
 
+class QuotaAnswerLike(Protocol):
+    """``server.quotas.QuotaAnswer``."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def group(self) -> dict[str, Any]: ...
+
+
+class ApportionedLike(Protocol):
+    """``server.apportion.Apportioned``."""
+
+    @property
+    def period(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def postings(self) -> list[dict[str, Any]]: ...
+
+
 class Commands(Protocol):
     """``server.operations.Operations``: role checks, journal and audit happen there.
 
@@ -53,6 +75,16 @@ class Commands(Protocol):
 
     def audit_page(self, caller: Any, *, before: str | None = None,
                    limit: int = 50) -> AuditPageLike: ...
+
+    def quota_groups(self, caller: Any) -> list[dict[str, Any]]: ...
+
+    async def request_quota(self, caller: Any, group_id: str, amount: object, reason: object,
+                            reference: str) -> QuotaAnswerLike: ...
+
+    async def decide_quota(self, caller: Any, group_id: str, request_id: object, approve: bool,
+                           note: object, reference: str) -> QuotaAnswerLike: ...
+
+    async def apportion(self, caller: Any, first: object, end: object) -> ApportionedLike: ...
 
 
 class Authenticator(Protocol):

@@ -128,6 +128,75 @@ AUDIT_PAGE: Final = {
     },
 }
 
+QUOTA_AMOUNT: Final = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+                       "description": "in the group's unit: kWh (\"500\", three decimals at "
+                                      "most) or money (\"300.00\")"}
+QUOTA_GROUP: Final = {
+    "type": "object",
+    "required": ["id", "name", "unit", "month", "meters", "budget", "extension", "limit", "used",
+                 "percent", "alarm_percents", "blocked", "requests"],
+    "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "unit": {"enum": ["kwh", "money"]},
+        "month": {"type": "string", "description": "the park's local month, 2026-11"},
+        "meters": {"type": "array", "items": {"type": "string"}},
+        "budget": QUOTA_AMOUNT, "extension": QUOTA_AMOUNT, "limit": QUOTA_AMOUNT,
+        "used": QUOTA_AMOUNT, "percent": {"type": "number"},
+        "alarm_percents": {"type": "array", "items": {"type": "integer"}},
+        "blocked": {"type": "boolean", "description": "the meters are held open (quota)"},
+        "requests": {"type": "array", "items": {
+            "type": "object",
+            "required": ["id", "amount", "reason", "requested_by", "ts_ms", "status",
+                         "decided_by", "note"],
+            "properties": {"id": {"type": "string"}, "amount": QUOTA_AMOUNT,
+                           "reason": {"type": "string"}, "requested_by": {"type": "string"},
+                           "ts_ms": {"type": "integer"},
+                           "status": {"enum": ["pending", "approved", "rejected", "expired"]},
+                           "decided_by": {"type": "string"}, "note": {"type": "string"}}}},
+    },
+}
+QUOTA_ANSWER: Final = {
+    "type": "object", "required": ["id", "status", "group"],
+    "properties": {"id": {"type": "string"}, "status": {"enum": ["applied", "duplicate"]},
+                   "group": QUOTA_GROUP},
+}
+REFERENCE: Final = {"type": "string", "minLength": 1, "maxLength": 128,
+                    "description": "your reference: a repeat with the same id is applied once"}
+QUOTA_REQUEST: Final = {
+    "type": "object", "required": ["id", "amount", "reason"],
+    "properties": {"id": REFERENCE, "amount": QUOTA_AMOUNT,
+                   "reason": {"type": "string", "minLength": 1, "maxLength": 200}},
+}
+QUOTA_DECISION: Final = {
+    "type": "object", "required": ["id", "request", "decision"],
+    "properties": {"id": REFERENCE, "request": {"type": "string", "minLength": 1,
+                                                "description": "the request's id"},
+                   "decision": {"enum": ["approve", "reject"]},
+                   "note": {"type": "string", "maxLength": 200}},
+}
+APPORTION: Final = {
+    "type": "object", "required": ["from", "to"],
+    "properties": {"from": {"type": "string", "description": "first local day, 2026-11-01"},
+                   "to": {"type": "string", "description": "the day after the last"}},
+}
+APPORTIONED: Final = {
+    "type": "object", "required": ["period", "status", "postings"],
+    "properties": {
+        "period": {"type": "string", "description": "2026-11-01..2026-12-01"},
+        "status": {"enum": ["applied", "duplicate"],
+                   "description": "duplicate: every share was posted before"},
+        "postings": {"type": "array", "items": {
+            "type": "object",
+            "required": ["pool", "tenant", "meter", "amount", "kwh", "reference", "status"],
+            "properties": {"pool": {"type": "string"}, "tenant": {"type": "string"},
+                           "meter": {"type": "string"}, "amount": AMOUNT,
+                           "kwh": {"type": "string"}, "reference": {"type": "string"},
+                           "status": {"enum": ["applied", "duplicate", "pending",
+                                               "conflict"]},
+                           "balance": SIGNED_AMOUNT, "message": {"type": "string"}}}},
+    },
+}
+
 Auth = Literal["user", "payment", "none"]
 
 
@@ -214,7 +283,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
               parameters=(
                   {"name": "kind", "in": "path", "required": True,
                    "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears",
-                                       "statement", "whatif"]}},
+                                       "statement", "whatif", "apportionment",
+                                       "blackhole"]}},
                   {"name": "from", "in": "query", "schema": {"type": "string"},
                    "description": "first local day, 2026-11-01 (default: this month's 1st)"},
                   {"name": "to", "in": "query", "schema": {"type": "string"},
@@ -227,14 +297,45 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "tariff", "in": "query", "schema": {"type": "string"},
                    "description": "whatif: the configured tariff to price with"},
                   {"name": "by", "in": "query",
-                   "schema": {"enum": ["meter", "tenant", "gateway", "day"]},
+                   "schema": {"enum": ["meter", "tenant", "gateway", "day", "hour"]},
                    "description": "consumption: meter, tenant, gateway or day; arrears: meter "
-                                  "(as of now) or day"},
+                                  "(as of now) or day; blackhole: hour (the default) or day"},
                   {"name": "meter_kind", "in": "query",
                    "schema": {"enum": ["electricity", "water", "gas"]},
                    "description": "consumption, whatif: which meters (default electricity, "
                                   "in kWh; water and gas in m3)"}),
               csv=True),
+    Operation("get", "/api/quotas", "quotas", "Every quota group this month", "user",
+              {200: ("the groups", {"type": "object", "required": ["groups"],
+                                    "properties": {"groups": {"type": "array",
+                                                              "items": QUOTA_GROUP}}}),
+               **_errors(401)}),
+    Operation("post", "/api/quotas/{group}/requests", "quota_request",
+              "Ask for extra budget for a group this month (operators)", "user",
+              {200: ("the group with the request", QUOTA_ANSWER),
+               **_errors(400, 401, 403, 409, 413, 503)},
+              request=QUOTA_REQUEST,
+              parameters=({"name": "group", "in": "path", "required": True,
+                           "schema": {"type": "string"}},),
+              description="Journaled and audited; idempotent on id. An admin decides it."),
+    Operation("post", "/api/quotas/{group}/decisions", "quota_decision",
+              "Approve or reject a pending request (admins)", "user",
+              {200: ("the group after the decision", QUOTA_ANSWER),
+               **_errors(400, 401, 403, 409, 413, 503)},
+              request=QUOTA_DECISION,
+              parameters=({"name": "group", "in": "path", "required": True,
+                           "schema": {"type": "string"}},),
+              description="An approval raises this month's limit by the amount asked at once; "
+                          "meters held open by the quota close again."),
+    Operation("post", "/api/apportionment", "apportion",
+              "Post a period's shares of losses and common areas (admins)", "user",
+              {200: ("each share and its status", APPORTIONED),
+               **_errors(400, 401, 403, 413, 503)},
+              request=APPORTION,
+              description="Each share is a journaled adjustment of kind apportionment on the "
+                          "tenant's main meter, referenced apportion/<pool>/<from>..<to>/"
+                          "<tenant>: posting a period again moves nothing. Preview with GET "
+                          "/api/reports/apportionment."),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},
               parameters=(
