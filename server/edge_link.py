@@ -99,6 +99,20 @@ class RemoteCommands:
         body, form = await self.call("report", who, kind, dict(query))
         return str(body), str(form)
 
+    async def quotas(self, who: Who) -> list[dict[str, Any]]:
+        return list(await self.call("quotas", who))
+
+    async def request_quota(self, who: Who, group: str, amount: str, reason: str,
+                            reference: str) -> tuple[str, dict[str, Any]]:
+        status, found = await self.call("request_quota", who, group, amount, reason, reference)
+        return str(status), dict(found)
+
+    async def decide_quota(self, who: Who, group: str, request: str, approve: bool, note: str,
+                           reference: str) -> tuple[str, dict[str, Any]]:
+        status, found = await self.call("decide_quota", who, group, request, approve, note,
+                                        reference)
+        return str(status), dict(found)
+
 
 def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:
     return (CALL, call_id, method, (who.user, who.role, who.address), tuple(args))

@@ -64,6 +64,21 @@ class ParkCommands:
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPage:
         return self._operations.audit_page(self.caller(who), before=before, limit=limit)
 
+    async def quotas(self, who: Who) -> list[dict[str, Any]]:
+        return self._operations.quota_groups(self.caller(who))
+
+    async def request_quota(self, who: Who, group: str, amount: str, reason: str,
+                            reference: str) -> tuple[str, dict[str, Any]]:
+        answer = await self._operations.request_quota(self.caller(who), group, amount, reason,
+                                                      reference)
+        return answer.status, answer.group
+
+    async def decide_quota(self, who: Who, group: str, request: str, approve: bool, note: str,
+                           reference: str) -> tuple[str, dict[str, Any]]:
+        answer = await self._operations.decide_quota(self.caller(who), group, request, approve,
+                                                     note, reference)
+        return answer.status, answer.group
+
     async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
         try:
             return await run_report(self._park, self.caller(who), kind, query)
@@ -81,7 +96,8 @@ def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[A
 
     return {"top_up": call(commands.top_up), "set_relay": call(commands.set_relay),
             "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm),
-            "report": commands.report}
+            "report": commands.report, "quotas": commands.quotas,
+            "request_quota": commands.request_quota, "decide_quota": commands.decide_quota}
 
 
 class HubBackend(HubLogins, ParkCommands):

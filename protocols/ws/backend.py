@@ -9,7 +9,7 @@ Errors raised by the command methods carry the contract's code in ``.code``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -77,6 +77,20 @@ class Backend(Protocol):
 
     async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
         """``(body, format)`` of a report (``server.report_calls``)."""
+        ...
+
+    async def quotas(self, who: Who) -> list[dict[str, Any]]:
+        """Every quota group as ``GET /api/quotas`` shows it."""
+        ...
+
+    async def request_quota(self, who: Who, group: str, amount: str, reason: str,
+                            reference: str) -> tuple[str, dict[str, Any]]:
+        """``(status, group)`` after asking for extra budget."""
+        ...
+
+    async def decide_quota(self, who: Who, group: str, request: str, approve: bool, note: str,
+                           reference: str) -> tuple[str, dict[str, Any]]:
+        """``(status, group)`` after an admin's decision."""
         ...
 
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageRecord:

@@ -68,6 +68,9 @@ from protocols.ws.protocol import (
     Hello,
     MeterEncoder,
     ProtocolError,
+    QuotaDecision,
+    QuotaList,
+    QuotaRequest,
     Relay,
     ReportQuery,
     ResetLockout,
@@ -84,6 +87,8 @@ from protocols.ws.protocol import (
     encode_gateway,
     encode_park,
     encode_pong,
+    encode_quota,
+    encode_quotas,
     encode_report,
     encode_snapshot_done,
     encode_welcome,
@@ -527,6 +532,16 @@ class Hub:
                                         "more than the hub sends; ask GET /api/reports/"
                                         f"{frame.kind} or run `wattkeeper report`")
                 self._answer(client, encode_report(frame.id, form, body))
+            elif isinstance(frame, QuotaList):
+                self._answer(client, encode_quotas(frame.id, await backend.quotas(who)))
+            elif isinstance(frame, QuotaRequest):
+                status, group = await backend.request_quota(who, frame.group, frame.amount,
+                                                            frame.reason, frame.id)
+                self._answer(client, encode_quota(frame.id, status, group))
+            elif isinstance(frame, QuotaDecision):
+                status, group = await backend.decide_quota(who, frame.group, frame.request,
+                                                           frame.approve, frame.note, frame.id)
+                self._answer(client, encode_quota(frame.id, status, group))
             elif isinstance(frame, AuditQuery):
                 page = await backend.audit_page(who, frame.before, frame.limit)
                 self._answer(client, encode_audit_page(frame.id, page.entries, page.next))

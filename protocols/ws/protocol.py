@@ -25,7 +25,10 @@ authenticated     subscribe           SUBSCRIBE (replaces the subscription)  unc
 authenticated     topup, relay,       COMMAND (park.operations)              unchanged
                   ack_alarm,
                   reset_lockout,
-                  audit, report
+                  audit, report,
+                  quotas,
+                  quota_request,
+                  quota_decide
 authenticated     ping                PONG                                   unchanged
 ================  ==================  =====================================  ===============
 
@@ -145,13 +148,42 @@ REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format", "m
 
 
 @attrs.frozen
+class QuotaList:
+    """Every quota group this month (any role)."""
+
+    id: JsonId
+
+
+@attrs.frozen
+class QuotaRequest:
+    """Ask for ``amount`` more of a group's budget this month (in its unit), with a reason."""
+
+    id: str
+    group: str
+    amount: str
+    reason: str
+
+
+@attrs.frozen
+class QuotaDecision:
+    """An admin approves or rejects a group's pending request ``request``."""
+
+    id: str
+    group: str
+    request: str
+    approve: bool
+    note: str
+
+
+@attrs.frozen
 class Ping:
     id: JsonId
 
 
 ClientFrame = (Hello | Subscribe | TopUp | Relay | AckAlarm | ResetLockout | AuditQuery
-               | ReportQuery | Ping)
-Command = TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | ReportQuery
+               | ReportQuery | QuotaList | QuotaRequest | QuotaDecision | Ping)
+Command = (TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | ReportQuery | QuotaList
+           | QuotaRequest | QuotaDecision)
 
 
 def parse_frame(data: str | bytes, *, max_bytes: int, decimals: int = 2) -> ClientFrame:
@@ -328,6 +360,25 @@ def _report(f: _Fields, decimals: int) -> ReportQuery:
     return ReportQuery(f.id, f.text("kind", limit=MAX_ID_LENGTH), query)
 
 
+def _quotas(f: _Fields, decimals: int) -> QuotaList:
+    return QuotaList(f.id)
+
+
+def _quota_request(f: _Fields, decimals: int) -> QuotaRequest:
+    # The amount's unit is the group's (kWh or money): ``server.quotas`` parses it.
+    return QuotaRequest(f.reference(), f.text("group", limit=MAX_ID_LENGTH),
+                        f.text("amount", limit=32), f.text("reason"))
+
+
+def _quota_decide(f: _Fields, decimals: int) -> QuotaDecision:
+    decision = f.text("decision", limit=16)
+    if decision not in ("approve", "reject"):
+        raise f.fail('"decision" must be "approve" or "reject"')
+    note = "" if f.value.get("note") is None else f.text("note", empty=True)
+    return QuotaDecision(f.reference(), f.text("group", limit=MAX_ID_LENGTH),
+                         f.text("request", limit=MAX_ID_LENGTH), decision == "approve", note)
+
+
 def _ping(f: _Fields, decimals: int) -> Ping:
     return Ping(f.id)
 
@@ -341,6 +392,9 @@ _PARSERS: Final[dict[str, Callable[[_Fields, int], ClientFrame]]] = {
     "reset_lockout": _reset_lockout,
     "audit": _audit,
     "report": _report,
+    "quotas": _quotas,
+    "quota_request": _quota_request,
+    "quota_decide": _quota_decide,
     "ping": _ping,
 }
 
@@ -362,7 +416,8 @@ class Step(enum.Enum):
     REFUSE_REPEATED_HELLO = "refuse_repeated_hello"
 
 
-_COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery)
+_COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
+                         QuotaList, QuotaRequest, QuotaDecision)
 
 TRANSITIONS: Final[Mapping[tuple[SessionState, type], Step]] = {
     (SessionState.AWAITING_HELLO, Hello): Step.LOGIN,
@@ -513,6 +568,16 @@ def encode_audit_page(frame_id: JsonId, entries: Sequence[AuditRecord], after: s
 def encode_report(frame_id: JsonId, form: str, body: str) -> str:
     """A report's answer: ``body`` as ``wattkeeper report --format FORM`` prints it."""
     return _dumps_ascii({"type": "report", "id": frame_id, "format": form, "body": body})
+
+
+def encode_quotas(frame_id: JsonId, groups: Sequence[Mapping[str, object]]) -> str:
+    """Every quota group (the same objects as ``GET /api/quotas``)."""
+    return _dumps_ascii({"type": "quotas", "id": frame_id, "groups": list(groups)})
+
+
+def encode_quota(frame_id: JsonId, status: str, group: Mapping[str, object]) -> str:
+    """The answer to a request or decision: its status and the group right after it."""
+    return _dumps_ascii({"type": "quota", "id": frame_id, "status": status, "group": group})
 
 
 def encode_welcome(user: str, role: str, token: str, expires_ms: int) -> str:

@@ -68,7 +68,8 @@ class HubClient:
         """Send a command and wait for its answer (the ack or error with its id)."""
         await self.send(message)
         return await self.expect(
-            lambda m: m.get("type") in ("ack", "error", "pong", "audit_page", "report", "welcome")
+            lambda m: m.get("type") in ("ack", "error", "pong", "audit_page", "report", "welcome",
+                                        "quotas", "quota")
             and m.get("id") == message.get("id"), timeout)
 
     async def login(self, user: str, password: str) -> Message:

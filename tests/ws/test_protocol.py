@@ -18,6 +18,9 @@ from protocols.ws.protocol import (
     MeterEncoder,
     Ping,
     ProtocolError,
+    QuotaDecision,
+    QuotaList,
+    QuotaRequest,
     Relay,
     ReportQuery,
     ResetLockout,
@@ -157,7 +160,7 @@ def test_transition_table() -> None:
     assert next_step(after, ping) is Step.PONG
     # Every frame kind has a step in every state.
     kinds = {Hello, Subscribe, TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
-             Ping}
+             QuotaList, QuotaRequest, QuotaDecision, Ping}
     assert set(TRANSITIONS) == {(state, kind) for state in SessionState for kind in kinds}
 
 
