@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
+from policies.money import MoneyError, parse_amount
 from policies.quota import QuotaPolicy
 from protocols.toml.values import KeyPath, show
 from server.config.records import (
@@ -153,10 +154,18 @@ class SharedCostsReader:
 
     @staticmethod
     def _wh(t: Table, key: str) -> int:
-        hundredths = decimal_hundredths(t, key)
+        """kWh as a decimal string with at most three decimals (whole Wh)."""
+        value = t.raw(key)
         if key in t.failed:
             return 0
-        wh = hundredths * 10  # kWh in hundredths -> Wh
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        try:
+            wh = parse_amount(text, 3, what=key)
+        except MoneyError as error:
+            t.fail(key, f'{error} (kWh as a decimal string like "12000")')
+            return 0
+        if wh <= 0:
+            t.fail(key, f"a budget must be > 0, got {show(value)}")
         return wh
 
     @staticmethod

@@ -1,8 +1,9 @@
 // The browser console: views over the park store, fed by the hub (hub.js), redrawn at most
 // once per animation frame whatever the message rate.
 //
-// Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/reports
-// (operators and admins: reports.js), #/audit (admins).
+// Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/quotas (quota
+// groups and their requests: quotas.js), #/reports (operators and admins: reports.js),
+// #/audit (admins).
 // Operator controls are hidden for viewers (the server refuses them anyway); the audit tab
 // exists for admins only. Everything visible is translated (i18n.js).
 
@@ -12,12 +13,13 @@ import {
   apply as applyStrings, formatNumber, formatTime, language, onLanguage, preferredLanguage,
   setLanguage, t,
 } from "./i18n.js";
+import { QuotasView } from "./quotas.js";
 import { ReportsView } from "./reports.js";
 import { ParkStore } from "./store.js";
 import { VirtualTable } from "./table.js";
 
 const $ = (selector) => document.querySelector(selector);
-const VIEWS = ["login", "overview", "meters", "meter", "alarms", "reports", "audit"];
+const VIEWS = ["login", "overview", "meters", "meter", "alarms", "quotas", "reports", "audit"];
 const ROW_HEIGHT = 30;
 const RESORT_EVERY_MS = 500;
 const MAX_ALARM_ROWS = 500;
@@ -30,6 +32,7 @@ let currentView = null;
 let currentMeter = null;
 let role = null;
 let reports = null;
+let quotas = null;
 
 // -- small helpers ------------------------------------------------------------------------
 
@@ -84,6 +87,7 @@ function relayLabel(meter) {
 
 function show(view) {
   currentView = view;
+  if (view !== "quotas" && quotas) quotas.hide();
   for (const name of VIEWS) $(`#view-${name}`).hidden = name !== view;
   for (const tab of document.querySelectorAll("#tabs a")) {
     tab.classList.toggle("active", tab.dataset.view === view
@@ -102,6 +106,9 @@ function route() {
   if (view === "meter" && rest.length) {
     currentMeter = decodeURIComponent(rest.join("/"));
     show("meter");
+  } else if (view === "quotas") {
+    show("quotas");
+    quotas.show();
   } else if (view === "reports" && may("operator")) {
     show("reports");
     reports.show();
@@ -747,6 +754,10 @@ async function main() {
     renderAll();
   });
   meterList = new MeterList();
+  quotas = new QuotasView({
+    $, t, formatNumber, formatTime, describe: errorText, say: toast, may,
+    command: (type, fields) => hub.command(type, fields),
+  });
   reports = new ReportsView({
     $, t, formatNumber, describe: errorText, say: toast,
     ask: (kind, fields) => hub.command("report", { kind, ...fields }),

@@ -238,6 +238,8 @@ export class HubClient extends EventTarget {
         case "ack":
         case "audit_page":
         case "report":
+        case "quotas":
+        case "quota":
         case "pong":
           this.answer(message);
           break;
