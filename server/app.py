@@ -13,7 +13,7 @@ Theory of operation
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
 4. quota groups (``server.quotas``): replayed from the journal, tallied from the recovered
-   meters, and their month clock;
+   meters, and their month clock; the feeders' live loss alarm (``server.loss_watch``);
 5. periodic work: snapshots of changed meters, interval history flushes, audit retention
    (``[audit] keep``: at start, then hourly; ``persistence.audit_log``);
 6. the field side: one bus task per Modbus gateway (``server.field``).
@@ -62,6 +62,7 @@ from server.collector import run_collector_hygiene
 from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
+from server.loss_watch import LossWatch, run_loss_watch
 from server.operations import Operations
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
 from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
@@ -241,6 +242,10 @@ async def open_park(
             await nursery.start(run_collector_hygiene)
             if groups:
                 await nursery.start(run_month_clock, groups.values(), clock, month_of)
+            watches = [LossWatch(feeder, registry, router, clock.wall_ms)
+                       for feeder in config.feeders if feeder.loss_alarm_percent > 0]
+            if watches:
+                await nursery.start(run_loss_watch, watches)
             await nursery.start(run_audit_retention, journal, clock.wall_ms,
                                 config.audit.keep_ms)
             if with_field:

@@ -44,13 +44,15 @@ log = logging.getLogger(__name__)
 
 ALARM_PREFIX: Final = "alarm:"
 SEVERITY: Final = {  # OPC UA severity 1..1000
-    "storage": 950, "overload": 900, "zero_balance": 800, "tamper": 700, "offline": 600,
-    "low_balance": 400,
+    "storage": 950, "overload": 900, "zero_balance": 800, "quota": 750, "tamper": 700,
+    "offline": 600, "loss": 500, "low_balance": 400,
 }
 MESSAGES: Final = {
     "low_balance": "balance is low", "zero_balance": "balance is exhausted: supply cut",
     "overload": "overload: relay opened", "offline": "meter does not answer",
     "tamper": "tamper evidence", "storage": "storage: money commands are refused",
+    "quota": "quota budget: a level reached, or supply cut", "loss": "feeder loss above its "
+    "threshold",
 }
 _TRANSITION_FIELDS: Final = ("EnabledState", "ActiveState", "AckedState", "ConfirmedState")
 

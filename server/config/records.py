@@ -291,6 +291,8 @@ class FeederSection:
     meters: tuple[str, ...]
     loss_alarm_percent: int = 0
     """Hundredths of a percent (``"6.5"`` -> 650); 0: no loss alarm."""
+    loss_window_ms: int = 3_600_000
+    """How much time the live loss alarm compares at once (``server.loss_watch``)."""
 
 
 POOL_KINDS: Final = ("loss", "common")

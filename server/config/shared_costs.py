@@ -197,6 +197,7 @@ class SharedCostsReader:
                 t.fail("main", f"unknown meter {show(main)}")
             meters = self.meter_list(t, "meters", "the meters under a feeder")
             alarm = decimal_hundredths(t, "loss_alarm_percent", default="0", positive=False)
+            window = t.duration_ms("loss_window", "1h", low_ms=60_000)
             t.finish()
             if "id" in t.failed:
                 continue
@@ -220,7 +221,7 @@ class SharedCostsReader:
             if t.failed:
                 continue
             main_of[main] = feeder_id
-            feeders.append(FeederSection(feeder_id, main, meters, alarm))
+            feeders.append(FeederSection(feeder_id, main, meters, alarm, window))
         self._refuse_cycles(tables, feeders, parent_of)
         return tuple(feeders)
 

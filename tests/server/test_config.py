@@ -1116,11 +1116,14 @@ def test_serve_refuses_a_broken_profile_file_in_words(
 
 
 def test_every_key_the_reader_accepts_is_documented() -> None:
-    source = (REPO / "server" / "config" / "reader.py").read_text()
+    source = "".join((REPO / "server" / "config" / name).read_text()
+                     for name in ("reader.py", "shared_costs.py"))
     accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
-    accessors += r"table|tables|raw|has|read_month_day\(t,)"
-    keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_]+)\"", source))
-    assert {"overload_delay", "poll_interval", "up_to_kwh", "from", "weekend"} <= keys
+    accessors += r"table|tables|raw|has|read_month_day\(t,|decimal_hundredths\(t,|_wh\(t,|"
+    accessors += r"meter_list\(t,)"
+    keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_0-9]+)\"", source))
+    assert {"overload_delay", "poll_interval", "up_to_kwh", "from", "weekend", "budget_kwh",
+            "loss_window", "area_m2", "shares"} <= keys
     docs = (REPO / "docs" / "configuration.md").read_text()
     # Documented = named in code spans: `key`, `[key]`, `[[key]]`, `hub.listen`, `a`, `b`.
     prose = re.sub(r"```.*?```", "", docs, flags=re.DOTALL)  # code blocks pair backticks oddly
