@@ -4,7 +4,10 @@ The demo writes a real park config (``park.toml`` in the data directory, so you 
 reuse it with ``wattkeeper serve``), starts the Modbus gateway simulator for exactly the meters
 in it, then the server, and prints live figures every two seconds plus every alarm and relay
 switch as it happens. A few tenants start almost out of credit and a few meters have a tight
-overload limit, so cut-offs and overload trips show up within the first minutes.
+overload limit, so cut-offs and overload trips show up within the first minutes. The park's
+own gateway has a transformer over the first gateway's meters (its loss is shared by
+consumption), street lighting (a common-area pool) and a water meter on a tiered m3 tariff;
+one production line's quota is spent within minutes, to show the cut and the approval.
 """
 
 from __future__ import annotations
@@ -120,7 +123,93 @@ alarm_levels = ["50.00", "20.00"]
 opening_balance = "{opening}"
 """
         )
+    # An SDM630 measures up to 83 kW directly: the demo's "transformer" feeds six tenants'
+    # meters (a real one is CT-connected, with a profile scaled by its CT ratio).
+    parts.append(_site_toml(port + gateways, [f"M-{n + 1:04d}" for n in range(min(6, meters))]))
     return "".join(parts)
+
+
+def _site_toml(port: int, under_transformer: list[str]) -> str:
+    """The park's own meters on a gateway of their own: the transformer feeding the first
+    meters (the simulator shows their load plus a loss), the street lighting under it, and a
+    dormitory's water meter; with a loss pool, a common-area pool and one
+    production line's quota small enough to be spent within minutes."""
+    meters = ", ".join(f'"{m}"' for m in [*under_transformer, "LIGHTS-1"])
+    return f"""
+# --- the park's own meters: a transformer, street lighting, a water meter ----------------
+[tariffs.utility]
+kind = "flat"
+price = "0.70"                     # what the park pays the utility per kWh
+
+[tariffs.water]
+kind = "tiered"
+tiers = [
+  {{ up_to_m3 = "10", price = "3.00" }},
+  {{ up_to_m3 = "20", price = "4.50" }},
+  {{ price = "6.00" }},
+]
+
+[[gateways]]
+id = "gw-site"
+host = "127.0.0.1"
+port = {port}
+poll_interval = "1s"
+timeout = "500ms"
+
+[[meters]]
+id = "TX-1"
+tenant = "park"
+gateway = "gw-site"
+unit = 1
+profile = "sdm630"
+tariff = "utility"
+opening_balance = "50000.00"
+
+[[meters]]
+id = "LIGHTS-1"
+tenant = "park"
+gateway = "gw-site"
+unit = 2
+profile = "sdm120"
+tariff = "flat"
+opening_balance = "50000.00"
+
+[[meters]]
+id = "WATER-1"
+tenant = "tenant-001"
+gateway = "gw-site"
+unit = 3
+profile = "water"
+tariff = "water"
+alarm_levels = ["30.00"]
+opening_balance = "80.00"
+
+[[feeders]]
+id = "tx1"
+main = "TX-1"
+meters = [{meters}]
+loss_alarm_percent = "6"
+loss_window = "5m"
+
+[[pools]]
+id = "tx1-loss"
+name = "Transformer loss"
+kind = "loss"
+feeder = "tx1"
+
+[[pools]]
+id = "lighting"
+name = "Street lighting"
+kind = "common"
+meters = ["LIGHTS-1"]
+
+[[quotas]]
+id = "line-1"
+name = "Stamping line 1"
+meters = ["M-0001", "M-0002", "M-0003", "M-0004"]
+budget_kwh = "5"
+alarm_percents = [80, 100]
+"""
 
 
 class DemoConsole:

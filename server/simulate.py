@@ -46,6 +46,8 @@ from simulators.scenario import Scenario, ScenarioError, load_scenario, run_scen
 __all__ = ["open_simulated_park", "plan_from_args", "plan_from_config", "run_simulator_command"]
 
 MAX_LISTED_GATEWAYS = 20
+FEEDER_LOSS_PERCENT = 4.0
+"""What a simulated feeder's main meter shows beyond the meters under it (its loss)."""
 
 
 def plan_from_config(config: ParkConfig, *, seed: int = 1) -> ParkPlan:
@@ -53,15 +55,17 @@ def plan_from_config(config: ParkConfig, *, seed: int = 1) -> ParkPlan:
     demo`` find every meter where the config says. Meters are rated below their overload limit
     (``OVERLOAD_HEADROOM``): only injected overloads trip. The plan carries the config's
     profiles (shipped ones plus its ``profile_files``), so a custom profile is simulated from
-    the very file the server polls with.
+    the very file the server polls with. A feeder's main meter (``[[feeders]]``) shows the sum
+    of the meters under it plus ``FEEDER_LOSS_PERCENT``.
 
     It lives here, next to the command, because ``simulators`` must not import ``server``."""
     by_gateway: dict[str, list[MeterPlan]] = {gateway.id: [] for gateway in config.gateways}
+    feeds = {feeder.main: feeder.meters for feeder in config.feeders}
     for meter in config.meters:
         rated = meter.overload_w / OVERLOAD_HEADROOM if meter.overload_w > 0 else None
-        by_gateway[meter.gateway].append(
-            MeterPlan(meter.unit, meter.profile, meter.relay_coil, meter.id, rated)
-        )
+        by_gateway[meter.gateway].append(MeterPlan(
+            meter.unit, meter.profile, meter.relay_coil, meter.id, rated,
+            feeds=feeds.get(meter.id, ()), loss_percent=FEEDER_LOSS_PERCENT))
     gateways = tuple(
         GatewayPlan(
             gateway.id, gateway.host, gateway.port, tuple(by_gateway[gateway.id]),

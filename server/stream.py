@@ -82,11 +82,13 @@ def meter_view(actor: MeterActor, tenant: str, gateway: str, now_ms: int = 0) ->
     )
 
 
-def _load(view: MeterView, flows: frozenset[str]) -> float:
-    """The meter's part of the park's load in W: none for water and gas meters (``flows``),
-    whose ``power_w`` is a flow in L/h."""
+def _load(view: MeterView, uncounted: frozenset[str]) -> float:
+    """The meter's part of the park's load in W: none for water and gas meters, whose
+    ``power_w`` is a flow in L/h, nor for feeders' main meters, which measure what the meters
+    under them draw (``uncounted``)."""
     power = view.power_w
-    if not view.online or view.faulted or not math.isfinite(power) or view.meter_id in flows:
+    if (not view.online or view.faulted or not math.isfinite(power)
+            or view.meter_id in uncounted):
         return 0.0
     return power
 
@@ -128,7 +130,8 @@ class ParkStream:
         self._max_per_tick = max_meters_per_tick
         self._inbox = inbox
         self._meta = {meter.id: (meter.tenant, meter.gateway) for meter in park.config.meters}
-        self._flows = frozenset(m.id for m in park.config.meters if m.kind != "electricity")
+        self._flows = frozenset(m.id for m in park.config.meters if m.kind != "electricity"
+                                ) | {feeder.main for feeder in park.config.feeders}
         self._gateway_ids = [gateway.id for gateway in park.config.gateways]
         self._subscribers: list[StreamSubscriber] = []
         self._backlog: deque[MeterActor] = deque()

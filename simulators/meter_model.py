@@ -17,6 +17,11 @@ during quantum ``k`` (``k = floor((t + phase_s) / QUANTUM_S)``, which starts at
   powers it saw by the time can check the register to the last Wh;
 * voltage, current, frequency derived from ``P(k)`` with a little hashed, deterministic jitter.
 
+A feeder's main meter (``feeds``: the meters under it, from the park config's ``[[feeders]]``)
+has no load curve of its own: it shows the sum of what the meters under it draw, plus
+``loss_ratio`` of it (cables and transformer losses, or theft), so the server's loss reports
+and alarm have something true to find.
+
 Integration is lazy: nothing runs between polls. A poll in a new quantum first *settles* the
 register (adds the quanta since the last settled one), then packs the registers once for the
 quantum with :meth:`ValueSpec.pack` into one byte image per Modbus function; every read in the
@@ -152,8 +157,10 @@ class SimMeter:
         "_images",
         "_layout",
         "_settled_k",
+        "feeds",
         "index",
         "last_read_s",
+        "loss_ratio",
         "meter_id",
         "overload_w",
         "phase_s",
@@ -208,6 +215,9 @@ class SimMeter:
         self._curve_k = -1
         self._curve_w = 0.0
         self._images: dict[int, tuple[int, bytes]] = {}
+        # A feeder's main meter shows what the meters under it draw, plus its loss.
+        self.feeds: tuple[SimMeter, ...] = ()
+        self.loss_ratio = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -323,6 +333,8 @@ class SimMeter:
             return 0.0
         if self.overload_w is not None:
             return self.overload_w
+        if self.feeds:
+            return (1.0 + self.loss_ratio) * sum(child._power_at(k) for child in self.feeds)
         if k != self._curve_k:
             # A curve costs ~18 µs; settling quantum k-1 would otherwise compute it again.
             self._curve_w = self.rated_w * self._curve(

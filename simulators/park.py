@@ -83,6 +83,10 @@ class MeterPlan:
     meter_id: str = ""
     rated_w: float | None = None
     """None: the profile kind's default (10 kW electricity, 1.5 m3/h water and gas)."""
+    feeds: tuple[str, ...] = ()
+    """A feeder's main meter: the ids of the meters under it (``SimMeter.feeds``)."""
+    loss_percent: float = 0.0
+    """What such a main meter shows beyond the meters under it, in percent of their load."""
 
 
 @attrs.frozen
@@ -205,6 +209,7 @@ class SimPark:
         self._nursery: trio.Nursery | None = None
         start_s = self.clock.now()
         index = 0
+        feeders: list[tuple[SimMeter, MeterPlan]] = []
         for gateway in plan.gateways:
             if gateway.id in self.gateways:
                 raise ValueError(f"gateway {gateway.id!r} appears twice in the plan")
@@ -229,6 +234,8 @@ class SimPark:
                 if meter_plan.meter_id:
                     self._by_id[meter_plan.meter_id] = meter
                 index += 1
+                if meter_plan.feeds:
+                    feeders.append((meter, meter_plan))
             self.gateways[gateway.id] = SimGateway(
                 gateway.id,
                 meters,
@@ -238,6 +245,13 @@ class SimPark:
                 port=gateway.port,
                 transport=gateway.transport,
             )
+
+        for meter, meter_plan in feeders:  # once every meter exists
+            unknown = [m for m in meter_plan.feeds if m not in self._by_id]
+            if unknown:
+                raise ValueError(f"feeder meter {meter_plan.meter_id}: no meter {unknown[0]!r}")
+            meter.feeds = tuple(self._by_id[m] for m in meter_plan.feeds)
+            meter.loss_ratio = meter_plan.loss_percent / 100.0
 
     # --- lookup -------------------------------------------------------------------------------
 

@@ -274,3 +274,21 @@ def test_a_park_spreads_its_meters_refreshes_over_the_quantum() -> None:
     gaps = [b - a for a, b in itertools.pairwise(phases)]
     assert max(gaps) < 5 * QUANTUM_S / 2_000  # no burst: evenly spread
     assert stagger_phase_s(7) == stagger_phase_s(7)  # deterministic
+
+
+def test_a_feeder_main_meter_shows_its_meters_load_plus_its_loss() -> None:
+    profile = load_profile("sdm630")
+    children = [SimMeter(profile, unit=n, index=n, phase_s=0.0) for n in (1, 2)]
+    main = SimMeter(profile, unit=3, index=3, phase_s=0.0, register_wh=0.0)
+    main.feeds, main.loss_ratio = tuple(children), 0.04
+    start = [child.register_wh(0.0) for child in children]
+    for t in range(0, 601, 60):  # polled once a minute, as a bus would
+        main.register_wh(float(t))
+        for child in children:
+            child.register_wh(float(t))
+    used = sum(child.register_wh(600.0) - s for child, s in zip(children, start, strict=True))
+    assert used > 0
+    assert main.register_wh(600.0) == pytest.approx(1.04 * used, rel=1e-9)
+    assert main.power_w(300.0) == pytest.approx(1.04 * sum(c.power_w(300.0) for c in children))
+    children[0].write_coil(0, False, 600.0)  # a cut tenant draws nothing through the feeder
+    assert main.power_w(601.0) == pytest.approx(1.04 * children[1].power_w(601.0))
