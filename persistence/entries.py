@@ -39,8 +39,15 @@ owner id (``quota:<group>``), not a meter's. ``amount`` is the energy (Wh) or mo
 units) asked for; it moves no money. ``detail`` is JSON: who asked and why, or which request
 was decided by whom."""
 
+PRODUCTION_KINDS: Final = frozenset({"production"})
+"""A production line's output count for a day (``server.production``), under the owner id
+``line:<line>``: ``amount`` is the count, ``detail`` JSON with the day and who entered it."""
+
+NON_METER_KINDS: Final = QUOTA_KINDS | PRODUCTION_KINDS
+"""Entries that are no meter's and move no money."""
+
 KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment",
-                          "replace_meter"}) | OPERATOR_KINDS | QUOTA_KINDS
+                          "replace_meter"}) | OPERATOR_KINDS | NON_METER_KINDS
 
 
 DETAIL_KINDS: Final = OPERATOR_KINDS | {"quota_approval", "quota_rejection"}

@@ -65,6 +65,7 @@ from server.ledger import Ledger
 from server.loss_watch import LossWatch, run_loss_watch
 from server.operations import Operations
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
+from server.production import ProductionDesk
 from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
 from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
 
@@ -106,8 +107,9 @@ class Park:
         self.audit = LmdbAuditLog(store, journal)
         """Every command, accepted or refused, in the data directory (``Operations`` writes)."""
         apportioner = functools.partial(post_apportionment, store, config, ledger, clock)
+        production = ProductionDesk(config, journal, clock)
         self.operations = Operations(registry, ledger, clock, self.audit, quotas, apportioner,
-                                     decimals=config.server.decimals)
+                                     production, decimals=config.server.decimals)
         self.users = Users(config.users)
         """The configured logins, shared by every adapter (hub, HTTP, OPC UA)."""
         self.clock_ms = clock.wall_ms

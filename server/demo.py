@@ -125,16 +125,18 @@ opening_balance = "{opening}"
         )
     # An SDM630 measures up to 83 kW directly: the demo's "transformer" feeds six tenants'
     # meters (a real one is CT-connected, with a profile scaled by its CT ratio).
-    parts.append(_site_toml(port + gateways, [f"M-{n + 1:04d}" for n in range(min(6, meters))]))
+    first = [f"M-{n + 1:04d}" for n in range(min(6, meters))]
+    parts.append(_site_toml(port + gateways, first, first[:4]))
     return "".join(parts)
 
 
-def _site_toml(port: int, under_transformer: list[str]) -> str:
+def _site_toml(port: int, under_transformer: list[str], line: list[str]) -> str:
     """The park's own meters on a gateway of their own: the transformer feeding the first
     meters (the simulator shows their load plus a loss), the street lighting under it, and a
     dormitory's water meter; with a loss pool, a common-area pool and one
     production line's quota small enough to be spent within minutes."""
     meters = ", ".join(f'"{m}"' for m in [*under_transformer, "LIGHTS-1"])
+    line_meters = ", ".join(f'"{m}"' for m in line)
     return f"""
 # --- the park's own meters: a transformer, street lighting, a water meter ----------------
 [tariffs.utility]
@@ -206,9 +208,15 @@ meters = ["LIGHTS-1"]
 [[quotas]]
 id = "line-1"
 name = "Stamping line 1"
-meters = ["M-0001", "M-0002", "M-0003", "M-0004"]
+meters = [{line_meters}]
 budget_kwh = "5"
 alarm_percents = [80, 100]
+
+[[lines]]
+id = "line-1"
+name = "Stamping line 1"
+meters = [{line_meters}]
+output_unit = "parts"
 """
 
 

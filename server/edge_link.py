@@ -113,6 +113,12 @@ class RemoteCommands:
                                         reference)
         return str(status), dict(found)
 
+    async def record_output(self, who: Who, line: str, date: str, count: int,
+                            reference: str) -> tuple[str, str, str, int, str]:
+        status, line_id, day, counted, unit = await self.call("record_output", who, line, date,
+                                                              count, reference)
+        return str(status), str(line_id), str(day), int(counted), str(unit)
+
 
 def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:
     return (CALL, call_id, method, (who.user, who.role, who.address), tuple(args))

@@ -79,6 +79,12 @@ class ParkCommands:
                                                      note, reference)
         return answer.status, answer.group
 
+    async def record_output(self, who: Who, line: str, date: str, count: int,
+                            reference: str) -> tuple[str, str, str, int, str]:
+        answer = await self._operations.record_output(self.caller(who), line, date, count,
+                                                      reference)
+        return answer.status, answer.line, answer.date, answer.count, answer.unit
+
     async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
         try:
             return await run_report(self._park, self.caller(who), kind, query)
@@ -97,7 +103,8 @@ def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[A
     return {"top_up": call(commands.top_up), "set_relay": call(commands.set_relay),
             "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm),
             "report": commands.report, "quotas": commands.quotas,
-            "request_quota": commands.request_quota, "decide_quota": commands.decide_quota}
+            "request_quota": commands.request_quota, "decide_quota": commands.decide_quota,
+            "record_output": commands.record_output}
 
 
 class HubBackend(HubLogins, ParkCommands):

@@ -48,7 +48,7 @@ from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
-from persistence.entries import QUOTA_KINDS, relay_detail, to_message
+from persistence.entries import PRODUCTION_KINDS, QUOTA_KINDS, relay_detail, to_message
 from persistence.journal import Journal, JournalEntry, Recorded
 from persistence.store import StoreError
 
@@ -284,6 +284,8 @@ class Ledger:
                     self.on_quota_entry(seq, entry)
                 except Exception:  # the meters' entries of this batch must still arrive
                     log.exception("quota entry %d could not be applied", seq)
+                continue
+            if entry.kind in PRODUCTION_KINDS:  # a line's count: the journal is its home
                 continue
             message = to_message(seq, entry)  # what recovery replays, exactly
             reply = Reply()

@@ -32,6 +32,7 @@ from server.apportion import Apportioned
 from server.auth import Caller, Role
 from server.clock import ParkClock
 from server.ledger import BadRequest, CommandAck, Ledger, MoneyAck
+from server.production import CountAnswer, ProductionDesk
 from server.quotas import QuotaAnswer, QuotaDesk
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_REASON_LENGTH: Final = 200
 RELAY_ACTIONS: Final = ("open", "auto")
 
-T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned)
+T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned, CountAnswer)
 Apportioner = Callable[[object, object], Awaitable[Apportioned]]
 """(from, to) -> the period's shares, posted (``server.apportion``)."""
 AuditListener = Callable[[AuditEntry], None]
@@ -71,12 +72,14 @@ class Operations:
         audit: AuditLog,
         quotas: QuotaDesk | None = None,
         apportioner: Apportioner | None = None,
+        production: ProductionDesk | None = None,
         *,
         decimals: int = 2,
     ) -> None:
         self._registry = registry
         self._quotas = quotas
         self._apportioner = apportioner
+        self._production = production
         self._ledger = ledger
         self._clock = clock
         self._audit = audit
@@ -170,6 +173,20 @@ class Operations:
 
         return await self._run(caller, "admin", request, command)
 
+    async def record_output(self, caller: Caller, line: object, day: object, count: object,
+                            reference: str) -> CountAnswer:
+        """A production line's output on a local day (operators; a later count for the same
+        line and day replaces it)."""
+        request = _Request("output", "", reference, f"{_text(day)}: {_text(count)}",
+                           target=_text(line))
+
+        async def command() -> CountAnswer:
+            if self._production is None:
+                raise BadRequest("this server takes no production counts")
+            return await self._production.record(line, day, count, caller.user, reference)
+
+        return await self._run(caller, "operator", request, command)
+
     def quota_groups(self, caller: Caller) -> list[dict[str, object]]:
         """Every quota group as the console shows it (any logged-in role)."""
         return self._desk().views()
@@ -261,4 +278,5 @@ def _verb(command: str) -> str:
             "replace_meter": "replace meters", "quota_request": "ask for extra quota budget",
             "quota_approve": "approve quota requests",
             "quota_reject": "reject quota requests",
-            "apportion": "post apportionments"}.get(command, command)
+            "apportion": "post apportionments",
+            "output": "enter production counts"}.get(command, command)

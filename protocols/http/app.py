@@ -15,6 +15,7 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
 * ``GET /api/quotas``, ``POST /api/quotas/{group}/requests`` (operators) and ``.../decisions``
   (admins): quota groups and their extension requests, through the park's operations.
 * ``POST /api/apportionment``: an admin posts a period's shares of losses and common areas.
+* ``POST /api/lines/{line}/output``: an operator enters a production line's output of a day.
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
 * ``POST /api/payments/notify``: a payment integration's signed notification
   (:mod:`protocols.http.payments`), idempotent on its transaction id.
@@ -355,6 +356,16 @@ class Api:
             body.get("note", ""), _reference(body, "a decision"))
         return JSONResponse({"id": answer.reference, "status": answer.status,
                              "group": answer.group})
+
+    async def output(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        answer = await self.backend.operations.record_output(
+            caller, request.path_params["line"], body.get("date"), body.get("count"),
+            _reference(body, "a production count"))
+        return JSONResponse({"id": answer.reference, "line": answer.line, "date": answer.date,
+                             "count": answer.count, "unit": answer.unit,
+                             "status": answer.status})
 
     async def apportion(self, request: Request) -> Response:
         caller = await self.caller(request)

@@ -63,6 +63,23 @@ class ApportionedLike(Protocol):
     def postings(self) -> list[dict[str, Any]]: ...
 
 
+class CountAnswerLike(Protocol):
+    """``server.production.CountAnswer``."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def line(self) -> str: ...
+    @property
+    def date(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
 class Commands(Protocol):
     """``server.operations.Operations``: role checks, journal and audit happen there.
 
@@ -85,6 +102,9 @@ class Commands(Protocol):
                            note: object, reference: str) -> QuotaAnswerLike: ...
 
     async def apportion(self, caller: Any, first: object, end: object) -> ApportionedLike: ...
+
+    async def record_output(self, caller: Any, line: object, day: object, count: object,
+                            reference: str) -> CountAnswerLike: ...
 
 
 class Authenticator(Protocol):

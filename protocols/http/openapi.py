@@ -197,6 +197,20 @@ APPORTIONED: Final = {
     },
 }
 
+OUTPUT: Final = {
+    "type": "object", "required": ["id", "date", "count"],
+    "properties": {"id": REFERENCE,
+                   "date": {"type": "string", "description": "the local day, 2026-11-10"},
+                   "count": {"type": "integer", "minimum": 0, "maximum": 10**12,
+                             "description": "units made that day (replaces an earlier count)"}},
+}
+OUTPUT_ANSWER: Final = {
+    "type": "object", "required": ["id", "line", "date", "count", "unit", "status"],
+    "properties": {"id": {"type": "string"}, "line": {"type": "string"},
+                   "date": {"type": "string"}, "count": {"type": "integer"},
+                   "unit": {"type": "string"}, "status": {"enum": ["applied", "duplicate"]}},
+}
+
 Auth = Literal["user", "payment", "none"]
 
 
@@ -284,7 +298,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "kind", "in": "path", "required": True,
                    "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears",
                                        "statement", "whatif", "apportionment",
-                                       "blackhole"]}},
+                                       "blackhole", "output"]}},
                   {"name": "from", "in": "query", "schema": {"type": "string"},
                    "description": "first local day, 2026-11-01 (default: this month's 1st)"},
                   {"name": "to", "in": "query", "schema": {"type": "string"},
@@ -327,6 +341,15 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                            "schema": {"type": "string"}},),
               description="An approval raises this month's limit by the amount asked at once; "
                           "meters held open by the quota close again."),
+    Operation("post", "/api/lines/{line}/output", "output",
+              "A production line's output on a day (operators)", "user",
+              {200: ("the count as journaled", OUTPUT_ANSWER),
+               **_errors(400, 401, 403, 409, 413, 503)},
+              request=OUTPUT,
+              parameters=({"name": "line", "in": "path", "required": True,
+                           "schema": {"type": "string"}},),
+              description="Journaled and audited; idempotent on id; the energy-per-unit report "
+                          "(GET /api/reports/output) takes the latest count of each day."),
     Operation("post", "/api/apportionment", "apportion",
               "Post a period's shares of losses and common areas (admins)", "user",
               {200: ("each share and its status", APPORTIONED),

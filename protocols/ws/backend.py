@@ -93,6 +93,11 @@ class Backend(Protocol):
         """``(status, group)`` after an admin's decision."""
         ...
 
+    async def record_output(self, who: Who, line: str, date: str, count: int,
+                            reference: str) -> tuple[str, str, str, int, str]:
+        """``(status, line, date, count, unit)`` of a production count as journaled."""
+        ...
+
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageRecord:
         """A page of the audit log, newest first (async: in its own process the hub asks the
         server for it)."""

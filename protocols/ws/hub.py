@@ -67,6 +67,7 @@ from protocols.ws.protocol import (
     ClientFrame,
     Hello,
     MeterEncoder,
+    OutputCount,
     ProtocolError,
     QuotaDecision,
     QuotaList,
@@ -85,6 +86,7 @@ from protocols.ws.protocol import (
     encode_audit_page,
     encode_error,
     encode_gateway,
+    encode_output,
     encode_park,
     encode_pong,
     encode_quota,
@@ -542,6 +544,10 @@ class Hub:
                 status, group = await backend.decide_quota(who, frame.group, frame.request,
                                                            frame.approve, frame.note, frame.id)
                 self._answer(client, encode_quota(frame.id, status, group))
+            elif isinstance(frame, OutputCount):
+                status, line, date, count, unit = await backend.record_output(
+                    who, frame.line, frame.date, frame.count, frame.id)
+                self._answer(client, encode_output(frame.id, status, line, date, count, unit))
             elif isinstance(frame, AuditQuery):
                 page = await backend.audit_page(who, frame.before, frame.limit)
                 self._answer(client, encode_audit_page(frame.id, page.entries, page.next))

@@ -28,7 +28,8 @@ authenticated     topup, relay,       COMMAND (park.operations)              unc
                   audit, report,
                   quotas,
                   quota_request,
-                  quota_decide
+                  quota_decide,
+                  output
 authenticated     ping                PONG                                   unchanged
 ================  ==================  =====================================  ===============
 
@@ -165,6 +166,16 @@ class QuotaRequest:
 
 
 @attrs.frozen
+class OutputCount:
+    """A production line's output on a local day (``date``: "2026-11-10")."""
+
+    id: str
+    line: str
+    date: str
+    count: int
+
+
+@attrs.frozen
 class QuotaDecision:
     """An admin approves or rejects a group's pending request ``request``."""
 
@@ -181,9 +192,9 @@ class Ping:
 
 
 ClientFrame = (Hello | Subscribe | TopUp | Relay | AckAlarm | ResetLockout | AuditQuery
-               | ReportQuery | QuotaList | QuotaRequest | QuotaDecision | Ping)
+               | ReportQuery | QuotaList | QuotaRequest | QuotaDecision | OutputCount | Ping)
 Command = (TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | ReportQuery | QuotaList
-           | QuotaRequest | QuotaDecision)
+           | QuotaRequest | QuotaDecision | OutputCount)
 
 
 def parse_frame(data: str | bytes, *, max_bytes: int, decimals: int = 2) -> ClientFrame:
@@ -379,6 +390,15 @@ def _quota_decide(f: _Fields, decimals: int) -> QuotaDecision:
                          f.text("request", limit=MAX_ID_LENGTH), decision == "approve", note)
 
 
+def _output(f: _Fields, decimals: int) -> OutputCount:
+    """Whether the line and day exist is ``server.production``'s to say."""
+    count = f.value.get("count")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise f.fail('"count" must be a whole number')
+    return OutputCount(f.reference(), f.text("line", limit=MAX_ID_LENGTH),
+                       f.text("date", limit=16), count)
+
+
 def _ping(f: _Fields, decimals: int) -> Ping:
     return Ping(f.id)
 
@@ -395,6 +415,7 @@ _PARSERS: Final[dict[str, Callable[[_Fields, int], ClientFrame]]] = {
     "quotas": _quotas,
     "quota_request": _quota_request,
     "quota_decide": _quota_decide,
+    "output": _output,
     "ping": _ping,
 }
 
@@ -417,7 +438,7 @@ class Step(enum.Enum):
 
 
 _COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
-                         QuotaList, QuotaRequest, QuotaDecision)
+                         QuotaList, QuotaRequest, QuotaDecision, OutputCount)
 
 TRANSITIONS: Final[Mapping[tuple[SessionState, type], Step]] = {
     (SessionState.AWAITING_HELLO, Hello): Step.LOGIN,
@@ -578,6 +599,13 @@ def encode_quotas(frame_id: JsonId, groups: Sequence[Mapping[str, object]]) -> s
 def encode_quota(frame_id: JsonId, status: str, group: Mapping[str, object]) -> str:
     """The answer to a request or decision: its status and the group right after it."""
     return _dumps_ascii({"type": "quota", "id": frame_id, "status": status, "group": group})
+
+
+def encode_output(frame_id: JsonId, status: str, line: str, date: str, count: int,
+                  unit: str) -> str:
+    """The answer to a production count: as journaled (a duplicate answers the first)."""
+    return _dumps_ascii({"type": "output", "id": frame_id, "status": status, "line": line,
+                         "date": date, "count": count, "unit": unit})
 
 
 def encode_welcome(user: str, role: str, token: str, expires_ms: int) -> str:

@@ -116,6 +116,7 @@ class ParkReader:
         quotas = shared.read_quotas(root.tables("quotas"))
         feeders = shared.read_feeders(root.tables("feeders"))
         pools = shared.read_pools(root.tables("pools"), feeders, tenants)
+        lines = shared.read_lines(root.tables("lines"))
         root.finish()
         if self.problems.items:
             return None
@@ -139,6 +140,7 @@ class ParkReader:
             quotas=quotas,
             feeders=feeders,
             pools=pools,
+            lines=lines,
         )
 
     # -- sections --

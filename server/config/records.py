@@ -280,6 +280,17 @@ def quota_owner(group_id: str) -> str:
 
 
 @attrs.frozen
+class LineSection:
+    """``[[lines]]``: a production line (or workshop) whose output is counted, for the energy
+    per unit of output (``server.production``, ``server.reports.output``)."""
+
+    id: str
+    name: str
+    meters: tuple[str, ...]
+    output_unit: str = "units"
+
+
+@attrs.frozen
 class FeederSection:
     """``[[feeders]]``: a main (transformer or feeder) meter and the meters directly under it.
     A sub-feeder is written as its own feeder whose ``main`` is one of these meters, so the
@@ -347,6 +358,7 @@ class ParkConfig:
     quotas: tuple[QuotaSection, ...] = ()
     feeders: tuple[FeederSection, ...] = ()
     pools: tuple[PoolSection, ...] = ()
+    lines: tuple[LineSection, ...] = ()
 
     @classmethod
     def from_toml_text(

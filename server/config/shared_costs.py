@@ -21,6 +21,7 @@ from server.config.records import (
     POOL_KINDS,
     QUOTA_UNITS,
     FeederSection,
+    LineSection,
     MeterSection,
     PoolSection,
     QuotaSection,
@@ -182,6 +183,34 @@ class SharedCostsReader:
             t.fail("alarm_percents", "percentages must rise and not repeat")
             return (80, 100)
         return tuple(value)
+
+    # -- production lines -------------------------------------------------------------------
+
+    def read_lines(self, tables: list[Table]) -> tuple[LineSection, ...]:
+        lines: list[LineSection] = []
+        first_at: dict[str, KeyPath] = {}
+        for t in tables:
+            line_id = t.name("id", "a production line id")
+            name = t.string("name", line_id)
+            meters = self.meter_list(t, "meters", "a production line's meters")
+            unit = t.string("output_unit", "units")
+            if "output_unit" not in t.failed and not 0 < len(unit) <= 32:
+                t.fail("output_unit", 'expected a short name of what the line makes, e.g. '
+                                      '"parts" or "tonnes"')
+            t.finish()
+            if "id" in t.failed:
+                continue
+            if line_id in first_at:
+                t.problems.add(t.at("id"), f'duplicate production line id "{line_id}"',
+                               related=first_at[line_id])
+                continue
+            first_at[line_id] = t.at("id")
+            if f"line:{line_id}" in self.meters:
+                t.fail("id", f'the journal keeps this line\'s counts under "line:{line_id}", '
+                             "which is a meter's id; rename one")
+            if not t.failed:
+                lines.append(LineSection(line_id, name or line_id, meters, unit))
+        return tuple(lines)
 
     # -- feeders -----------------------------------------------------------------------------
 

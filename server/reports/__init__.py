@@ -5,8 +5,9 @@ Kinds: ``reconciliation`` (``server.reports.reconciliation``), ``topups``, ``con
 and ``arrears`` (``server.reports.money_reports``), ``statement`` (a tenant's; also as a
 printable HTML page: ``server.reports.statement``), ``whatif`` (another tariff's charges:
 ``server.reports.whatif``), ``apportionment`` (the shares of losses and common areas, and
-whether they are posted) and ``blackhole`` (unexplained loss by feeder and hour:
-``server.reports.apportionment``). Each reads the books
+whether they are posted), ``blackhole`` (unexplained loss by feeder and hour:
+``server.reports.apportionment``) and ``output`` (energy per unit of output per production
+line and day: ``server.reports.output``). Each reads the books
 (``server.reports.books``) and gives a :class:`~server.reports.table.Report`, printed as CSV
 or JSON (``server.reports.table``), the same bytes for the same data and period.
 """
@@ -34,6 +35,7 @@ from server.reports.money_reports import (
     consumption,
     topups,
 )
+from server.reports.output import output_report
 from server.reports.period import Period, local_today, parse_period
 from server.reports.reconciliation import Unbalanced, reconcile
 from server.reports.statement import Statement, statement_html, statement_report, statements
@@ -41,7 +43,7 @@ from server.reports.table import Report, to_csv, to_json
 from server.reports.whatif import whatif
 
 KINDS: Final = ("reconciliation", "topups", "consumption", "arrears", "statement", "whatif",
-                 "apportionment", "blackhole")
+                 "apportionment", "blackhole", "output")
 FORMATS: Final = ("csv", "json", "html")
 
 __all__ = ["FORMATS", "GROUPINGS", "KINDS", "Report", "Unbalanced", "make_report",
@@ -75,6 +77,8 @@ def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | Non
     if kind == "apportionment":
         return apportionment_report(apportion(books, config, period), posted_amounts(books),
                                     period, decimals)
+    if kind == "output":
+        return output_report(books, config, period)
     if kind == "blackhole":
         return blackhole_report(books, config, period, "hour" if by == "meter" else by)
     if kind == "whatif":

@@ -23,7 +23,7 @@ import attrs
 
 from persistence.audit import AuditEntry, read_audit
 from persistence.damage import Damage, read_entry
-from persistence.entries import QUOTA_KINDS, JournalEntry
+from persistence.entries import NON_METER_KINDS, JournalEntry
 from persistence.history import DaySource
 from persistence.readonly import open_store_readonly
 from persistence.recovery import load_snapshots, raw_entries_after
@@ -56,6 +56,8 @@ class Books:
     snapshots: dict[str, MeterState]
     entries: tuple[tuple[int, JournalEntry], ...]  # money entries, in journal order
     history: DaySource
+    production: tuple[tuple[int, JournalEntry], ...] = ()
+    """Production lines' counts (``server.production``), in journal order."""
 
 
 def meter_infos(config: ParkConfig) -> dict[str, MeterInfo]:
@@ -100,18 +102,24 @@ def open_books_store(config: ParkConfig) -> Store:
 
 
 def read_books(store: Store, config: ParkConfig) -> Books:
-    return Books(meter_infos(config), load_snapshots(store), tuple(_money_entries(store)),
-                 DaySource(store, config.calendar.timezone))
+    money: list[tuple[int, JournalEntry]] = []
+    production: list[tuple[int, JournalEntry]] = []
+    for seq, entry in _entries(store):
+        if entry.kind == "production":
+            production.append((seq, entry))
+        elif entry.amount != 0 and entry.kind not in NON_METER_KINDS:  # budgets are no money
+            money.append((seq, entry))
+    return Books(meter_infos(config), load_snapshots(store), tuple(money),
+                 DaySource(store, config.calendar.timezone), tuple(production))
 
 
-def _money_entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
+def _entries(store: Store) -> Iterator[tuple[int, JournalEntry]]:
     for seq, raw in raw_entries_after(store, 0):
         entry = read_entry(seq, raw)
         if isinstance(entry, Damage):
             raise DamagedBooks(f"journal entry {seq} is damaged ({entry}); the books cannot "
                                "be read past it: run `wattkeeper check`")
-        if entry.amount != 0 and entry.kind not in QUOTA_KINDS:  # budgets are not money
-            yield seq, entry
+        yield seq, entry
 
 
 def topup_sources(store: Store) -> dict[str, AuditEntry]:

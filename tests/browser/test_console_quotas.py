@@ -20,6 +20,11 @@ name = "Stamping line 1"
 meters = ["M-0001", "M-0002"]
 budget_kwh = "0.005"
 alarm_percents = [50, 100]
+
+[[lines]]
+id = "line-1"
+meters = ["M-0001", "M-0002"]
+output_unit = "parts"
 """
 
 
@@ -70,3 +75,21 @@ def test_viewers_see_the_groups_but_ask_for_nothing(page: Page, quota_live: Live
     card = page.locator('.quota[data-group="line-1"]')
     expect(card).to_be_visible()
     expect(card.locator(".quota-request")).to_have_count(0)
+
+
+def test_an_operator_enters_a_days_output_and_sees_its_energy_per_unit(
+        page: Page, quota_live: LivePark) -> None:
+    sign_in(page, quota_live, "op")
+    page.click("#tab-quotas")
+    expect(page.locator("#output-card")).to_be_visible()
+    expect(page.locator("#output-line")).to_have_value("line-1")
+    today = page.evaluate("(() => { const d = new Date(); const p = (n) => String(n)"
+                          ".padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}"
+                          "-${p(d.getDate())}`; })()")
+    page.fill("#output-date", today)
+    page.fill("#output-count", "250")
+    page.click('#output-form button[type="submit"]')
+    expect(page.locator("#toast")).to_contain_text("250 parts")
+    row = page.locator(f'#output-table tr[data-line="line-1"][data-date="{today}"]')
+    expect(row).to_contain_text("250 parts")
+    expect(row.locator(".output-ratio")).not_to_have_text("—")

@@ -104,3 +104,37 @@ async def test_an_admin_posts_a_period_once(tmp_path: Path) -> None:
         assert again.json()["status"] == "duplicate"
         bad = await web.client.post("/api/apportionment", auth=ADMIN, json={"from": "x"})
         assert bad.status_code == 400
+
+
+LINE = """
+[[lines]]
+id = "press"
+meters = ["M-0", "M-1"]
+output_unit = "parts"
+"""
+
+
+async def test_an_operator_enters_a_days_output(tmp_path: Path) -> None:
+    async with open_web_park(tmp_path / "park", extra_toml=LINE) as web:
+        body = {"id": "c1", "date": "2026-11-10", "count": 1200}
+        refused = await web.client.post("/api/lines/press/output", auth=VIEWER, json=body)
+        assert refused.status_code == 403
+        entered = await web.client.post("/api/lines/press/output", auth=OPERATOR, json=body)
+        assert entered.status_code == 200
+        assert entered.json() == {"id": "c1", "line": "press", "date": "2026-11-10",
+                                  "count": 1200, "unit": "parts", "status": "applied"}
+        again = await web.client.post("/api/lines/press/output", auth=OPERATOR, json=body)
+        assert again.json()["status"] == "duplicate"
+        reused = await web.client.post("/api/lines/press/output", auth=OPERATOR,
+                                       json={**body, "count": 1300})
+        assert (reused.status_code, reused.json()["error"]) == (409, "conflict")
+        for bad in ({"id": "c2", "date": "yesterday", "count": 1},
+                    {"id": "c3", "date": "2026-11-10", "count": "many"}):
+            answer = await web.client.post("/api/lines/press/output", auth=OPERATOR, json=bad)
+            assert (answer.status_code, answer.json()["error"]) == (400, "bad_request")
+        unknown = await web.client.post("/api/lines/lathe/output", auth=OPERATOR,
+                                        json={"id": "c4", "date": "2026-11-10", "count": 1})
+        assert unknown.status_code == 400 and "lathe" in unknown.json()["message"]
+        report = await web.client.get("/api/reports/output", auth=OPERATOR,
+                                      params={"from": "2026-11-10", "to": "2026-11-11"})
+        assert report.status_code == 200 and "press,2026-11-10,0.000,1200,parts" in report.text

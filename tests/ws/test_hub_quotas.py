@@ -15,6 +15,11 @@ id = "press"
 name = "Press shop"
 meters = ["M-0", "M-1"]
 budget = "50.00"
+
+[[lines]]
+id = "press"
+meters = ["M-0", "M-1"]
+output_unit = "parts"
 """
 
 
@@ -67,3 +72,20 @@ async def test_requests_and_decisions_over_the_hub(tmp_path: Path) -> None:
         viewer = await connect_and_login(services.hub_url, "eve", "eve-secret")
         seen, _ = await viewer.ask({"type": "quotas", "id": "v1"})
         assert seen["groups"][0]["extension"] == "25.00"
+
+
+async def test_a_production_count_over_the_hub(tmp_path: Path) -> None:
+    config = ParkConfig.from_toml_text(hub_park_toml(tmp_path / "park") + QUOTA, "hub.toml")
+    async with open_hub(config) as (_park, services):
+        operator = await connect_and_login(services.hub_url, "op", "op-secret")
+        entered, _ = await operator.ask({"type": "output", "id": "c1", "line": "press",
+                                         "date": "2026-11-10", "count": 700})
+        assert entered == {"type": "output", "id": "c1", "status": "applied", "line": "press",
+                           "date": "2026-11-10", "count": 700, "unit": "parts"}
+        bad, _ = await operator.ask({"type": "output", "id": "c2", "line": "press",
+                                     "date": "2026-11-10", "count": 1.5})
+        assert (bad["type"], bad["code"]) == ("error", "bad_request")
+        viewer = await connect_and_login(services.hub_url, "eve", "eve-secret")
+        refused, _ = await viewer.ask({"type": "output", "id": "c3", "line": "press",
+                                       "date": "2026-11-10", "count": 1})
+        assert refused["code"] == "forbidden"

@@ -16,6 +16,7 @@ from protocols.ws.protocol import (
     AuditQuery,
     Hello,
     MeterEncoder,
+    OutputCount,
     Ping,
     ProtocolError,
     QuotaDecision,
@@ -160,7 +161,7 @@ def test_transition_table() -> None:
     assert next_step(after, ping) is Step.PONG
     # Every frame kind has a step in every state.
     kinds = {Hello, Subscribe, TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
-             QuotaList, QuotaRequest, QuotaDecision, Ping}
+             QuotaList, QuotaRequest, QuotaDecision, OutputCount, Ping}
     assert set(TRANSITIONS) == {(state, kind) for state in SessionState for kind in kinds}
 
 

@@ -240,6 +240,7 @@ export class HubClient extends EventTarget {
         case "report":
         case "quotas":
         case "quota":
+        case "output":
         case "pong":
           this.answer(message);
           break;

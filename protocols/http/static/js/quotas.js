@@ -1,9 +1,17 @@
 // The quotas page: each production line's month budget, how much is used, whether its meters
 // are held open, and its requests for extra budget. Operators ask for more (amount and
-// reason); admins approve or reject. Everything goes over the hub ("quotas",
-// "quota_request", "quota_decide"), so it is journaled and audited like any other command.
+// reason); admins approve or reject. Below, for operators and admins, the production lines'
+// energy per unit of output over the last two weeks, and a form to enter a day's count.
+// Everything goes over the hub ("quotas", "quota_request", "quota_decide", "output", and the
+// "output" report), so it is journaled and audited like any other command.
 
 const REFRESH_MS = 10_000;
+const OUTPUT_DAYS = 14;
+
+function localDate(d) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -24,6 +32,7 @@ export class QuotasView {
     this.groups = [];
     this.timer = null;
     this.visible = false;
+    this.wireOutput();
   }
 
   show() {
@@ -46,6 +55,65 @@ export class QuotasView {
     } catch (error) {
       this.$("#quotas-status").textContent = this.describe(error);
     }
+    if (this.may("operator")) await this.loadOutput();
+  }
+
+  // -- energy per unit of output ------------------------------------------------------------
+
+  async loadOutput() {
+    const today = new Date();
+    const from = localDate(new Date(today.getFullYear(), today.getMonth(),
+      today.getDate() - OUTPUT_DAYS + 1));
+    const to = localDate(new Date(today.getFullYear(), today.getMonth(), today.getDate() + 1));
+    try {
+      const answer = await this.command("report", { kind: "output", from, to, format: "json" });
+      this.renderOutput(JSON.parse(answer.body).rows);
+    } catch (error) {
+      this.$("#output-status").textContent = this.describe(error);
+    }
+  }
+
+  renderOutput(rows) {
+    const { t } = this;
+    const card = this.$("#output-card");
+    card.hidden = false;
+    const lines = [...new Set(rows.map((r) => r.line))];
+    const select = this.$("#output-line");
+    if (select.options.length !== lines.length) {
+      select.replaceChildren(...lines.map((line) => new Option(line, line)));
+    }
+    if (!this.$("#output-date").value) {
+      const yesterday = new Date();
+      yesterday.setDate(yesterday.getDate() - 1);
+      this.$("#output-date").value = localDate(yesterday);
+    }
+    const shown = rows.filter((r) => r.units !== null || r.date === "total");
+    this.$("#output-status").textContent = lines.length ? "" : t("output.none");
+    this.$("#output-table tbody").replaceChildren(...shown.map((r) => el("tr", {
+      dataset: { line: r.line, date: r.date } },
+    el("td", { text: r.line }), el("td", { text: r.date === "total" ? t("output.total") : r.date }),
+    el("td", { class: "num", text: r.kwh }),
+    el("td", { class: "num", text: r.units === null ? "—" : `${r.units} ${r.unit}` }),
+    el("td", { class: "num output-ratio", text: r.kwh_per_unit === null ? "—"
+      : this.formatNumber(r.kwh_per_unit, 3) }),
+    el("td", { class: "num", text: r.change_percent === null ? "" : `${r.change_percent > 0
+      ? "+" : ""}${this.formatNumber(r.change_percent, 1)} %` }))));
+  }
+
+  wireOutput() {
+    this.$("#output-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const count = Number(this.$("#output-count").value);
+      try {
+        const answer = await this.command("output", { line: this.$("#output-line").value,
+          date: this.$("#output-date").value, count });
+        this.say(this.t("output.saved", { count: answer.count, unit: answer.unit,
+          date: answer.date }));
+        this.loadOutput();
+      } catch (error) {
+        this.say(this.describe(error), "error");
+      }
+    });
   }
 
   unit(group) {
