@@ -40,6 +40,21 @@ def test_bench_core_prints_every_figure_of_its_issue() -> None:
     assert [level["clients"] for level in result["topup_curve"]] == [50, 75, 100, 125, 150, 200]
     assert all(level["index_backlog"] >= 0 for level in result["topup_curve"])
     assert result["index_catch_up_s"] >= 0
+    # Every meter in a quota group of 100: the quota run, and its share of the plain one.
+    assert result["quota_groups"] == 20 and result["readings_per_s_with_quotas"] > 0
+    assert result["quota_ratio"] == round(
+        result["readings_per_s_with_quotas"] / result["readings_per_s"], 3)
+
+
+def test_bench_reports_prints_every_figure_of_its_issues() -> None:
+    result = run_bench("reports", "--meters", "100", "--days", "2")
+    assert (result["meters"], result["days"]) == (100, 2)
+    for key in ("reconciliation_s", "statement_all_tenants_s", "whatif_s", "apportionment_s",
+                "baseline_reconciliation_s", "peak_rss_mb", "build_s"):
+        assert result[key] > 0, key
+    # 50 feeders of two meters: a share for each tenant under each (ten feeders span two of
+    # the five-meter tenants), every pool with a loss to share.
+    assert (result["apportionment_pools"], result["apportionment_shares"]) == (50, 60)
 
 
 def test_bench_modbus_prints_every_figure_of_its_issue() -> None:
