@@ -230,7 +230,7 @@ async def open_park(
             journal.set_on_committed(ledger.on_committed)
             month_of = month_clock(config.calendar.timezone)
             groups = open_quota_groups(config, store, registry, router, clock, month_of)
-            quotas = QuotaDesk(config, groups, journal, clock, month_of)
+            quotas = QuotaDesk(config, groups, journal, clock, month_of, _is_recorded(store))
             ledger.on_quota_entry = quotas.on_committed
             history = HistoryBuffer()
             router.history_sink = history.add

@@ -278,7 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "park; default this month); arrears: as of now (--by day: at the end of "
                     "each day of --from/--to); statement --tenant T "
                     "(--format html: a printable page); whatif --tariff NAME: the period's "
-                    "charges under another configured tariff, per tenant.")
+                    "charges under another configured tariff, per tenant; apportionment: the "
+                    "period's shares of losses and common areas and whether they are posted "
+                    "(an admin posts them: POST /api/apportionment); blackhole: each "
+                    "feeder's unexplained loss per hour (--by day: per day); output: energy "
+                    "per unit of output per production line and day.")
     report.add_argument("kind", choices=KINDS, help="which report")
     report.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
     report.add_argument("--from", dest="from_date", metavar="DATE",
@@ -286,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="to_date", metavar="DATE",
                         help="the day after the last (default: tomorrow)")
     report.add_argument("--format", choices=FORMATS, default="csv", help="default csv")
-    report.add_argument("--by", choices=GROUPINGS, default="meter",
+    report.add_argument("--by", choices=(*GROUPINGS, "hour"), default="meter",
                         help="consumption: per meter (default), tenant, gateway or day; "
-                             "arrears: per meter as of now (default) or per day")
+                             "arrears: per meter as of now (default) or per day; blackhole: "
+                             "per hour (default) or day")
     report.add_argument("--tenant", metavar="NAME", help="statement: whose")
     report.add_argument("--tariff", metavar="NAME",
                         help="whatif: the configured tariff to price the period with")

@@ -136,13 +136,15 @@ class QuotaDesk:
     """Requests and decisions: checked, journaled, applied (see the module docstring)."""
 
     def __init__(self, config: ParkConfig, groups: Mapping[str, QuotaGroup], journal: Journal,
-                 clock: ParkClock, month_of: MonthOf) -> None:
+                 clock: ParkClock, month_of: MonthOf,
+                 is_recorded: Callable[[str], bool] = lambda reference: False) -> None:
         self.sections = {section.id: section for section in config.quotas}
         self.groups = dict(groups)
         self._owners = {section.owner: section.id for section in config.quotas}
         self._journal = journal
         self._clock = clock
         self._month_of = month_of
+        self._is_recorded = is_recorded  # reference -> in the journal already (a repeat)
         self._decimals = config.server.decimals
         self._refused: dict[int, rules.QuotaRefused] = {}
 
@@ -179,7 +181,7 @@ class QuotaDesk:
         if len(reason) > MAX_REASON_LENGTH:
             raise BadRequest(f"reason longer than {MAX_REASON_LENGTH} characters")
         pending = sum(1 for r in group.state.requests if r.status == "pending")
-        if pending >= rules.MAX_PENDING and group.state.request(reference) is None:
+        if pending >= rules.MAX_PENDING and not self._is_recorded(reference):
             raise BadRequest(f"group {group_id} already has {pending} pending requests")
         entry = request_entry(self.sections[group_id], amount, reason, by, reference,
                               self._clock.wall_ms(), self._clock.mono_ms())
@@ -195,7 +197,9 @@ class QuotaDesk:
         request = group.state.request(request_id)
         if request is None:
             raise BadRequest(f"group {group_id} has no request {request_id!r} this month")
-        if request.status != "pending" and request.decided_by != by:
+        if request.status != "pending" and not self._is_recorded(reference):
+            # The rules refuse it too; saying so before writing keeps the journal clean (a
+            # repeat of the decision itself is answered by the journal: "duplicate").
             raise BadRequest(f"request {request_id!r} is {request.status} already")
         entry = decision_entry(self.sections[group_id], request, approve, by, note, reference,
                                self._clock.wall_ms(), self._clock.mono_ms())
