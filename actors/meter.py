@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 A ``MeterActor`` is deliberately small (eleven slots, ~130 bytes): 100,000 of them must fit
-in a few hundred MB together with their states. Three of the slots are its quota group's
-(``actors.quota``): the group, and the month totals at which the meter tells it of a charge,
-so a meter in no group pays two integer comparisons a reading and no lookup. It owns its ``MeterState`` and the shared,
+in a few hundred MB together with their states. It owns its ``MeterState`` and the shared,
 immutable ``MeterPolicy`` it is judged by; it does no I/O. For each message it calls the pure
 policy (``policies.meter``), keeps the new state, marks itself touched and hands the effects to
-the shared ``EffectRouter``.
+the shared ``EffectRouter``. Three of the slots are its quota group's (``actors.quota``): the
+group, and the month totals at which the meter tells it of a charge, so a meter in no group
+pays two integer comparisons a reading and no lookup.
 
 Readings arrive bare (the hot path, no envelope). Commands that a caller waits on arrive as a
 ``Request`` whose ``Reply`` is answered with a ``CommandOutcome``: the new state, or the

@@ -63,8 +63,9 @@ START = dt.date(2026, 10, 1)
 
 
 def feeder_of(number: int, meters: int) -> int:
-    """Which of the ``POOLS`` feeders tenant meter ``number`` hangs under."""
-    return number * POOLS // meters
+    """Which of the ``POOLS`` feeders (fewer for fewer meters) tenant meter ``number`` hangs
+    under."""
+    return number * min(POOLS, meters) // meters
 
 
 def bench_toml(data_dir: Path, meters: int) -> str:

@@ -21,6 +21,7 @@ from persistence.entries import JournalEntry
 from persistence.journal import Journal
 from server.clock import ParkClock
 from server.config import ParkConfig
+from server.config.records import line_owner
 from server.ledger import BadRequest
 
 MAX_COUNT: Final = 10**12
@@ -36,10 +37,6 @@ class CountAnswer:
     count: int
     unit: str
     status: Literal["applied", "duplicate"]
-
-
-def line_owner(line_id: str) -> str:
-    return f"line:{line_id}"
 
 
 def production_entry(line_id: str, day: dt.date, count: int, by: str, reference: str,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Literal
 
@@ -279,6 +280,11 @@ def quota_owner(group_id: str) -> str:
     return f"quota:{group_id}"
 
 
+def line_owner(line_id: str) -> str:
+    """Whose entries the journal keeps a production line's counts under."""
+    return f"line:{line_id}"
+
+
 @attrs.frozen
 class LineSection:
     """``[[lines]]``: a production line (or workshop) whose output is counted, for the energy
@@ -304,6 +310,25 @@ class FeederSection:
     """Hundredths of a percent (``"6.5"`` -> 650); 0: no loss alarm."""
     loss_window_ms: int = 3_600_000
     """How much time the live loss alarm compares at once (``server.loss_watch``)."""
+
+
+def subtree_meters(feeders: Sequence[FeederSection], feeder_id: str) -> list[str]:
+    """The meters under a feeder and its sub-feeders that are no feeder's main meter."""
+    by_id = {feeder.id: feeder for feeder in feeders}
+    mains = {feeder.main: feeder for feeder in feeders}
+    found: list[str] = []
+    stack, seen = [by_id[feeder_id]], set()
+    while stack:
+        feeder = stack.pop()
+        if feeder.id in seen:
+            continue
+        seen.add(feeder.id)
+        for meter_id in feeder.meters:
+            if meter_id in mains:
+                stack.append(mains[meter_id])
+            else:
+                found.append(meter_id)
+    return found
 
 
 POOL_KINDS: Final = ("loss", "common")

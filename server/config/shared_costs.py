@@ -9,7 +9,7 @@ add up to anything. Each problem names its key and line like the rest of the con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
@@ -26,7 +26,9 @@ from server.config.records import (
     PoolSection,
     QuotaSection,
     TenantSection,
+    line_owner,
     quota_owner,
+    subtree_meters,
 )
 from server.config.toolkit import Table
 
@@ -55,6 +57,26 @@ def decimal_hundredths(t: Table, key: str, *, default: str | None = None,
         t.fail(key, f"expected a positive number, got {show(value)}")
         return 0
     return int(number)
+
+
+def first_of_its_id(t: Table, first_at: dict[str, KeyPath], item_id: str, what: str) -> bool:
+    """Whether ``t`` is the first entry with ``item_id`` (a later one is a problem naming the
+    first's line); False too when the id itself was refused."""
+    if "id" in t.failed:
+        return False
+    if item_id in first_at:
+        t.problems.add(t.at("id"), f'duplicate {what} id "{item_id}"', related=first_at[item_id])
+        return False
+    first_at[item_id] = t.at("id")
+    return True
+
+
+def owner_is_free(t: Table, owner: str, meters: Mapping[str, object], what: str) -> None:
+    """The journal keeps a group's or line's entries under ``owner``: no meter may be called
+    that."""
+    if owner in meters:
+        t.fail("id", f"the journal keeps this {what} under {show(owner)}, which is a meter's "
+                     "id; rename one")
 
 
 class SharedCostsReader:
@@ -120,16 +142,9 @@ class SharedCostsReader:
                     t.fail("budget", "a budget must be > 0")
             percents = self._percents(t)
             t.finish()
-            if "id" in t.failed:
+            if not first_of_its_id(t, first_at, group_id, "quota group"):
                 continue
-            if group_id in first_at:
-                t.problems.add(t.at("id"), f'duplicate quota group id "{group_id}"',
-                               related=first_at[group_id])
-                continue
-            first_at[group_id] = t.at("id")
-            if quota_owner(group_id) in self.meters:
-                t.fail("id", f"the journal keeps this group's requests under "
-                             f"{show(quota_owner(group_id))}, which is a meter's id; rename one")
+            owner_is_free(t, quota_owner(group_id), self.meters, "group's requests")
             for meter_id in meters:
                 if meter_id in group_of:
                     other, other_at = group_of[meter_id]
@@ -198,16 +213,9 @@ class SharedCostsReader:
                 t.fail("output_unit", 'expected a short name of what the line makes, e.g. '
                                       '"parts" or "tonnes"')
             t.finish()
-            if "id" in t.failed:
+            if not first_of_its_id(t, first_at, line_id, "production line"):
                 continue
-            if line_id in first_at:
-                t.problems.add(t.at("id"), f'duplicate production line id "{line_id}"',
-                               related=first_at[line_id])
-                continue
-            first_at[line_id] = t.at("id")
-            if f"line:{line_id}" in self.meters:
-                t.fail("id", f'the journal keeps this line\'s counts under "line:{line_id}", '
-                             "which is a meter's id; rename one")
+            owner_is_free(t, line_owner(line_id), self.meters, "line's counts")
             if not t.failed:
                 lines.append(LineSection(line_id, name or line_id, meters, unit))
         return tuple(lines)
@@ -228,13 +236,8 @@ class SharedCostsReader:
             alarm = decimal_hundredths(t, "loss_alarm_percent", default="0", positive=False)
             window = t.duration_ms("loss_window", "1h", low_ms=60_000)
             t.finish()
-            if "id" in t.failed:
+            if not first_of_its_id(t, first_at, feeder_id, "feeder"):
                 continue
-            if feeder_id in first_at:
-                t.problems.add(t.at("id"), f'duplicate feeder id "{feeder_id}"',
-                               related=first_at[feeder_id])
-                continue
-            first_at[feeder_id] = t.at("id")
             if main in meters:
                 t.fail("meters", f'the main meter "{main}" cannot be under its own feeder')
             if main in main_of:
@@ -297,17 +300,12 @@ class SharedCostsReader:
                     feeder_id = ""
             elif kind == "common":
                 meters = self.meter_list(t, "meters", "a common pool's meters")
-            default_tenants = self._tenants_below(by_feeder, feeder_id, meters, infrastructure)
+            default_tenants = self._tenants_below(feeders, feeder_id, infrastructure)
             shared_by = self._tenant_list(t, default_tenants)
             shares = self._shares(t, basis, shared_by, tenants)
             t.finish()
-            if "id" in t.failed:
+            if not first_of_its_id(t, first_at, pool_id, "pool"):
                 continue
-            if pool_id in first_at:
-                t.problems.add(t.at("id"), f'duplicate pool id "{pool_id}"',
-                               related=first_at[pool_id])
-                continue
-            first_at[pool_id] = t.at("id")
             if t.failed or not kind:
                 continue
             pools.append(PoolSection(pool_id, name or pool_id,
@@ -316,29 +314,17 @@ class SharedCostsReader:
                                      shared_by, feeder_id, meters, shares))
         return tuple(pools)
 
-    def _tenants_below(self, by_feeder: dict[str, FeederSection], feeder_id: str,
-                       common: tuple[str, ...], infrastructure: set[str]) -> tuple[str, ...]:
+    def _tenants_below(self, feeders: Sequence[FeederSection], feeder_id: str,
+                       infrastructure: set[str]) -> tuple[str, ...]:
         """The default sharers: for a loss pool the tenants of the meters in the feeder's
         subtree, for a common pool every tenant; never the park's own (main and common-area)
         meters' tenants."""
         own = {self.meters[m].tenant for m in infrastructure if m in self.meters}
         if not feeder_id:
             return tuple(t for t in self.tenant_ids if t not in own)
-        below: list[str] = []
-        mains = {feeder.main: feeder for feeder in by_feeder.values()}
-        stack = [by_feeder[feeder_id]]
-        seen: set[str] = set()
-        while stack:
-            feeder = stack.pop()
-            if feeder.id in seen:
-                continue
-            seen.add(feeder.id)
-            for meter_id in feeder.meters:
-                if meter_id in mains:
-                    stack.append(mains[meter_id])
-                elif meter_id not in infrastructure:
-                    below.append(self.meters[meter_id].tenant)
-        return tuple(t for t in self.tenant_ids if t in set(below) and t not in own)
+        below = {self.meters[m].tenant for m in subtree_meters(feeders, feeder_id)
+                 if m not in infrastructure}
+        return tuple(t for t in self.tenant_ids if t in below and t not in own)
 
     def _tenant_list(self, t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
         if not t.has("tenants"):

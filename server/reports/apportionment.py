@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -28,7 +28,7 @@ from policies import apportionment as rules
 from policies.apportionment import FeederLoss, Share, Totals
 from policies.money import format_amount
 from server.config import ParkConfig
-from server.config.records import FeederSection, PoolSection
+from server.config.records import PoolSection, subtree_meters
 from server.errors import UserError
 from server.reports.books import Books
 from server.reports.period import Period
@@ -88,25 +88,6 @@ class _Totals:
                 meter_id, self._period.from_ms, self._period.to_ms))
             found = self._cache[meter_id] = Totals(wh, minor)
         return found
-
-
-def subtree_meters(feeders: Iterable[FeederSection], feeder_id: str) -> list[str]:
-    """The meters under a feeder and its sub-feeders that are no feeder's main meter."""
-    by_id = {feeder.id: feeder for feeder in feeders}
-    mains = {feeder.main: feeder for feeder in by_id.values()}
-    found: list[str] = []
-    stack, seen = [by_id[feeder_id]], set()
-    while stack:
-        feeder = stack.pop()
-        if feeder.id in seen:
-            continue
-        seen.add(feeder.id)
-        for meter_id in feeder.meters:
-            if meter_id in mains:
-                stack.append(mains[meter_id])
-            else:
-                found.append(meter_id)
-    return found
 
 
 def feeder_losses(config: ParkConfig, totals: _Totals) -> dict[str, FeederLoss]:

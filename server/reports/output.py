@@ -19,7 +19,8 @@ from persistence.days import day_totals
 from persistence.entries import JournalEntry
 from policies.money import format_amount
 from server.config import ParkConfig
-from server.production import entry_day, line_owner
+from server.config.records import line_owner
+from server.production import entry_day
 from server.reports.books import Books
 from server.reports.period import Period
 from server.reports.table import Cell, Report

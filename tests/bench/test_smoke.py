@@ -46,17 +46,6 @@ def test_bench_core_prints_every_figure_of_its_issue() -> None:
         result["readings_per_s_with_quotas"] / result["readings_per_s"], 3)
 
 
-def test_bench_reports_prints_every_figure_of_its_issues() -> None:
-    result = run_bench("reports", "--meters", "100", "--days", "2")
-    assert (result["meters"], result["days"]) == (100, 2)
-    for key in ("reconciliation_s", "statement_all_tenants_s", "whatif_s", "apportionment_s",
-                "baseline_reconciliation_s", "peak_rss_mb", "build_s"):
-        assert result[key] > 0, key
-    # 50 feeders of two meters: a share for each tenant under each (ten feeders span two of
-    # the five-meter tenants), every pool with a loss to share.
-    assert (result["apportionment_pools"], result["apportionment_shares"]) == (50, 60)
-
-
 def test_bench_modbus_prints_every_figure_of_its_issue() -> None:
     result = run_bench("modbus", "--meters", "40", "--gateways", "2", "--seconds", "1",
                        "--sim-seconds", "0.5", "--overloads", "4", "--commands-per-s", "20")
