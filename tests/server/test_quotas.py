@@ -9,12 +9,15 @@ import pytest
 import trio
 
 from actors.effects import AlarmEvent
+from persistence.check import check_store
+from persistence.readonly import open_store_readonly
 from policies.records import Reading
 from server.app import open_park
 from server.auth import Caller
 from server.config import ParkConfig
 from server.ledger import BadRequest
 from server.operations import Forbidden
+from server.reports import make_report
 from tests.server.parks import park_toml
 
 OPERATOR = Caller("op", "operator", "hub", "127.0.0.1:5000")
@@ -97,6 +100,11 @@ async def test_a_spent_budget_opens_the_group_and_an_approval_closes_it(tmp_path
                                         ("park/quota:line-1:80", "cleared")]
         with pytest.raises(BadRequest, match="approved already"):
             await park.operations.decide_quota(ADMIN, "line-1", "ask-1", False, "", "reject-1")
+
+    # The group's entries move no money: the books balance, and the data directory checks.
+    with open_store_readonly(config.server.data_dir) as store:
+        make_report("reconciliation", store, config)  # raises Unbalanced if not
+        assert check_store(store, [meter.id for meter in config.meters]).clean
 
     # A restart rebuilds used (from the meters) and the extension (from the journal).
     async with open_park(config, with_field=False, clock_ms=lambda: T0) as park:
