@@ -4,7 +4,9 @@ Runs a 200-meter park (simulator + server, as ``wattkeeper demo`` does, on free 
 in as the operator in headless Chromium, lets the load chart fill for ``--seconds`` and writes
 ``docs/console-overview.png`` and ``docs/console-meters.png``; then a 12-meter park with
 three days of history (``tests.browser.test_console_reports``) for
-``docs/console-reports.png``.
+``docs/console-reports.png``, and the same park with two quota groups (one spent, with a
+request waiting) and a production line with three days' counts for ``docs/console-quotas.png``.
+``--only quotas`` (or ``reports``) takes that one shot alone.
 """
 
 from __future__ import annotations
@@ -44,12 +46,69 @@ def reports_shot(browser: Browser, out: Path) -> None:
         page.screenshot(path=str(out / "console-reports.png"))
 
 
+SHOT_QUOTAS = """
+[[quotas]]
+id = "stamping-1"
+name = "Stamping line 1"
+meters = ["M-0001", "M-0002"]
+budget_kwh = "0.005"
+
+[[quotas]]
+id = "assembly"
+name = "Assembly hall"
+meters = ["M-0003", "M-0004", "M-0005"]
+budget = "5000.00"
+alarm_percents = [80, 100]
+
+[[lines]]
+id = "stamping-1"
+name = "Stamping line 1"
+meters = ["M-0001", "M-0002"]
+output_unit = "parts"
+"""
+
+
+def with_quotas(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text() + SHOT_QUOTAS)
+    write_history(config_file)
+
+
+def quotas_shot(browser: Browser, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as directory, \
+            live_park(Path(directory), meters=12, prepare=with_quotas) as park:
+        page = browser.new_page(viewport={"width": 1360, "height": 900}, locale="en-US")
+        sign_in(page, park.http_url)
+        for day, count in ((3, 1200), (2, 1350), (1, 1100)):
+            page.evaluate("([date, count]) => window.wattkeeper.hub.command('output', "
+                          "{line: 'stamping-1', date, count})",
+                          [days_back(day).isoformat(), count])
+        page.click("#tab-quotas")
+        card = page.locator('.quota[data-group="stamping-1"]')
+        expect(card).to_have_attribute("data-blocked", "true", timeout=20_000)
+        card.locator('input[name="amount"]').fill("800")
+        card.locator('input[name="reason"]').fill("weekend shift for the export order")
+        card.locator('.quota-request button[type="submit"]').click()
+        expect(card.locator('tr[data-status="pending"]')).to_have_count(1)
+        expect(page.locator("#output-table tbody tr")).not_to_have_count(0)
+        time.sleep(0.5)
+        page.screenshot(path=str(out / "console-quotas.png"), full_page=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="how long the load chart fills before the shot (default 40)")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--only", choices=("reports", "quotas"),
+                        help="take this one shot alone")
     args = parser.parse_args()
+    if args.only:
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            (reports_shot if args.only == "reports" else quotas_shot)(browser, args.out)
+            browser.close()
+        print(f"wrote console-{args.only}.png in", args.out)
+        return
     with tempfile.TemporaryDirectory() as directory, \
             live_park(Path(directory), meters=200, gateways=4,
                       nearly_empty="0.03") as park, \
@@ -67,8 +126,10 @@ def main() -> None:
         time.sleep(1.5)
         page.screenshot(path=str(args.out / "console-meters.png"))
         reports_shot(browser, args.out)
+        quotas_shot(browser, args.out)
         browser.close()
-    print("wrote console-overview.png, console-meters.png and console-reports.png in", args.out)
+    print("wrote console-overview.png, console-meters.png, console-reports.png and "
+          "console-quotas.png in", args.out)
 
 
 if __name__ == "__main__":
