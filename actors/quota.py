@@ -11,13 +11,20 @@ costs the member two comparisons; only when its total reaches its allowance (or 
 changes) does it send the group one ``TALLY`` (:meth:`QuotaGroup.member_charged`; the
 group's mailbox coalesces: one message until it has looked).
 
-On ``TALLY`` the group counts exactly: ``used`` is the sum of its members' totals for the
-group's month, so it is right whatever the order or number of readings, and after a restart
-it is rebuilt from the recovered meters (:meth:`QuotaGroup.start`). The pure rules
-(``policies.quota``) decide alarms and the cut; then the group shares the headroom to the next
-threshold (an alarm level or the cut) among its members again (``policies.quota.allowance``):
-as long as no member has used its share, the group cannot have reached the threshold. Far from
-a threshold a group looks rarely; close to one, at every reading of a member.
+On ``TALLY`` the group keeps books rather than counting everyone: for each member the total it
+last reported and its allowance, plus the headroom not allotted yet, such that ``used +
+allotted + free = threshold - 1``. A member that reports adds what it used to ``used``, gives
+back its allowance and draws a new one from ``free``; while ``free`` stays >= 0 nobody can
+have crossed the threshold unseen, so a report costs O(1). When the reports overdraw it (or a
+threshold is crossed, a new month starts, an extension is approved) the group *recounts*:
+``used`` is the sum of its members' totals for the group's month (exact whatever the order
+or number of readings, and after a restart rebuilt from the recovered meters:
+:meth:`QuotaGroup.start`), and the headroom to the next threshold (an alarm level or the
+cut) is allotted again, half in equal shares (``policies.quota.allowance``), half kept free.
+A recount costs O(members) and comes about once per members' worth of reports, so a report
+costs O(1) amortised however big the group; close to a threshold (less than two units of
+headroom a member) nobody gets an allowance, every charge reports and the books are exact.
+The pure rules (``policies.quota``) decide alarms and the cut.
 
 The rules' effects become:
 
@@ -59,8 +66,9 @@ def quota_alarm_id(group_id: str, percent: int) -> str:
 class QuotaGroup:
     """One group's actor (see the module docstring)."""
 
-    __slots__ = ("_dispatcher", "_router", "_scheduled", "label_ms", "listeners", "members",
-                 "mono_ms", "policy", "state")
+    __slots__ = ("_alloc", "_allotted", "_dispatcher", "_free", "_last", "_router",
+                 "_scheduled", "_share", "_slot", "_threshold", "_touched", "label_ms",
+                 "listeners", "members", "mono_ms", "policy", "state")
 
     def __init__(
         self,
@@ -80,6 +88,17 @@ class QuotaGroup:
         self._dispatcher = dispatcher
         self._router = router
         self._scheduled = False
+        self._touched: list[MeterActor] = []
+        self._slot = {member: slot for slot, member in enumerate(self.members)}
+        # The books of the allowances (module docstring), per member slot: the total it last
+        # reported (in the group's month) and what it may add before it reports again; and
+        # what is not allotted yet. used + allotted + free = threshold - 1 holds throughout.
+        self._last = [0] * len(self.members)
+        self._alloc = [0] * len(self.members)
+        self._allotted = 0
+        self._free = 0
+        self._share = 0
+        self._threshold: int | None = None
         for member in self.members:
             member.quota = self
 
@@ -93,57 +112,116 @@ class QuotaGroup:
     # -- the meters' side ------------------------------------------------------------------
 
     def member_charged(self, member: MeterActor) -> None:
-        """A member reached its allowance or a new month: count again soon (once)."""
+        """A member reached its allowance or a new month: account for it soon (one message
+        for every member that reports before the group looks)."""
+        self._touched.append(member)
         if not self._scheduled:
             self._scheduled = True
             self._dispatcher.send_nowait(self, TALLY)
 
     def receive(self, message: object) -> None:
         if message == TALLY:
-            self._tally()
+            self._scheduled = False
+            touched, self._touched = self._touched, []
+            if not self._account(touched):
+                self.recount()
         else:
             log.error("quota group %s got an unexpected message %r", self.group_id, message)
 
-    def tally_now(self) -> None:
-        """Count now (a view of the group wants today's figure, not the last threshold's);
-        on the trio thread, outside a dispatcher slice, like ``Dispatcher.deliver_now``."""
-        self._tally()
-
-    def _tally(self) -> None:
-        self._scheduled = False
-        month = max(self.state.month, max(member.state.month for member in self.members))
-        by_energy = self.policy.unit == "kwh"
-        used = 0
+    def _account(self, touched: list[MeterActor]) -> bool:
+        """The reports of ``touched``, in O(1) each; False when only an exact count can say
+        where the group stands (a new month, or what is not reported could have crossed the
+        threshold)."""
+        state, policy = self.state, self.policy
+        month = state.month
+        by_energy = policy.unit == "kwh"
+        last, alloc, slot_of = self._last, self._alloc, self._slot
+        used, free, allotted = state.used, self._free, self._allotted
+        reported: list[int] = []
+        seen: set[int] = set()
         label = -1
-        for member in self.members:
+        for member in touched:
             s = member.state
-            if s.month == month:
-                used += s.month_wh if by_energy else s.month_minor
-                if s.reading_ms > label:
-                    label = s.reading_ms
-        if label < 0:
-            label = self.label_ms()
-        self._decided(*rules.tally(self.state, month, used, self.policy, label))
-        self._allot()
+            if s.month != month:
+                if s.month > month:
+                    return False
+                continue  # still in an earlier month: nothing of this one yet
+            slot = slot_of[member]
+            delta = (s.month_wh if by_energy else s.month_minor) - last[slot]
+            if slot in seen:
+                continue  # listed twice before the group looked: the first saw it all
+            seen.add(slot)
+            used += delta
+            free += alloc[slot] - delta
+            allotted -= alloc[slot]
+            last[slot] += delta
+            alloc[slot] = 0
+            reported.append(slot)
+            if s.reading_ms > label:
+                label = s.reading_ms
+        if free < 0 and allotted > 0:
+            return False
+        self._free, self._allotted = free, allotted
+        self._decided(*rules.tally(state, month, used, policy,
+                                   label if label >= 0 else self.label_ms()))
+        if rules.next_threshold(self.state, policy) != self._threshold:
+            return False  # a threshold was crossed: allot for the next one
+        share = self._share
+        for slot in reported:
+            give = min(share, free)
+            free -= give
+            allotted += give
+            alloc[slot] = give
+            self._set_until(self.members[slot], last[slot] + give + 1)
+        self._free, self._allotted = free, allotted
+        return True
 
-    def _allot(self) -> None:
-        """Share the headroom to the next threshold among the members (module docstring)."""
-        state = self.state
-        threshold = rules.next_threshold(state, self.policy)
-        share = (NO_QUOTA if threshold is None
-                 else rules.allowance(state.used, threshold, len(self.members)))
-        by_energy = self.policy.unit == "kwh"
-        for member in self.members:
-            s = member.state
-            # A member still in an earlier month speaks up at its first charge of this one
-            # (its month changes); its old total says nothing about this month.
-            until = NO_QUOTA
-            if s.month == state.month and share != NO_QUOTA:
-                until = (s.month_wh if by_energy else s.month_minor) + share
-            if by_energy:
-                member.quota_wh_until, member.quota_minor_until = until, NO_QUOTA
-            else:
-                member.quota_wh_until, member.quota_minor_until = NO_QUOTA, until
+    def recount(self) -> None:
+        """Count exactly (every member's month total) and allot the headroom to the next
+        threshold anew: half of it in equal shares, half kept free for those who report."""
+        self._touched = []
+        state, policy = self.state, self.policy
+        members = self.members
+        month = max(state.month, max(member.state.month for member in members))
+        by_energy = policy.unit == "kwh"
+        totals = [(m.state.month_wh if by_energy else m.state.month_minor)
+                  if m.state.month == month else -1 for m in members]
+        used = sum(total for total in totals if total > 0)
+        label = max((m.state.reading_ms for m in members if m.state.month == month),
+                    default=-1)
+        self._decided(*rules.tally(state, month, used, policy,
+                                   label if label >= 0 else self.label_ms()))
+        threshold = self._threshold = rules.next_threshold(self.state, policy)
+        current = sum(1 for total in totals if total >= 0)
+        headroom = 0 if threshold is None else threshold - self.state.used - 1
+        # Half the headroom in whole shares; a share of nothing (headroom below two units a
+        # member) means every charge reports, and the books are exact at every look.
+        share = self._share = rules.allowance(headroom, current)
+        self._allotted = 0
+        for slot, (member, total) in enumerate(zip(members, totals, strict=True)):
+            self._alloc[slot] = 0
+            self._last[slot] = max(total, 0)
+            if threshold is None or total < 0:
+                # Nothing above (the group is spent), or a member still in an earlier month:
+                # it reports at its first charge of this month (its month changes).
+                self._set_until(member, NO_QUOTA)
+                continue
+            give = min(share, headroom - self._allotted)
+            self._alloc[slot] = give
+            self._allotted += give
+            self._set_until(member, total + give + 1)
+        self._free = headroom - self._allotted
+
+    def _set_until(self, member: MeterActor, until: int) -> None:
+        if self.policy.unit == "kwh":
+            member.quota_wh_until, member.quota_minor_until = until, NO_QUOTA
+        else:
+            member.quota_wh_until, member.quota_minor_until = NO_QUOTA, until
+
+    def tally_now(self) -> None:
+        """Count now (a view of the group wants today's figure, not the books' lower bound);
+        on the trio thread, outside a dispatcher slice, like ``Dispatcher.deliver_now``."""
+        self.recount()
 
     # -- start and the journal's side ----------------------------------------------------------
 
@@ -152,7 +230,7 @@ class QuotaGroup:
         rolled into ``month`` and counted from every member, so a spent budget holds the
         meters open before the first reading."""
         self.state = rules.roll_over(state, month)
-        self._tally()
+        self.recount()
         if self.state.blocked:  # tally only says so on a change; the meters must hear it now
             self._supply(True, self.label_ms())
 
@@ -160,13 +238,13 @@ class QuotaGroup:
         """The calendar moved on (the park's month clock): a new month even without charges."""
         if month > self.state.month:
             self._decided(*rules.tally(self.state, month, 0, self.policy, self.label_ms()))
-            self._allot()
+            self.recount()
 
     def apply(self, result: rules.QuotaResult) -> rules.QuotaRefused | None:
         """Take the rules' verdict on a journaled request or decision (``server.quotas``
         decides it from the group's current state, on the trio thread)."""
         refused = self._decided(*result)
-        self._allot()  # an extension moves the thresholds
+        self.recount()  # an extension moves the thresholds
         return refused
 
     # -- effects -------------------------------------------------------------------------------

@@ -144,15 +144,14 @@ def next_threshold(state: QuotaState, policy: QuotaPolicy) -> int | None:
     return min(above) if above else None
 
 
-def allowance(used: int, threshold: int, members: int) -> int:
-    """Each member's share of the headroom up to ``threshold``: if no member has been charged
-    its share since (each total below its own total + share), then ``used`` is still below
-    ``threshold``, because ``members * (share - 1) < threshold - used``. So a group only needs
-    to look when a member reaches its share (``actors.quota``)."""
-    headroom = threshold - used
+def allowance(headroom: int, members: int) -> int:
+    """Each member's allowance after a recount: half the ``headroom`` (what may still be used
+    before the next threshold, less one unit) in whole equal shares, the other half kept for
+    the members that report first (``actors.quota``). Zero below two units a member: every
+    charge then reports."""
     if headroom <= 0 or members <= 0:
         return 0
-    return -(-headroom // members)
+    return headroom // (2 * members)
 
 
 def evaluate(state: QuotaState, policy: QuotaPolicy, ts_ms: int) -> QuotaResult:

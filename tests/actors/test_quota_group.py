@@ -3,6 +3,7 @@ exactly the reading that spends its budget, whoever consumes it."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,52 @@ def test_a_money_budget_counts_money() -> None:
     assert members[0].quota_minor_until != NO_QUOTA and members[0].quota_wh_until == NO_QUOTA
     read(members, dispatcher, [1_000, 500], 2)  # 1.50
     assert group.state.blocked
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), min_size=20, max_size=20), min_size=1,
+                max_size=30), st.integers(0, 19))
+def test_uneven_members_never_pass_a_threshold_unseen(rounds: list[list[int]],
+                                                      heavy: int) -> None:
+    """Twenty members, one of them drawing 30 times the others: after every round the group
+    knows exactly whether 100 % (and 80 %) of its budget is used."""
+    group, members, dispatcher, _ = group_of(20, 4_000)
+    registers = [0] * 20
+    read(members, dispatcher, registers, 0)
+    for minute, deltas in enumerate(rounds, start=1):
+        registers = [r + d * (30 if n == heavy else 1)
+                     for n, (r, d) in enumerate(zip(registers, deltas, strict=True))]
+        read(members, dispatcher, registers, minute)
+        total = sum(m.state.month_wh for m in members)
+        assert group.state.blocked == (total >= 4_000), (minute, total)
+        if not group.state.blocked:
+            assert group.state.levels == (total >= 3_200)
+
+
+def test_a_big_group_recounts_rarely(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 members, a seventh of them drawing six times the rest: hundreds of them report
+    as they use up their allowances, yet the group recounts (O(members)) only at the start."""
+    group, members, dispatcher, _ = group_of(2_000, 40_000_000)
+    calls = {"recount": 0, "report": 0}
+    recount, report = QuotaGroup.recount, QuotaGroup.member_charged
+
+    def counting_recount(self: QuotaGroup) -> None:
+        calls["recount"] += 1
+        recount(self)
+
+    def counting_report(self: QuotaGroup, member: MeterActor) -> None:
+        calls["report"] += 1
+        report(self, member)
+
+    monkeypatch.setattr(QuotaGroup, "recount", counting_recount)
+    monkeypatch.setattr(QuotaGroup, "member_charged", counting_report)
+    registers = [0] * 2_000
+    read(members, dispatcher, registers, 0)
+    for minute in range(1, 40):
+        registers = [r + (290 if n % 7 == 6 else 50) for n, r in enumerate(registers)]
+        read(members, dispatcher, registers, minute)
+    assert calls["report"] >= 280 and calls["recount"] == 0
+    # The books are a lower bound of what was used; an exact count agrees with the meters.
+    assert group.state.used <= sum(m.state.month_wh for m in members)
+    group.tally_now()
+    assert group.state.used == sum(m.state.month_wh for m in members)
