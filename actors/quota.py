@@ -67,7 +67,7 @@ class QuotaGroup:
     """One group's actor (see the module docstring)."""
 
     __slots__ = ("_alloc", "_allotted", "_dispatcher", "_free", "_last", "_router",
-                 "_scheduled", "_share", "_slot", "_threshold", "_touched", "label_ms",
+                 "_scheduled", "_share", "_slot", "_threshold", "_touched", "_used", "label_ms",
                  "listeners", "members", "mono_ms", "policy", "state")
 
     def __init__(
@@ -98,6 +98,7 @@ class QuotaGroup:
         self._allotted = 0
         self._free = 0
         self._share = 0
+        self._used = 0  # the books' figure: state.used plus what was reported since
         self._threshold: int | None = None
         for member in self.members:
             member.quota = self
@@ -132,14 +133,12 @@ class QuotaGroup:
         """The reports of ``touched``, in O(1) each; False when only an exact count can say
         where the group stands (a new month, or what is not reported could have crossed the
         threshold)."""
-        state, policy = self.state, self.policy
-        month = state.month
-        by_energy = policy.unit == "kwh"
+        month = self.state.month
+        by_energy = self.policy.unit == "kwh"
         last, alloc, slot_of = self._last, self._alloc, self._slot
-        used, free, allotted = state.used, self._free, self._allotted
+        used, free, allotted = self._used, self._free, self._allotted
         reported: list[int] = []
         seen: set[int] = set()
-        label = -1
         for member in touched:
             s = member.state
             if s.month != month:
@@ -157,15 +156,13 @@ class QuotaGroup:
             last[slot] += delta
             alloc[slot] = 0
             reported.append(slot)
-            if s.reading_ms > label:
-                label = s.reading_ms
-        if free < 0 and allotted > 0:
+        if free < 0:
+            # Overdrawn: what is not reported yet could have crossed the threshold (with
+            # nothing allotted, ``used`` is exact and has crossed it): count and decide.
             return False
-        self._free, self._allotted = free, allotted
-        self._decided(*rules.tally(state, month, used, policy,
-                                   label if label >= 0 else self.label_ms()))
-        if rules.next_threshold(self.state, policy) != self._threshold:
-            return False  # a threshold was crossed: allot for the next one
+        # No threshold can have been crossed, so the rules have nothing to say: the books
+        # keep the figure (``state.used`` is the last count's, until the next one).
+        self._used, self._free, self._allotted = used, free, allotted
         share = self._share
         for slot in reported:
             give = min(share, free)
@@ -191,6 +188,7 @@ class QuotaGroup:
                     default=-1)
         self._decided(*rules.tally(state, month, used, policy,
                                    label if label >= 0 else self.label_ms()))
+        self._used = self.state.used
         threshold = self._threshold = rules.next_threshold(self.state, policy)
         current = sum(1 for total in totals if total >= 0)
         headroom = 0 if threshold is None else threshold - self.state.used - 1

@@ -223,6 +223,7 @@ class QuotaDesk:
                         entry.meter_id)
             return
         group = self.groups[group_id]
+        group.tally_now()  # the rules decide on today's figure, not the last count's
         refused = group.apply(apply_entry(group.state, entry, group.policy, self._month_of))
         if refused is not None:
             self._refused[seq] = refused
