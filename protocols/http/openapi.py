@@ -228,6 +228,11 @@ class Operation:
     csv: bool = False  # 200 may also be text/csv (and a statement text/html)
 
 
+def _in_path(name: str) -> Mapping[str, Any]:
+    """A path parameter that is an id (``/api/quotas/{group}/...``)."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _errors(*codes: int) -> dict[int, tuple[str, Mapping[str, Any]]]:
     words = {400: "bad input (the message says which)", 401: "not authenticated",
              403: "the user's role may not", 404: "no such meter or tenant",
@@ -329,16 +334,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
               {200: ("the group with the request", QUOTA_ANSWER),
                **_errors(400, 401, 403, 409, 413, 503)},
               request=QUOTA_REQUEST,
-              parameters=({"name": "group", "in": "path", "required": True,
-                           "schema": {"type": "string"}},),
+              parameters=(_in_path("group"),),
               description="Journaled and audited; idempotent on id. An admin decides it."),
     Operation("post", "/api/quotas/{group}/decisions", "quota_decision",
               "Approve or reject a pending request (admins)", "user",
               {200: ("the group after the decision", QUOTA_ANSWER),
                **_errors(400, 401, 403, 409, 413, 503)},
               request=QUOTA_DECISION,
-              parameters=({"name": "group", "in": "path", "required": True,
-                           "schema": {"type": "string"}},),
+              parameters=(_in_path("group"),),
               description="An approval raises this month's limit by the amount asked at once; "
                           "meters held open by the quota close again."),
     Operation("post", "/api/lines/{line}/output", "output",
@@ -346,8 +349,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
               {200: ("the count as journaled", OUTPUT_ANSWER),
                **_errors(400, 401, 403, 409, 413, 503)},
               request=OUTPUT,
-              parameters=({"name": "line", "in": "path", "required": True,
-                           "schema": {"type": "string"}},),
+              parameters=(_in_path("line"),),
               description="Journaled and audited; idempotent on id; the energy-per-unit report "
                           "(GET /api/reports/output) takes the latest count of each day."),
     Operation("post", "/api/apportionment", "apportion",
