@@ -123,9 +123,9 @@ alarm_levels = ["50.00", "20.00"]
 opening_balance = "{opening}"
 """
         )
-    # An SDM630 measures up to 83 kW directly: the demo's "transformer" feeds six tenants'
-    # meters (a real one is CT-connected, with a profile scaled by its CT ratio).
-    first = [f"M-{n + 1:04d}" for n in range(min(6, meters))]
+    # An SDM630 measures up to 83 kW directly: the demo's "transformer" feeds five meters of
+    # two tenants (a real one is CT-connected, with a profile scaled by its CT ratio).
+    first = [f"M-{n + 1:04d}" for n in range(min(5, meters))]
     parts.append(_site_toml(port + gateways, first, first[:4]))
     return "".join(parts)
 
