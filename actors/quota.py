@@ -110,6 +110,12 @@ class QuotaGroup:
     def group_id(self) -> str:
         return self.policy.group_id
 
+    @property
+    def booked(self) -> int:
+        """What the books say was used this month: the last count plus the reports since, so
+        at most the members' unreported allowances behind (a metric, not a decision)."""
+        return self._used
+
     # -- the meters' side ------------------------------------------------------------------
 
     def member_charged(self, member: MeterActor) -> None:

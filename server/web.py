@@ -31,6 +31,7 @@ from protocols.http.metrics import (
     LoopProbe,
     OpcUaFigures,
     ParkStatistics,
+    QuotaFigures,
 )
 from protocols.http.server import HttpServer, run_http
 from protocols.stream.views import MeterView
@@ -141,6 +142,9 @@ class ParkReader:
             loop_lateness_ms=self._probe.last_ms,
             loop_worst_lateness_ms=self._probe.take_worst_ms(),
             gateways=tuple(gateways),
+            quotas=tuple(QuotaFigures(g.group_id, g.policy.unit, g.booked,
+                                      g.state.limit(g.policy), g.state.blocked)
+                         for g in park.quotas.groups.values()),
             hub=self._hub() if self._hub is not None else None,
             opcua=self._opcua() if self._opcua is not None else None,
             uptime_s=time.monotonic() - self._started,

@@ -49,6 +49,18 @@ class GatewayFigures:
 
 
 @attrs.frozen
+class QuotaFigures:
+    """One quota group as its last count saw it (``used`` and ``limit`` in Wh or minor
+    units, ``unit`` "kwh" or "money")."""
+
+    group_id: str
+    unit: str
+    used: int
+    limit: int
+    blocked: bool
+
+
+@attrs.frozen
 class HubFigures:
     clients: int
     dropped_stalled: int
@@ -94,6 +106,7 @@ class ParkStatistics:
     loop_lateness_ms: float
     loop_worst_lateness_ms: float
     gateways: tuple[GatewayFigures, ...] = ()
+    quotas: tuple[QuotaFigures, ...] = ()
     hub: HubFigures | None = None
     """None when no hub runs for this park."""
     opcua: OpcUaFigures | None = None
@@ -185,6 +198,7 @@ class StatisticsCollector:
         yield commands
         yield from self._journal(s)
         yield from self._gateways(s)
+        yield from self._quotas(s)
         if s.hub is not None:
             yield _gauge("hub_clients", "Websocket clients connected to the hub", s.hub.clients)
             yield _counter("hub_dropped_clients", "Hub clients dropped as stalled",
@@ -212,6 +226,21 @@ class StatisticsCollector:
                      s.journal_longest_commit_ms / 1000)
         yield _counter("journal_writer_restarts", "Times the journal writer process restarted",
                        s.journal_writer_restarts)
+
+    @staticmethod
+    def _quotas(s: ParkStatistics) -> Iterator[Metric]:
+        if not s.quotas:
+            return
+        share = GaugeMetricFamily(PREFIX + "quota_used_ratio",
+                                  "A quota group's month used / its limit (1 = spent)",
+                                  labels=["group", "unit"])
+        blocked = GaugeMetricFamily(PREFIX + "quota_blocked",
+                                    "1 while a quota group holds its meters open",
+                                    labels=["group"])
+        for q in s.quotas:
+            share.add_metric([q.group_id, q.unit], q.used / q.limit if q.limit else 0.0)
+            blocked.add_metric([q.group_id], q.blocked)
+        yield from (share, blocked)
 
     @staticmethod
     def _gateways(s: ParkStatistics) -> Iterator[Metric]:

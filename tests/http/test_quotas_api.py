@@ -45,6 +45,10 @@ async def test_a_request_and_its_approval_reopen_a_spent_group(tmp_path: Path) -
         assert [(g["id"], g["used"], g["limit"], g["blocked"]) for g in listed] == [
             ("line-1", "0.100", "0.090", True)]
         assert registry.get("M-0").state.relay.reason == "quota"
+        metrics = set((await web.client.get("/metrics")).text.splitlines())
+        assert 'wattkeeper_quota_blocked{group="line-1"} 1.0' in metrics
+        assert any(line.startswith('wattkeeper_quota_used_ratio{group="line-1",unit="kwh"} 1.1')
+                   for line in metrics)
 
         refused = await web.client.post("/api/quotas/line-1/requests", auth=VIEWER,
                                         json={"id": "r1", "amount": "5", "reason": "rush"})
