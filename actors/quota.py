@@ -152,10 +152,10 @@ class QuotaGroup:
                     return False
                 continue  # still in an earlier month: nothing of this one yet
             slot = slot_of[member]
-            delta = (s.month_wh if by_energy else s.month_minor) - last[slot]
             if slot in seen:
                 continue  # listed twice before the group looked: the first saw it all
             seen.add(slot)
+            delta = (s.month_wh if by_energy else s.month_minor) - last[slot]
             used += delta
             free += alloc[slot] - delta
             allotted -= alloc[slot]
