@@ -56,7 +56,7 @@ class ProductionDesk:
 
     def __init__(self, config: ParkConfig, journal: Journal, clock: ParkClock) -> None:
         self._lines = {line.id: line for line in config.lines}
-        self._timezone = config.calendar.timezone
+        self._zone = ZoneInfo(config.calendar.timezone)
         self._journal = journal
         self._clock = clock
 
@@ -71,7 +71,8 @@ class ProductionDesk:
         except ValueError:
             raise BadRequest(f'"date" must be a local day like "2026-11-10", got {day!r}'
                              ) from None
-        if date > dt.datetime.now(ZoneInfo(self._timezone)).date():
+        today = dt.datetime.fromtimestamp(self._clock.wall_ms() / 1000, self._zone).date()
+        if date > today:  # the park's clock, as every other command's time
             raise BadRequest(f"{date} has not happened yet in the park's time zone")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
             raise BadRequest(f'"count" must be a whole number from 0 to {MAX_COUNT}')

@@ -208,6 +208,20 @@ class Table:
                 self.failed.add(key)
         return result
 
+    def first_of(self, first_at: dict[str, KeyPath], value: str, what: str,
+                 key: str = "id") -> bool:
+        """Whether this entry is the first whose ``key`` is ``value`` (``first_at``: value ->
+        where it was first written); a later one is a problem naming the first's line, and
+        False too when the value itself was refused."""
+        if key in self.failed:
+            return False
+        if value in first_at:
+            self.problems.add(self.at(key), f'duplicate {what} "{value}"',
+                              related=first_at[value])
+            return False
+        first_at[value] = self.at(key)
+        return True
+
     def finish(self) -> None:
         """Report keys nobody asked for: in a file we read they are typos, not extensions."""
         for key in self.data:

@@ -323,11 +323,7 @@ class ParkReader:
                     t.fail("password", problem)
             role = t.string("role", choices=ROLES)
             t.finish()
-            if "name" not in t.failed:
-                if name in first_at:
-                    t.problems.add(t.at("name"), f'duplicate user "{name}"', related=first_at[name])
-                else:
-                    first_at[name] = t.at("name")
+            t.first_of(first_at, name, "user", key="name")
             users.append(
                 User(name, password, cast(Literal["viewer", "operator", "admin"], role or "viewer"))
             )
@@ -344,12 +340,7 @@ class ParkReader:
                                  f"money; this one has {len(secret.encode())}): generate one "
                                  "with `python3 -c 'import secrets; print(secrets.token_hex(32))'`")
             t.finish()
-            if "id" not in t.failed:
-                if key_id in first_at:
-                    t.problems.add(t.at("id"), f'duplicate payment key "{key_id}"',
-                                   related=first_at[key_id])
-                else:
-                    first_at[key_id] = t.at("id")
+            t.first_of(first_at, key_id, "payment key")
             keys.append(PaymentKey(key_id, secret))
         return tuple(keys)
 
@@ -677,14 +668,8 @@ class ParkReader:
             if gateway.reconnect_min_ms > gateway.reconnect_max_ms:
                 t.fail("reconnect_min", "must not exceed reconnect_max")
             t.finish()
-            if "id" in t.failed:
+            if not t.first_of(first_at, gateway_id, "gateway id"):
                 continue
-            if gateway_id in first_at:
-                t.problems.add(
-                    t.at("id"), f'duplicate gateway id "{gateway_id}"', related=first_at[gateway_id]
-                )
-                continue
-            first_at[gateway_id] = t.at("id")
             if not t.failed & {"host", "port"}:
                 if (host, port) in address_at:
                     t.problems.add(
@@ -720,14 +705,8 @@ class ParkReader:
             origins = {k: p for k, p in default_origin.items() if k not in table.data}
             t = Table(self.problems, table.path, merged, origins)
             meter = self.read_meter(t, tariffs, gateways)
-            if "id" in t.failed:
+            if not t.first_of(first_at, meter.id, "meter id"):
                 continue
-            if meter.id in first_at:
-                t.problems.add(
-                    t.at("id"), f'duplicate meter id "{meter.id}"', related=first_at[meter.id]
-                )
-                continue
-            first_at[meter.id] = t.at("id")
             if not t.failed & {"gateway", "unit"}:
                 slot = (meter.gateway, meter.unit)
                 if slot in unit_at:

@@ -10,7 +10,6 @@ add up to anything. Each problem names its key and line like the rest of the con
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
 from policies.money import MoneyError, parse_amount
@@ -36,39 +35,25 @@ MAX_AREA_M2 = 10**9
 MAX_PERCENT = 1000
 
 
-def decimal_hundredths(t: Table, key: str, *, default: str | None = None,
-                       positive: bool = True) -> int:
-    """A decimal string (or integer) such as ``"6.5"`` in hundredths (650)."""
+def decimal_units(t: Table, key: str, decimals: int, *, default: str | None = None,
+                  positive: bool = True, example: str = "6.5") -> int:
+    """A decimal string (or an integer) in units of ``10**-decimals``: ``"6.5"`` with two
+    decimals is 650, ``"12.5"`` kWh with three is 12,500 Wh (``policies.money.parse_amount``,
+    so exact and never negative here; zero only when not ``positive``)."""
     value = t.raw(key, default) if default is not None else t.raw(key)
     if key in t.failed:
         return 0
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     try:
-        if not isinstance(text, str):
-            raise InvalidOperation
-        number = Decimal(text) * 100
-    except InvalidOperation:
-        t.fail(key, f'expected a decimal string like "6.5", got {show(value)}')
+        units = parse_amount(text, decimals, what=key)
+    except MoneyError as error:
+        t.fail(key, f'{error} (a decimal string like "{example}")')
         return 0
-    if not number.is_finite() or number != number.to_integral_value():
-        t.fail(key, f"expected at most two decimals, got {show(value)}")
+    if units < 0 or (positive and units == 0):
+        t.fail(key, f"expected a {'positive' if positive else 'non-negative'} number, got "
+                    f"{show(value)}")
         return 0
-    if number < 0 or (positive and number == 0) or number > MAX_PERCENT * 100 * 1000:
-        t.fail(key, f"expected a positive number, got {show(value)}")
-        return 0
-    return int(number)
-
-
-def first_of_its_id(t: Table, first_at: dict[str, KeyPath], item_id: str, what: str) -> bool:
-    """Whether ``t`` is the first entry with ``item_id`` (a later one is a problem naming the
-    first's line); False too when the id itself was refused."""
-    if "id" in t.failed:
-        return False
-    if item_id in first_at:
-        t.problems.add(t.at("id"), f'duplicate {what} id "{item_id}"', related=first_at[item_id])
-        return False
-    first_at[item_id] = t.at("id")
-    return True
+    return units
 
 
 def owner_is_free(t: Table, owner: str, meters: Mapping[str, object], what: str) -> None:
@@ -135,14 +120,14 @@ class SharedCostsReader:
             unit = self._budget_unit(t)
             budget = 0
             if unit == "kwh":
-                budget = self._wh(t, "budget_kwh")
+                budget = decimal_units(t, "budget_kwh", 3, example="12000")
             elif unit == "money":
                 budget = t.amount("budget", self.decimals)
                 if "budget" not in t.failed and budget <= 0:
                     t.fail("budget", "a budget must be > 0")
             percents = self._percents(t)
             t.finish()
-            if not first_of_its_id(t, first_at, group_id, "quota group"):
+            if not t.first_of(first_at, group_id, "quota group id"):
                 continue
             owner_is_free(t, quota_owner(group_id), self.meters, "group's requests")
             for meter_id in meters:
@@ -167,22 +152,6 @@ class SharedCostsReader:
                                  'budget = "9000.00" (money)')
             return None
         return QUOTA_UNITS[0] if has_energy else QUOTA_UNITS[1]
-
-    @staticmethod
-    def _wh(t: Table, key: str) -> int:
-        """kWh as a decimal string with at most three decimals (whole Wh)."""
-        value = t.raw(key)
-        if key in t.failed:
-            return 0
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        try:
-            wh = parse_amount(text, 3, what=key)
-        except MoneyError as error:
-            t.fail(key, f'{error} (kWh as a decimal string like "12000")')
-            return 0
-        if wh <= 0:
-            t.fail(key, f"a budget must be > 0, got {show(value)}")
-        return wh
 
     @staticmethod
     def _percents(t: Table) -> tuple[int, ...]:
@@ -213,7 +182,7 @@ class SharedCostsReader:
                 t.fail("output_unit", 'expected a short name of what the line makes, e.g. '
                                       '"parts" or "tonnes"')
             t.finish()
-            if not first_of_its_id(t, first_at, line_id, "production line"):
+            if not t.first_of(first_at, line_id, "production line id"):
                 continue
             owner_is_free(t, line_owner(line_id), self.meters, "line's counts")
             if not t.failed:
@@ -233,10 +202,10 @@ class SharedCostsReader:
             if "main" not in t.failed and main not in self.meters:
                 t.fail("main", f"unknown meter {show(main)}")
             meters = self.meter_list(t, "meters", "the meters under a feeder")
-            alarm = decimal_hundredths(t, "loss_alarm_percent", default="0", positive=False)
+            alarm = decimal_units(t, "loss_alarm_percent", 2, default="0", positive=False)
             window = t.duration_ms("loss_window", "1h", low_ms=60_000)
             t.finish()
-            if not first_of_its_id(t, first_at, feeder_id, "feeder"):
+            if not t.first_of(first_at, feeder_id, "feeder id"):
                 continue
             if main in meters:
                 t.fail("meters", f'the main meter "{main}" cannot be under its own feeder')
@@ -304,7 +273,7 @@ class SharedCostsReader:
             shared_by = self._tenant_list(t, default_tenants)
             shares = self._shares(t, basis, shared_by, tenants)
             t.finish()
-            if not first_of_its_id(t, first_at, pool_id, "pool"):
+            if not t.first_of(first_at, pool_id, "pool id"):
                 continue
             if t.failed or not kind:
                 continue
@@ -360,7 +329,8 @@ class SharedCostsReader:
             return ()
         weights = []
         for tenant in sharers:
-            weights.append(decimal_hundredths(table, tenant) if table.has(tenant) else 0)
+            weights.append(decimal_units(table, tenant, 2, example="60") if table.has(tenant)
+                           else 0)
             if not table.has(tenant):
                 table.fail(tenant, f"tenant {show(tenant)} shares this pool but has no share")
         table.finish()

@@ -11,9 +11,7 @@ the period's energy over the period's units.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo
 
 from persistence.days import day_totals
 from persistence.entries import JournalEntry
@@ -45,16 +43,16 @@ def intensity(wh: int, units: int) -> float | None:
 
 
 def output_report(books: Books, config: ParkConfig, period: Period) -> Report:
-    zone = ZoneInfo(period.timezone)
     counts = latest_counts(books.production)
     labels = period.day_labels()
+    label_of = dict(zip(period.day_starts(), labels, strict=True))
     rows: list[tuple[Cell, ...]] = []
     for line in config.lines:
         energy = dict.fromkeys(labels, 0)
         for meter_id in line.meters:
             for day_ms, value in books.history.days(meter_id, period.from_ms, period.to_ms):
-                label = dt.datetime.fromtimestamp(day_ms / 1000, zone).date().isoformat()
-                if label in energy:
+                label = label_of.get(day_ms)
+                if label is not None:
                     energy[label] += sum(wh for _, wh, _ in day_totals(value))
         owner = line_owner(line.id)
         recent: list[float] = []

@@ -1119,7 +1119,7 @@ def test_every_key_the_reader_accepts_is_documented() -> None:
     source = "".join((REPO / "server" / "config" / name).read_text()
                      for name in ("reader.py", "shared_costs.py"))
     accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
-    accessors += r"table|tables|raw|has|read_month_day\(t,|decimal_hundredths\(t,|_wh\(t,|"
+    accessors += r"table|tables|raw|has|read_month_day\(t,|decimal_units\(t,|"
     accessors += r"meter_list\(t,)"
     keys = set(re.findall(rf"{accessors}\(?\s*\"([a-z_0-9]+)\"", source))
     assert {"overload_delay", "poll_interval", "up_to_kwh", "from", "weekend", "budget_kwh",
@@ -1382,3 +1382,52 @@ def test_an_rtu_over_tcp_gateway_refuses_a_window_and_command_slots() -> None:
     assert single_problem(unknown).endswith(
         'gateways[0].transport: must be one of tcp, rtu-over-tcp; got "rtu"'
     )
+
+
+SHARED = BASE + """
+[[meters]]
+id = "MAIN"
+tenant = "park"
+gateway = "gw2"
+unit = 1
+profile = "sdm630"
+tariff = "flat"
+"""
+
+
+@pytest.mark.parametrize(("extra", "fragment", "words"), [
+    ('[[quotas]]\nid = "q"\nmeters = ["M-1", "M-9"]\nbudget_kwh = "10"\n',
+     'meters = ["M-1", "M-9"]', 'unknown meter "M-9"'),
+    ('[[quotas]]\nid = "q"\nmeters = ["M-1"]\nbudget_kwh = "10"\n'
+     '[[quotas]]\nid = "r"\nmeters = ["M-1"]\nbudget = "5.00"\n',
+     'meters = ["M-1"]', 'is in quota group "q" already'),
+    ('[[quotas]]\nid = "q"\nmeters = ["M-1"]\nbudget_kwh = "1.2345"\n',
+     'budget_kwh', "more than 3 decimal places"),
+    ('[[quotas]]\nid = "q"\nmeters = ["M-1"]\n', "[[quotas]]", "give one budget"),
+    ('[[feeders]]\nid = "a"\nmain = "MAIN"\nmeters = ["M-1"]\n'
+     '[[feeders]]\nid = "b"\nmain = "M-1"\nmeters = ["MAIN"]\n',
+     'main = "MAIN"', "feeders must form a tree"),
+    ('[[feeders]]\nid = "a"\nmain = "MAIN"\nmeters = ["MAIN", "M-1"]\n',
+     'meters = ["MAIN", "M-1"]', "cannot be under its own feeder"),
+    ('[[pools]]\nid = "p"\nkind = "loss"\nfeeder = "tx9"\n', 'feeder = "tx9"',
+     'unknown feeder "tx9"'),
+    ('[[pools]]\nid = "p"\nkind = "common"\nmeters = ["MAIN"]\nbasis = "area"\n',
+     'basis = "area"', "needs every sharing tenant's area_m2"),
+    ('[[pools]]\nid = "p"\nkind = "common"\nmeters = ["MAIN"]\nbasis = "fixed"\n'
+     'shares = { acme = "60" }\n', 'shares = { acme = "60" }',
+     'tenant "beta" shares this pool but has no share'),
+    ('[[pools]]\nid = "p"\nkind = "common"\nmeters = ["MAIN"]\n'
+     '[[pools]]\nid = "p"\nkind = "common"\nmeters = ["MAIN"]\n',
+     'id = "p"', 'duplicate pool id "p"'),
+    ('[tenants.gamma]\nname = "Gamma"\n', "[tenants.gamma]", 'no meter has tenant "gamma"'),
+    ('[[lines]]\nid = "press"\nmeters = ["M-1"]\noutput_unit = ""\n', 'output_unit',
+     "a short name of what the line makes"),
+])
+def test_shared_cost_sections_refuse_what_cannot_be_true(extra: str, fragment: str,
+                                                         words: str) -> None:
+    text = SHARED + extra
+    found = problems(text)
+    assert any(words in problem for problem in found), found
+    line = next(problem for problem in found if words in problem).split(":")[1]
+    occurrence = 2 if "already" in words or "duplicate" in words or "tree" in words else 1
+    assert int(line) == line_of(text, fragment, occurrence if text.count(fragment) > 1 else 1)
