@@ -66,6 +66,7 @@ from server.config.records import (
     User,
 )
 from server.config.shared_costs import SharedCostsReader
+from server.config.tenants import TenantsReader
 from server.config.toolkit import Table
 from server.config.values import (
     MONTH_DAY,
@@ -112,7 +113,10 @@ class ParkReader:
         defaults = root.table("meter_defaults")
         meters, policies = self.read_meters(root.tables("meters"), defaults, tariffs, gateways)
         shared = SharedCostsReader(meters, self.decimals)
-        tenants = shared.read_tenants(root.table("tenants"))
+        people = TenantsReader(meters)
+        notify = people.read_notify(root.table("notify"), self.base_dir)
+        tenant_page = people.read_tenant_page(root.table("tenant_page"))
+        tenants = people.read_tenants(root.table("tenants"), notify)
         quotas = shared.read_quotas(root.tables("quotas"))
         feeders = shared.read_feeders(root.tables("feeders"))
         pools = shared.read_pools(root.tables("pools"), feeders, tenants)
@@ -141,6 +145,8 @@ class ParkReader:
             feeders=feeders,
             pools=pools,
             lines=lines,
+            notify=notify,
+            tenant_page=tenant_page,
         )
 
     # -- sections --

@@ -15,6 +15,7 @@ from policies.money import (
     CHARGE_UNITS_PER_MINOR,
     WH_PER_KWH,
 )
+from policies.notices import DEFAULT_RETRY_MS, QuietHours
 from policies.quota import QuotaPolicy
 from policies.tariff_records import Calendar, Tariff
 from protocols.modbus.profiles import (
@@ -248,14 +249,121 @@ class MeterSection:
 
 
 @attrs.frozen
+class Contact:
+    """One place a tenant is told things: an e-mail address, a phone (SMS), a webhook URL or a
+    WeChat official-account openid, and which notice kinds it gets (``policies.notices``)."""
+
+    channel: str  # "email" | "sms" | "webhook" | "wechat"
+    address: str
+    notices: frozenset[str]
+
+
+@attrs.frozen
 class TenantSection:
     """``[tenants.<id>]``: what the park knows of a tenant beyond its meters. A tenant that is
-    not described still works (its name is its id, its floor area unknown)."""
+    not described still works (its name is its id, its floor area unknown, no contacts)."""
 
     id: str
     name: str
     area_m2: int = 0
     """Floor area in whole m2 (0: not given), the weight of ``basis = "area"`` pools."""
+    language: str = "en"
+    """``en`` or ``zh-CN``: its notices' templates and its phone page's first language."""
+    contacts: tuple[Contact, ...] = ()
+    quiet_hours: QuietHours | None = None
+    """Reminders raised inside these local hours wait for their end; supply cuts do not."""
+    sector: str = ""
+    """What the tenant does (``machining``, ``cold-store``, ...): insights compare a tenant with
+    the others of its sector."""
+
+
+@attrs.frozen
+class SmtpSection:
+    """``[notify.smtp]``: the mail relay notices are sent through."""
+
+    host: str
+    port: int
+    sender: str
+    username: str = ""
+    password: str = attrs.field(default="", repr=False)
+    starttls: bool = False
+    timeout_s: float = 10.0
+
+
+@attrs.frozen
+class WebhookSection:
+    """``[notify.webhook]``: the secret webhook notices are signed with (like payments)."""
+
+    secret: str = attrs.field(repr=False)
+    timeout_s: float = 10.0
+
+
+SMS_PROVIDERS: Final = ("aliyun",)
+
+
+@attrs.frozen
+class SmsSection:
+    """``[notify.sms]``: an SMS provider's account and its template ids per notice kind."""
+
+    provider: str
+    endpoint: str
+    access_key_id: str
+    access_key_secret: str = attrs.field(repr=False)
+    sign_name: str
+    templates: dict[str, str]
+    region: str = "cn-hangzhou"
+    timeout_s: float = 10.0
+
+
+@attrs.frozen
+class WechatSection:
+    """``[notify.wechat]``: an official account that sends template messages."""
+
+    endpoint: str
+    app_id: str
+    app_secret: str = attrs.field(repr=False)
+    templates: dict[str, str]
+    timeout_s: float = 10.0
+
+
+@attrs.frozen
+class NotifySection:
+    """``[notify]``: how notices reach tenants (docs/tenants.md)."""
+
+    language: str = "en"
+    templates_dir: Path | None = None
+    """Templates that override the shipped ones (``<language>/<kind>.<channel>``)."""
+    per_hour: int = 20
+    """Reminders per tenant and channel in an hour (0: no limit); urgent notices are exempt."""
+    burst: int = 5
+    runout_hours: float = 24.0
+    """"Credit runs out in about N hours" is sent when the estimate falls below this."""
+    retry_ms: tuple[int, ...] = DEFAULT_RETRY_MS
+    smtp: SmtpSection | None = None
+    webhook: WebhookSection | None = None
+    sms: SmsSection | None = None
+    wechat: WechatSection | None = None
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels that can deliver (those configured)."""
+        present = {"email": self.smtp, "sms": self.sms, "webhook": self.webhook,
+                   "wechat": self.wechat}
+        return tuple(channel for channel, section in present.items() if section is not None)
+
+
+@attrs.frozen
+class TenantPageSection:
+    """``[tenant_page]``: the tenants' self-service page (``/t/...``)."""
+
+    secret: str = attrs.field(default="", repr=False)
+    """Signs the page's links; empty: a secret kept in the data directory."""
+    base_url: str = ""
+    """How tenants reach the server (``https://park.example``), for links in notices."""
+    topup_url: str = ""
+    """The payment provider's page, with ``{tenant}``, ``{meter}``, ``{amount}``, ``{return}``;
+    empty: the page has no Top up button."""
+    link_days: int = 366
 
 
 QUOTA_UNITS: Final = ("kwh", "money")
@@ -384,6 +492,8 @@ class ParkConfig:
     feeders: tuple[FeederSection, ...] = ()
     pools: tuple[PoolSection, ...] = ()
     lines: tuple[LineSection, ...] = ()
+    notify: NotifySection = NotifySection()
+    tenant_page: TenantPageSection = TenantPageSection()
 
     @classmethod
     def from_toml_text(
@@ -417,6 +527,14 @@ class ParkConfig:
     def tenant_name(self, tenant_id: str) -> str:
         described = self.tenants.get(tenant_id)
         return described.name if described is not None else tenant_id
+
+    def tenant(self, tenant_id: str) -> TenantSection:
+        """The tenant as described, or as an undescribed one is: its id for a name, the park's
+        default language, no contacts."""
+        described = self.tenants.get(tenant_id)
+        if described is not None:
+            return described
+        return TenantSection(tenant_id, tenant_id, language=self.notify.language)
 
     def profile(self, name: str) -> Profile:
         """The register map of that name (every meter's ``profile`` is one)."""

@@ -31,7 +31,6 @@ from server.config.records import (
 )
 from server.config.toolkit import Table
 
-MAX_AREA_M2 = 10**9
 MAX_PERCENT = 1000
 
 
@@ -90,22 +89,6 @@ class SharedCostsReader:
             t.fail(key, f"{what}: meter {show(repeated)} is listed twice")
             return ()
         return tuple(value)
-
-    # -- tenants ---------------------------------------------------------------------------
-
-    def read_tenants(self, t: Table) -> dict[str, TenantSection]:
-        tenants: dict[str, TenantSection] = {}
-        for tenant_id in list(t.data):
-            table = t.table(tenant_id)
-            t.check_id(tenant_id, tenant_id, "a tenant id")
-            name = table.string("name", tenant_id)
-            area = table.integer("area_m2", 0, low=0, high=MAX_AREA_M2)
-            table.finish()
-            if tenant_id not in self.tenant_ids:
-                t.fail(tenant_id, f"no meter has tenant {show(tenant_id)}")
-                continue
-            tenants[tenant_id] = TenantSection(tenant_id, name or tenant_id, area)
-        return tenants
 
     # -- quotas ----------------------------------------------------------------------------
 

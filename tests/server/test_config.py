@@ -1117,7 +1117,7 @@ def test_serve_refuses_a_broken_profile_file_in_words(
 
 def test_every_key_the_reader_accepts_is_documented() -> None:
     source = "".join((REPO / "server" / "config" / name).read_text()
-                     for name in ("reader.py", "shared_costs.py"))
+                     for name in ("reader.py", "shared_costs.py", "tenants.py"))
     accessors = r"(?:string|name|integer|number|boolean|duration_ms|amount|amounts|price|minute|"
     accessors += r"table|tables|raw|has|read_month_day\(t,|decimal_units\(t,|"
     accessors += r"meter_list\(t,)"
