@@ -30,10 +30,12 @@ import trio
 from persistence.deliveries import open_deliveries
 from persistence.readonly import open_store_readonly
 from policies.notices import RateLimit
+from protocols.notify.aliyun_sms import AliyunSms
 from protocols.notify.channel import Channel
 from protocols.notify.smtp import SmtpChannel
 from protocols.notify.templates import TemplateError, load_templates
 from protocols.notify.webhook import WebhookChannel
+from protocols.notify.wechat import WechatTemplates
 from server.config.records import NotifySection, TenantSection
 from server.delivery import Deliverer
 from server.edge_link import (
@@ -84,7 +86,20 @@ def build_channels(notify: NotifySection, client: httpx.AsyncClient) -> dict[str
 
 def provider_channels(notify: NotifySection, client: httpx.AsyncClient) -> dict[str, Channel]:
     """The SMS provider's and WeChat's adapters, when configured."""
-    return {}
+    channels: dict[str, Channel] = {}
+    if notify.sms is not None:
+        sms = notify.sms  # provider "aliyun" is the one there is (SMS_PROVIDERS)
+        channels["sms"] = AliyunSms(
+            access_key_id=sms.access_key_id, access_key_secret=sms.access_key_secret,
+            sign_name=sms.sign_name, templates=sms.templates, endpoint=sms.endpoint,
+            region=sms.region, timeout_s=sms.timeout_s, client=client)
+    if notify.wechat is not None:
+        wechat = notify.wechat
+        channels["wechat"] = WechatTemplates(
+            app_id=wechat.app_id, app_secret=wechat.app_secret, templates=wechat.templates,
+            data_keys=wechat.data_keys or None, endpoint=wechat.endpoint,
+            timeout_s=wechat.timeout_s, client=client)
+    return channels
 
 
 class _LinkLogHandler(logging.Handler):
