@@ -21,14 +21,17 @@ def free_port() -> int:
 
 
 def contacts_toml(smtp_port: int, webhook_url: str, *, quiet: str = "",
-                  extra: str = "") -> str:
+                  extra: str = "", slow_retries: bool = False) -> str:
     quiet_line = f'quiet_hours = "{quiet}"' if quiet else ""
+    retry = '["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]' if slow_retries else \
+        '["100ms", "200ms"]'
+
     return f"""
 [calendar]
 timezone = "Asia/Shanghai"
 
 [notify]
-retry = ["100ms", "200ms"]
+retry = {retry}
 per_hour = 0
 
 [notify.smtp]
@@ -55,10 +58,11 @@ emails = ["energy@acme.example", {{ address = "cfo@acme.example", notices = ["to
 
 
 def notify_park(data_dir: Path, smtp_port: int, webhook_url: str, *, quiet: str = "",
-                meters: int = 3, extra: str = "") -> ParkConfig:
+                meters: int = 3, extra: str = "", slow_retries: bool = False) -> ParkConfig:
     return ParkConfig.from_toml_text(
         park_toml(data_dir, meters) + contacts_toml(smtp_port, webhook_url, quiet=quiet,
-                                                    extra=extra), "notify-park.toml")
+                                                    extra=extra, slow_retries=slow_retries),
+        "notify-park.toml")
 
 
 async def wait_for(condition: object, timeout_s: float = 20.0) -> None:
