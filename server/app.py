@@ -64,6 +64,7 @@ from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
 from server.loss_watch import LossWatch, run_loss_watch
+from server.notice_desk import NoticeDesk
 from server.notices import Notifier
 from server.notify_process import NotifyProcess
 from server.notify_process import wanted as delivery_wanted
@@ -301,6 +302,8 @@ async def _start_notices(notifier: Notifier, park: Park, nursery: trio.Nursery,
         notifier.on_written = delivery.wake
         await nursery.start(delivery.run)
         park.delivery = delivery
+    park.operations.notice_desk = NoticeDesk(park.config.server.data_dir, notifier,
+                                             park.delivery)
     return notifier
 
 

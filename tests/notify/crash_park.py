@@ -13,6 +13,7 @@ from policies.records import Reading
 from server.app import open_park
 from tests.notify.parks import T0, notify_park
 
+
 async def main(data_dir: Path, smtp_port: int, webhook_url: str) -> None:
     park_config = notify_park(data_dir, smtp_port, webhook_url, slow_retries=True)
     async with open_park(park_config, with_field=False, clock_ms=lambda: T0) as park:
