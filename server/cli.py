@@ -27,7 +27,7 @@ from server.logs import (
 
 EXIT_FAILURE = 1
 
-BENCHMARKS = ("core", "modbus", "chaos", "hub", "console", "opcua", "reports")
+BENCHMARKS = ("core", "modbus", "chaos", "hub", "console", "opcua", "reports", "notify")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -163,7 +163,7 @@ def _passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil", "playwright"})
+BENCH_EXTRA: Final = frozenset({"pymodbus", "psutil", "playwright", "aiosmtpd"})
 """What ``pip install 'wattkeeper[bench]'`` adds (pyproject.toml); the server never needs it."""
 
 
