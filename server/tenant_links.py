@@ -39,6 +39,7 @@ from persistence.store import Store
 from protocols.http.tenant_links import check_link, sign_link
 from server.clock import ParkClock
 from server.config import ParkConfig
+from server.config.tenants import LINK_OWNER_PREFIX
 from server.ledger import BadRequest
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 SECRET_FILE: Final = "tenant-page.secret"
 SECRET_BYTES: Final = 32
 DAY_S: Final = 86_400
-OWNER_PREFIX: Final = "tenant:"
+OWNER_PREFIX: Final = LINK_OWNER_PREFIX
 MAX_DAYS: Final = 3660
 
 

@@ -19,11 +19,20 @@ from persistence.journal import open_journal
 from persistence.store import open_store
 from protocols.http.tenant_links import LinkRefused, check_link, read_link, sign_link
 from protocols.http.tenant_page import STATEMENT_CSP
+from server.config import ConfigError, ParkConfig
 from server.reports import statement_page
 from server.tenant_links import SECRET_FILE, data_dir_secret
 from server.tenant_page import days_left
-from tests.http.harness import ADMIN, OPERATOR, VIEWER, open_web_park, park_with_users
+from tests.http.harness import (
+    ADMIN,
+    OPERATOR,
+    USERS_TOML,
+    VIEWER,
+    open_web_park,
+    park_with_users,
+)
 from tests.http.test_openapi import check_answer
+from tests.server.parks import park_toml
 
 ZONE = "Asia/Shanghai"
 SECRET = b"s" * 32
@@ -375,3 +384,10 @@ async def test_without_a_topup_url_the_page_has_no_button(tmp_path: Path) -> Non
         summary = (await c.get(f"/t/{token}/api/summary")).json()
         assert summary["topup"] is False and summary["language"] == "en"
         assert (await c.get(f"/t/{token}/topup?meter=M-2&amount=5")).status_code == 400
+
+
+def test_a_meter_may_not_take_the_id_a_tenants_links_are_kept_under(tmp_path: Path) -> None:
+    text = park_toml(tmp_path, 3).replace('id = "M-2"', 'id = "tenant:t0"') + USERS_TOML
+    with pytest.raises(ConfigError) as refused:
+        ParkConfig.from_toml_text(text, "park.toml")
+    assert "page links" in str(refused.value) and "tenant:t0" in str(refused.value)

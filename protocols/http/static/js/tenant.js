@@ -73,8 +73,8 @@ async function setLanguage(lang, { save = false } = {}) {
     }
   }
   document.documentElement.lang = lang;
-  document.body.dataset.lang = lang;
-  for (const button of document.querySelectorAll("[data-lang]")) {
+  document.body.dataset.language = lang;
+  for (const button of document.querySelectorAll("button[data-lang]")) {
     button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
   }
   translate(document);
@@ -137,7 +137,12 @@ function meterCard(meter) {
 function renderMeter(meter) {
   const card = meterCard(meter);
   const kind = t(`kind.${meter.kind}`);
-  $(".meter-title", card).textContent = `${kind} · ${t("meter.title", { meter: meter.meter })}`;
+  // The meter id in one piece: "M-0001" must not break at its hyphen on a narrow screen.
+  const [before, after = ""] = t("meter.title", { meter: "\u0000" }).split("\u0000");
+  const id = document.createElement("span");
+  id.className = "id";
+  id.textContent = meter.meter;
+  $(".meter-title", card).replaceChildren(`${kind} · ${before}`, id, after);
   const supply = $(".supply", card);
   const on = meter.relay === "closed";
   supply.textContent = !meter.online ? t("meter.offline") : on ? t("meter.supply_on") : t("meter.supply_off");
@@ -147,7 +152,12 @@ function renderMeter(meter) {
   reason.hidden = on || !meter.relay_reason;
   reason.textContent = meter.relay_reason ? t(`reason.${meter.relay_reason}`) : "";
   const balance = $(".balance", card);
-  balance.textContent = money(meter.balance);
+  const amount = document.createElement("span");
+  amount.textContent = meter.balance;
+  const currency = document.createElement("span");
+  currency.className = "currency";
+  currency.textContent = summary.currency;
+  balance.replaceChildren(amount, " ", currency);
   balance.classList.toggle("negative", meter.balance.startsWith("-"));
   const left = $(".days-left", card);
   left.textContent = meter.days_left === null ? t("meter.days_left_none")
@@ -276,7 +286,7 @@ async function refresh() {
   document.body.dataset.ready = "true";
 }
 
-for (const button of document.querySelectorAll("[data-lang]")) {
+for (const button of document.querySelectorAll("button[data-lang]")) {
   button.addEventListener("click", () => setLanguage(button.dataset.lang, { save: true }));
 }
 document.addEventListener("visibilitychange", () => {
