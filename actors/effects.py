@@ -97,6 +97,8 @@ class EffectRouter:
         self.history_sink: HistorySink = _ignore_history
         self.bad_input_sink: FaultSink = _ignore_fault
         self.alarm_sinks: list[AlarmSink] = []
+        self.relay_observers: list[RelaySink] = []
+        """Told of every relay command after the bus (tenant notices of a cut)."""
         self.relay_commands = 0
         self.alarms = 0
         self.bad_inputs = 0
@@ -181,6 +183,11 @@ class EffectRouter:
             self.relay_sink(actor, effect)
         except Exception:
             self._sink_failed("relay", actor.meter_id)
+        for observer in self.relay_observers:
+            try:
+                observer(actor, effect)
+            except Exception:
+                self._sink_failed("relay observer", actor.meter_id)
 
     def _alarm_raised(self, actor: MeterActor, effect: Effect) -> None:
         assert isinstance(effect, AlarmRaised)

@@ -77,6 +77,7 @@ from persistence.entries import (
     to_message,
 )
 from persistence.keys import check_meter_id, check_reference
+from persistence.outbox import NoticeItem
 from persistence.recovery import entries_after
 from persistence.restarts import RestartPolicy, Restarts
 from persistence.store import StorageFull, StorageUnavailable, Store, free_space
@@ -145,6 +146,8 @@ class JournalStatistics:
     audit_pruned: int = 0
     audit_pending: int = 0
     """Audit entries sent to the writer and not yet taken care of (kept for a resend)."""
+    notices_written: int = 0
+    """Notices added to the outbox (``persistence.outbox``)."""
 
 
 @attrs.define(eq=False)
@@ -299,6 +302,16 @@ class Journal:
             self._check_usable()
             self._link.send_background("history", items)
 
+    def put_notices_nowait(self, items: list[NoticeItem]) -> None:
+        """Queue tenant notices for the outbox (``persistence.outbox.encode_notice``); the list
+        is taken over. A notice already in the outbox is not written again, so the caller
+        sends a batch again when it cannot tell whether it was written (``flush`` failed).
+
+        Raises StorageUnavailable (nothing queued) while storage is down."""
+        if items:
+            self._check_usable()
+            self._link.send_background("notices", items)
+
     # -- the audit log -------------------------------------------------------------------------
 
     def put_audit_nowait(self, number: int, encoded: bytes) -> None:
@@ -399,6 +412,7 @@ class Journal:
             audit_written=counters.audit_written,
             audit_pruned=counters.audit_pruned,
             audit_pending=len(self._audit),
+            notices_written=counters.notices_written,
         )
 
     # -- results from the writer process (trio thread, in commit order) ----------------------
@@ -616,6 +630,7 @@ def _combined(earlier: WriterCounters, current: WriterCounters) -> WriterCounter
         audit_last=current.audit_last,
         days_written=earlier.days_written + current.days_written,
         days_complete=current.days_complete,
+        notices_written=earlier.notices_written + current.notices_written,
     )
 
 

@@ -27,6 +27,8 @@ snapshots  meter_id (UTF-8)                       msgpack state (``codec.encode_
 history    meter_id NUL start_ms (u64 BE)         msgpack ``(wh, minor, band, register, balance)``
 audit      audit number (u64 BE), 1, 2, ...       msgpack entry (``audit.encode_audit``)
 days       meter_id NUL local day start (u64 BE)  a day's intervals and sums (``days``)
+outbox     notice id (UTF-8)                      msgpack notice (``persistence.outbox``)
+outbox_seq outbox seq (u64 BE)                    notice id, in the order notices were added
 ========== ====================================== =========================================
 
 The ``audit`` database came after schema version 2 and did not change it: it is *added*, and
@@ -70,9 +72,9 @@ SCHEMA_VERSION: Final = 2
 LOCK_FILE: Final = "wattkeeper.lock"
 DB_NAMES: Final = (
     "meta", "journal", "outcomes", "refs", "meter_journal", "snapshots", "history", "audit",
-    "days",
+    "days", "outbox", "outbox_seq",
 )
-OPTIONAL_DBS: Final = frozenset({"audit", "days"})
+OPTIONAL_DBS: Final = frozenset({"audit", "days", "outbox", "outbox_seq"})
 """Databases added without a schema change: a read-only reader may find them missing."""
 _SCHEMA_KEY: Final = b"schema"
 ORPHAN_GRACE_S: Final = 2.0
@@ -190,6 +192,9 @@ class Store:
         self.days: Db | None = dbs.get("days")
         """None only in a read-only store of a directory no server has opened since day
         records were added (the same way as the audit log); ``open_store`` creates it."""
+        self.outbox: Db | None = dbs.get("outbox")
+        self.outbox_seq: Db | None = dbs.get("outbox_seq")
+        """The notice outbox (``persistence.outbox``), added like the audit log."""
 
     # -- reading (any thread) ----------------------------------------------------------------
 

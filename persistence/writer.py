@@ -77,6 +77,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import attrs
 import lmdb
@@ -94,6 +95,7 @@ from persistence.days import DAYS_KEY, DaysState, DayUpdates, LocalDays, usable_
 from persistence.index import PendingIndex
 from persistence.keys import MAX_KEY_BYTES, meter_key, pack_u64, split_meter_key, unpack_u64
 from persistence.lmdb_types import Txn
+from persistence.outbox import NoticeItem, put_notices
 from persistence.store import StorageFull, Store, StoreError, write_failed_message
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ class RecordRequest:
 class Background:
     """Snapshot or history items waiting for the writer; ``offset`` = how many are written."""
 
-    kind: str  # "snapshots" | "history" | "audit" | "audit_prune" | "days_rebuild"
+    kind: str  # "snapshots" | "history" | "audit" | "audit_prune" | "days_rebuild" | "notices"
     items: (list[tuple[str, bytes]] | list[HistoryItem] | list[tuple[int, bytes]] | list[int]
             | list[bytes])
     offset: int = 0
@@ -168,10 +170,11 @@ class _Batch:
     """``(cutoff_ms, at most this many records looked at)``: an audit retention chunk."""
     rebuild: tuple[bytes, int] | None = None
     """``(history key to go on from, at most this many intervals)``: a day records chunk."""
+    notices: list[NoticeItem] = attrs.Factory(list)
 
     @property
     def background_puts(self) -> int:
-        return len(self.snapshots) + len(self.history) + len(self.audit)
+        return len(self.snapshots) + len(self.history) + len(self.audit) + len(self.notices)
 
 
 @attrs.define
@@ -203,6 +206,8 @@ class WriterCounters:
     days_written: int = 0
     days_complete: bool = False
     """Every interval of the history is in the day records (``persistence.days``)."""
+    notices_written: int = 0
+    """Notices added to the outbox (a repeat of a stored notice is not counted)."""
 
 
 class Writer:
@@ -326,6 +331,8 @@ class Writer:
                 puts, high = _audit_puts(chunk)  # type: ignore[arg-type]
                 batch.audit.extend(puts)
                 batch.audit_high = max(batch.audit_high, high)
+            elif head.kind == "notices":
+                batch.notices.extend(_notice_items(chunk))
             else:
                 batch.history.extend(_history_puts(chunk))  # type: ignore[arg-type]
         outcomes = self._outcomes
@@ -358,7 +365,11 @@ class Writer:
                     log.error("%s (%d snapshot/history/audit puts dropped)", full, lost)
                     self.counters.dropped_puts += lost
                     result.dropped += lost
+                    if batch.notices:
+                        log.error("%d tenant notices are not in the outbox (the data "
+                                  "directory is full)", len(batch.notices))
                     batch.snapshots, batch.history, batch.audit = [], [], []
+                    batch.notices = []
                     batch.prune = None  # tried again at the next retention run
                     if batch.rebuild is not None:  # tried again after everything else
                         self._background.append(Background("days_rebuild", [batch.rebuild[0]]))
@@ -411,6 +422,10 @@ class Writer:
                 put(key, value, db=store.audit)
             pruned, more = (0, False) if batch.prune is None else _prune_audit(
                 txn, store, *batch.prune)
+            noticed = 0
+            if batch.notices and store.outbox is not None and store.outbox_seq is not None:
+                noticed = put_notices(txn, store.outbox, store.outbox_seq, store.meta,
+                                      batch.notices)
             txn.commit()
         except BaseException:
             _abort(txn)
@@ -445,6 +460,7 @@ class Writer:
             else:  # more to do: after whatever else is queued, like a prune
                 self._background.append(Background("days_rebuild", [position]))
         counters.audit_written += len(batch.audit)
+        counters.notices_written += noticed
         counters.audit_pruned += pruned
         if more and batch.prune is not None:
             # Perhaps more to prune: after whatever else is queued (module docstring).
@@ -532,6 +548,11 @@ def _history_puts(chunk: list[HistoryItem]) -> list[HistoryPut]:
         else:
             log.error("history interval with an unusable meter id %r skipped", meter_id[:40])
     return puts
+
+
+def _notice_items(chunk: list[Any]) -> list[NoticeItem]:
+    """Notices as they came through the pipe (msgpack may have made the pairs lists)."""
+    return [(bytes(key), bytes(body)) for key, body in chunk]
 
 
 def _audit_puts(chunk: list[tuple[int, bytes]]) -> tuple[list[tuple[bytes, bytes]], int]:

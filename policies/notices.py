@@ -24,6 +24,8 @@ from typing import Final
 
 import attrs
 
+from policies.money import CHARGE_UNITS_PER_MINOR
+
 NOTICE_KINDS: Final = (
     "low_balance",
     "credit_running_out",
@@ -154,10 +156,11 @@ class RateLimit:
         return RateBucket(tokens, at), wait
 
 
-def hours_of_credit(balance_minor: int, power_w: float, price_minor_per_kwh: int) -> float | None:
-    """How long ``balance_minor`` lasts at ``power_w`` and the current price, in hours; None
-    when nothing is being spent (no load or a free price) or the balance is gone already."""
-    if balance_minor <= 0 or power_w <= 0 or price_minor_per_kwh <= 0:
+def hours_of_credit(balance_minor: int, power_w: float, units_per_wh: int) -> float | None:
+    """How long ``balance_minor`` lasts at ``power_w`` and the price now (charge units per Wh,
+    ``policies.money``), in hours; None when nothing is being spent (no load, a free price) or
+    the balance is gone already."""
+    if balance_minor <= 0 or not power_w > 0 or units_per_wh <= 0:
         return None
-    spend_per_hour = power_w / 1000.0 * price_minor_per_kwh
+    spend_per_hour = power_w * units_per_wh / CHARGE_UNITS_PER_MINOR
     return balance_minor / spend_per_hour

@@ -29,6 +29,7 @@ store is closed, so a clean stop restarts without re-charging anything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
@@ -64,6 +65,10 @@ from server.config import ParkConfig
 from server.field import Field, start_field
 from server.ledger import Ledger
 from server.loss_watch import LossWatch, run_loss_watch
+from server.notice_desk import NoticeDesk
+from server.notices import Notifier
+from server.notify_process import NotifyProcess
+from server.notify_process import wanted as delivery_wanted
 from server.operations import Operations
 from server.park_alarms import log_alarm, report_skipped, storage_alarm
 from server.production import ProductionDesk
@@ -121,6 +126,10 @@ class Park:
         self.clock_ms = clock.wall_ms
         self.tenants = {meter.id: meter.tenant for meter in config.meters}
         self.field: Field | None = None
+        self.notifier: Notifier | None = None
+        """Tenant notices (``server.notices``), when a tenant has a contact."""
+        self.delivery: NotifyProcess | None = None
+        """The delivery process (``server.notify_process``), when notices can be sent."""
 
     async def snapshot_now(self) -> int:
         """Snapshot every changed meter and wait until it is on disk (before a backup, say)."""
@@ -188,12 +197,15 @@ async def open_park(
     restart_intensity: RestartIntensity | None = None,
     snapshot_interval_s: float | None = None,
     with_field: bool = True,
+    with_delivery: bool = True,
     alarm_sinks: Sequence[AlarmSink] = (),
 ) -> AsyncIterator[Park]:
     """Start a park (see the module docstring); ``with_field=False`` skips the Modbus buses,
     for tests and tools that feed readings themselves. ``clock`` (or just a wall clock,
     ``clock_ms``) is for tests and benches that step time. ``alarm_sinks`` hear every alarm
-    from the start, including those of recovery (a quarantined meter, storage down)."""
+    from the start, including those of recovery (a quarantined meter, storage down).
+    ``with_delivery=False`` raises tenant notices into the outbox but starts no process to
+    send them (tests that read the outbox)."""
     clock = clock or ParkClock(clock_ms)
     interval = snapshot_interval_s or config.server.snapshot_interval_s
     with open_store(config.server.data_dir) as store:
@@ -259,6 +271,9 @@ async def open_park(
                 await nursery.start(run_loss_watch, watches)
             await nursery.start(run_audit_retention, journal, clock.wall_ms,
                                 config.audit.keep_ms)
+            notifier = Notifier(config, registry, clock)
+            if notifier.reachable:
+                park.notifier = await _start_notices(notifier, park, nursery, with_delivery)
             if with_field:
                 park.field = await start_field(config, registry, router, nursery, clock)
             try:
@@ -266,6 +281,9 @@ async def open_park(
             finally:
                 with trio.CancelScope(shield=True):
                     history.flush(journal)
+                    if park.notifier is not None:
+                        with contextlib.suppress(StoreError):
+                            await park.notifier.flush(journal)
                     await snapshot_dirty(router, encode_state, offer_snapshots(journal),
                                          on_encode_error=park.supervisor_restart)
                     try:
@@ -273,6 +291,29 @@ async def open_park(
                     except StoreError as error:  # storage down: what is queued is lost
                         log.error("the last snapshots were not written: %s", error)
                 nursery.cancel_scope.cancel()
+
+
+async def _start_notices(notifier: Notifier, park: Park, nursery: trio.Nursery,
+                         with_delivery: bool) -> Notifier:
+    """Hook tenant notices into the park (``server.notices``) and start their delivery."""
+    notifier.start()
+    park.router.alarm_sinks.append(notifier.on_alarm)
+    park.router.relay_observers.append(notifier.on_relay)
+    park.ledger.on_money_committed = notifier.on_money_committed
+    caught_up = notifier.catch_up_receipts(park.store)
+    if caught_up:
+        log.info("top-up receipts: %d journal entries after the outbox's mark read", caught_up)
+    await nursery.start(notifier.run_flusher, park.journal)
+    await nursery.start(notifier.run_runout_scan)
+    await nursery.start(notifier.run_statement_clock)
+    if with_delivery and delivery_wanted(park.config):
+        delivery = NotifyProcess(park.config)
+        notifier.on_written = delivery.wake
+        await nursery.start(delivery.run)
+        park.delivery = delivery
+    park.operations.notice_desk = NoticeDesk(park.config.server.data_dir, notifier,
+                                             park.delivery)
+    return notifier
 
 
 def serve_forever(config: ParkConfig) -> None:

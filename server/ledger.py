@@ -132,6 +132,9 @@ class Ledger:
         self._in_flight: dict[str, Reply] = {}
         self._recent: OrderedDict[str, int] = OrderedDict()
         self.on_quota_entry: Callable[[int, JournalEntry], None] = _no_quota_groups
+        self.on_money_committed: Callable[[int, JournalEntry, int], None] | None = None
+        """Told of each meter entry once its actor applied it, with the balance after it
+        (``server.notices``: top-up receipts)."""
         """Where quota groups' entries go (``server.quotas.QuotaDesk.on_committed``)."""
         self.on_tenant_links_entry: Callable[[int, JournalEntry], None] = _no_tenant_links
         """Where link revocations go (``server.tenant_links.TenantLinkDesk.on_committed``)."""
@@ -314,6 +317,11 @@ class Ledger:
             # actor even when the run queue is full, and applying it here lets record() return
             # with the balance in hand (one task wake-up per top-up instead of three).
             self._registry.deliver_now(actor, Request(message, reply))
+            if self.on_money_committed is not None:
+                try:
+                    self.on_money_committed(seq, entry, actor.state.balance)
+                except Exception:
+                    log.exception("entry %d: its notice could not be raised", seq)
 
     def _remember(self, reference: str, balance: int) -> None:
         self._in_flight.pop(reference, None)

@@ -32,6 +32,7 @@ from server.apportion import Apportioned
 from server.auth import Caller, Role
 from server.clock import ParkClock
 from server.ledger import BadRequest, CommandAck, Ledger, MoneyAck
+from server.notice_desk import NoticeDesk, RetryAnswer
 from server.production import CountAnswer, ProductionDesk
 from server.quotas import QuotaAnswer, QuotaDesk
 from server.tenant_links import LinksRevoked, TenantLink, TenantLinkDesk
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 MAX_REASON_LENGTH: Final = 200
 RELAY_ACTIONS: Final = ("open", "auto")
 
-T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned, CountAnswer, TenantLink,
-            LinksRevoked)
+T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned, CountAnswer, RetryAnswer,
+            TenantLink, LinksRevoked)
 Apportioner = Callable[[object, object], Awaitable[Apportioned]]
 """(from, to) -> the period's shares, posted (``server.apportion``)."""
 AuditListener = Callable[[AuditEntry], None]
@@ -89,6 +90,8 @@ class Operations:
         self._audit = audit
         self._decimals = decimals
         self.audit_listeners: list[AuditListener] = []
+        self.notice_desk: NoticeDesk | None = None
+        """Tenant notices' dead letters (``server.notice_desk``), set when notices run."""
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -225,6 +228,27 @@ class Operations:
             raise BadRequest("this server has no quota groups")
         return self._quotas
 
+    def notices(self, caller: Caller) -> dict[str, object]:
+        """Tenant notices' figures and dead letters (admins)."""
+        if not caller.may("admin"):
+            raise Forbidden("only admins may see the tenant notices' dead letters")
+        return self._notice_desk().view()
+
+    async def retry_notices(self, caller: Caller, notice_id: object,
+                            reference: str) -> RetryAnswer:
+        """Try a dead letter again (``""``: every dead letter); admins, audited."""
+        request = _Request("notice_retry", "", _text(reference), f"notice {_text(notice_id)}")
+
+        async def command() -> RetryAnswer:
+            return self._notice_desk().retry(notice_id, reference)
+
+        return await self._run(caller, "admin", request, command)
+
+    def _notice_desk(self) -> NoticeDesk:
+        if self.notice_desk is None:
+            raise BadRequest("this server has no tenant notices")
+        return self.notice_desk
+
     def audit_page(self, caller: Caller, *, before: str | None = None,
                    limit: int = 50) -> AuditPage:
         """Newest first; ``before`` is the ``next`` cursor of the previous page."""
@@ -309,5 +333,6 @@ def _verb(command: str) -> str:
             "quota_reject": "reject quota requests",
             "apportion": "post apportionments",
             "output": "enter production counts",
+            "notice_retry": "retry dead notices",
             "tenant_link": "make links to tenants' pages",
             "tenant_links_revoke": "revoke links to tenants' pages"}.get(command, command)

@@ -324,6 +324,8 @@ class WechatSection:
     app_secret: str = attrs.field(repr=False)
     templates: dict[str, str]
     timeout_s: float = 10.0
+    data_keys: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    """Per notice kind, the template's keys -> the notice's values (``thing1 = "meter"``)."""
 
 
 @attrs.frozen

@@ -177,8 +177,21 @@ class TenantsReader:
         app_secret = t.string("app_secret")
         templates = self._templates(t)
         timeout = t.duration_s("timeout", "10s", low_s=0.1)
+        data_keys = self._data_keys(t.table("fields"))
         t.finish()
-        return WechatSection(endpoint, app_id, app_secret, templates, timeout)
+        return WechatSection(endpoint, app_id, app_secret, templates, timeout, data_keys)
+
+    def _data_keys(self, t: Table) -> dict[str, dict[str, str]]:
+        """``[notify.wechat.fields.<kind>]``: template key = notice value name."""
+        found: dict[str, dict[str, str]] = {}
+        for kind in list(t.data):
+            if kind not in NOTICE_KINDS:
+                t.fail(kind, f"not a notice kind; one of {', '.join(NOTICE_KINDS)}")
+                continue
+            table = t.table(kind)
+            found[kind] = {key: table.string(key) for key in list(table.data)}
+            table.finish()
+        return found
 
     # -- [tenant_page] ---------------------------------------------------------------------
 
