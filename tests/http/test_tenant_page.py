@@ -279,8 +279,8 @@ def two_meter_park(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original = harness.park_toml
 
-    def shared(data_dir: Path, meters: int = 3, **kwargs: object) -> str:
-        return original(data_dir, meters, **kwargs).replace('tenant = "t1"', 'tenant = "t0"')  # type: ignore[arg-type]
+    def shared(data_dir: Path, meters: int = 3) -> str:
+        return original(data_dir, meters).replace('tenant = "t1"', 'tenant = "t0"')
 
     monkeypatch.setattr(harness, "park_toml", shared)
 
