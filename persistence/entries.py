@@ -43,7 +43,12 @@ PRODUCTION_KINDS: Final = frozenset({"production"})
 """A production line's output count for a day (``server.production``), under the owner id
 ``line:<line>``: ``amount`` is the count, ``detail`` JSON with the day and who entered it."""
 
-NON_METER_KINDS: Final = QUOTA_KINDS | PRODUCTION_KINDS
+TENANT_LINK_KINDS: Final = frozenset({"tenant_links"})
+"""A revocation of a tenant's page links (``server.tenant_links``), under the owner id
+``tenant:<tenant>``: each entry raises the tenant's link generation by one, so links made
+before it are refused. ``amount`` is 0; ``detail`` JSON with who revoked them."""
+
+NON_METER_KINDS: Final = QUOTA_KINDS | PRODUCTION_KINDS | TENANT_LINK_KINDS
 """Entries that are no meter's and move no money."""
 
 KINDS: Final = frozenset({"opening", "topup", "adjustment", "apportionment",

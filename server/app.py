@@ -13,7 +13,8 @@ Theory of operation
 3. the runtime: effect router, dispatcher task, meter supervisor (one_for_one, restart
    intensity from config), park registry, ledger (money commands);
 4. quota groups (``server.quotas``): replayed from the journal, tallied from the recovered
-   meters, and their month clock; the feeders' live loss alarm (``server.loss_watch``);
+   meters, and their month clock; the feeders' live loss alarm (``server.loss_watch``); the
+   tenants' link generations and the page links' secret (``server.tenant_links``);
 5. periodic work: snapshots of changed meters, interval history flushes, audit retention
    (``[audit] keep``: at start, then hourly; ``persistence.audit_log``);
 6. the field side: one bus task per Modbus gateway (``server.field``).
@@ -73,6 +74,7 @@ from server.park_alarms import log_alarm, report_skipped, storage_alarm
 from server.production import ProductionDesk
 from server.quotas import QuotaDesk, month_clock, open_quota_groups, run_month_clock
 from server.storage_feed import HistoryBuffer, offer_snapshots, run_history_flusher
+from server.tenant_links import TenantLinkDesk, open_tenant_links
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class Park:
         ledger: Ledger,
         clock: ParkClock,
         quotas: QuotaDesk,
+        tenant_links: TenantLinkDesk | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -113,8 +116,11 @@ class Park:
         """Every command, accepted or refused, in the data directory (``Operations`` writes)."""
         apportioner = functools.partial(post_apportionment, store, config, ledger, clock)
         production = ProductionDesk(config, journal, clock)
+        self.tenant_links = tenant_links
+        """Links to the tenants' self-service page (``server.tenant_links``)."""
         self.operations = Operations(registry, ledger, clock, self.audit, quotas, apportioner,
-                                     production, decimals=config.server.decimals)
+                                     production, decimals=config.server.decimals,
+                                     tenant_links=tenant_links)
         self.users = Users(config.users)
         """The configured logins, shared by every adapter (hub, HTTP, OPC UA)."""
         self.clock_ms = clock.wall_ms
@@ -244,10 +250,13 @@ async def open_park(
             groups = open_quota_groups(config, store, registry, router, clock, month_of)
             quotas = QuotaDesk(config, groups, journal, clock, month_of, _is_recorded(store))
             ledger.on_quota_entry = quotas.on_committed
+            tenant_links = open_tenant_links(config, store, journal, clock)
+            ledger.on_tenant_links_entry = tenant_links.on_committed
             history = HistoryBuffer()
             router.history_sink = history.add
 
-            park = Park(config, store, journal, registry, supervisor, ledger, clock, quotas)
+            park = Park(config, store, journal, registry, supervisor, ledger, clock, quotas,
+                        tenant_links)
             await nursery.start(dispatcher.run)
             await nursery.start(functools.partial(
                 run_snapshotter, router, encode_state, offer_snapshots(journal), interval,

@@ -48,7 +48,13 @@ from actors.meter import CommandOutcome, MeterFaulted
 from actors.registry import ParkRegistry
 from actors.runtime import Reply, Request
 from actors.supervisor import ActorCrashed
-from persistence.entries import PRODUCTION_KINDS, QUOTA_KINDS, relay_detail, to_message
+from persistence.entries import (
+    PRODUCTION_KINDS,
+    QUOTA_KINDS,
+    TENANT_LINK_KINDS,
+    relay_detail,
+    to_message,
+)
 from persistence.journal import Journal, JournalEntry, Recorded
 from persistence.store import StoreError
 
@@ -104,6 +110,10 @@ def _no_quota_groups(seq: int, entry: JournalEntry) -> None:
     log.warning("journal entry %d (%s) has no quota desk to go to", seq, entry.kind)
 
 
+def _no_tenant_links(seq: int, entry: JournalEntry) -> None:
+    log.warning("journal entry %d (%s) has no tenant link desk to go to", seq, entry.kind)
+
+
 class Ledger:
     def __init__(
         self,
@@ -126,6 +136,8 @@ class Ledger:
         """Told of each meter entry once its actor applied it, with the balance after it
         (``server.notices``: top-up receipts)."""
         """Where quota groups' entries go (``server.quotas.QuotaDesk.on_committed``)."""
+        self.on_tenant_links_entry: Callable[[int, JournalEntry], None] = _no_tenant_links
+        """Where link revocations go (``server.tenant_links.TenantLinkDesk.on_committed``)."""
 
     # -- commands -------------------------------------------------------------------------
 
@@ -289,6 +301,12 @@ class Ledger:
                     log.exception("quota entry %d could not be applied", seq)
                 continue
             if entry.kind in PRODUCTION_KINDS:  # a line's count: the journal is its home
+                continue
+            if entry.kind in TENANT_LINK_KINDS:  # a tenant's page links, no meter's
+                try:
+                    self.on_tenant_links_entry(seq, entry)
+                except Exception:
+                    log.exception("tenant link entry %d could not be applied", seq)
                 continue
             message = to_message(seq, entry)  # what recovery replays, exactly
             reply = Reply()

@@ -35,13 +35,15 @@ from server.ledger import BadRequest, CommandAck, Ledger, MoneyAck
 from server.notice_desk import NoticeDesk, RetryAnswer
 from server.production import CountAnswer, ProductionDesk
 from server.quotas import QuotaAnswer, QuotaDesk
+from server.tenant_links import LinksRevoked, TenantLink, TenantLinkDesk
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH: Final = 200
 RELAY_ACTIONS: Final = ("open", "auto")
 
-T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned, CountAnswer, RetryAnswer)
+T = TypeVar("T", MoneyAck, CommandAck, QuotaAnswer, Apportioned, CountAnswer, RetryAnswer,
+            TenantLink, LinksRevoked)
 Apportioner = Callable[[object, object], Awaitable[Apportioned]]
 """(from, to) -> the period's shares, posted (``server.apportion``)."""
 AuditListener = Callable[[AuditEntry], None]
@@ -76,8 +78,10 @@ class Operations:
         production: ProductionDesk | None = None,
         *,
         decimals: int = 2,
+        tenant_links: TenantLinkDesk | None = None,
     ) -> None:
         self._registry = registry
+        self._tenant_links = tenant_links
         self._quotas = quotas
         self._apportioner = apportioner
         self._production = production
@@ -189,6 +193,31 @@ class Operations:
             return await self._production.record(line, day, count, caller.user, reference)
 
         return await self._run(caller, "operator", request, command)
+
+    async def create_tenant_link(self, caller: Caller, tenant: object,
+                                 days: object = None) -> TenantLink:
+        """A new link to a tenant's self-service page (admins; ``[tenant_page] link_days``
+        unless ``days`` says otherwise). Nothing is stored: the link is signed."""
+        request = _Request("tenant_link", "", "", "" if days is None else f"days {_text(days)}",
+                           target=_text(tenant))
+
+        async def command() -> TenantLink:
+            return self._links().make_link(tenant, days)
+
+        return await self._run(caller, "admin", request, command)
+
+    async def revoke_tenant_links(self, caller: Caller, tenant: object,
+                                  reference: str) -> LinksRevoked:
+        """Every link to the tenant's page made so far stops working (admins; journaled,
+        idempotent on ``reference``)."""
+        request = _Request("tenant_links_revoke", "", reference, "", target=_text(tenant))
+        return await self._run(caller, "admin", request, lambda: self._links().revoke(
+            tenant, caller.user, reference))
+
+    def _links(self) -> TenantLinkDesk:
+        if self._tenant_links is None:
+            raise BadRequest("this server has no tenants' page")
+        return self._tenant_links
 
     def quota_groups(self, caller: Caller) -> list[dict[str, object]]:
         """Every quota group as the console shows it (any logged-in role)."""
@@ -304,4 +333,6 @@ def _verb(command: str) -> str:
             "quota_reject": "reject quota requests",
             "apportion": "post apportionments",
             "output": "enter production counts",
-            "notice_retry": "retry dead notices"}.get(command, command)
+            "notice_retry": "retry dead notices",
+            "tenant_link": "make links to tenants' pages",
+            "tenant_links_revoke": "revoke links to tenants' pages"}.get(command, command)

@@ -43,6 +43,7 @@ from server.errors import UserError
 from server.report_calls import CONTENT_TYPES, BadReportRequest, run_report
 from server.reports.period import local_today, parse_period
 from server.stream import meter_view
+from server.tenant_page import TenantPage
 
 
 class RegistryViews(Mapping[str, MeterView]):
@@ -226,12 +227,17 @@ def http_backend(
     meters: Callable[[], Mapping[str, MeterView]] | None = None,
 ) -> HttpBackend:
     views = RegistryViews(park)
+    current = meters if meters is not None else (lambda: views)
+    tenant_page = None
+    if park.tenant_links is not None:
+        tenant_page = TenantPage(park.config, park.store, park.tenant_links, current,
+                                 park.clock.wall_ms)
     return HttpBackend(
         operations=park.operations,
         users=users if users is not None else Users(park.config.users),
         throttle=throttle if throttle is not None else LoginThrottle(),
         caller=_http_caller,
-        meters=meters if meters is not None else (lambda: views),
+        meters=current,
         health=reader.health,
         statistics=reader.statistics,
         clock_ms=park.clock.wall_ms,
@@ -243,6 +249,7 @@ def http_backend(
         version=_version(),
         report=functools.partial(_report, park),
         history=functools.partial(_meter_history, park),
+        tenant_page=tenant_page,
     )
 
 

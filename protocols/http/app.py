@@ -21,6 +21,9 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
   (:mod:`protocols.http.payments`), idempotent on its transaction id.
 * ``GET /api/openapi.json``: the API's OpenAPI document, made from the same table as the
   routes (:mod:`protocols.http.openapi`).
+* ``POST /api/tenants/{tenant}/links`` and ``.../links/revoke``: an admin makes a link to a
+  tenant's self-service page, or withdraws every link made so far; ``/t/<token>...``: the
+  page itself, for the tenant (:mod:`protocols.http.tenant_page`).
 
 The API authenticates every request with HTTP basic credentials (:mod:`basic_auth`). Failed
 attempts are slowed down per client host by the park's login throttle, the same as the hub's.
@@ -57,7 +60,8 @@ from protocols.http.payments import (
     part_reference,
     verify_signature,
 )
-from protocols.ws.protocol import audit_fields, meter_message
+from protocols.http.tenant_page import TenantRoutes, tenant_routes
+from protocols.ws.protocol import audit_fields, iso_ms, meter_message
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ STATIC_DIR: Final = Path(__file__).parent / "static"
 MAX_BODY: Final = 16 * 1024
 WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 REALM: Final = 'Basic realm="wattkeeper", charset="UTF-8"'
+CSP: Final = b"content-security-policy"
 
 STATUS_OF_CODE: Final = {
     "bad_request": 400,
@@ -74,6 +79,8 @@ STATUS_OF_CODE: Final = {
     "unknown_tenant": 404,
     "bad_signature": 401,
     "stale": 401,
+    "revoked": 401,
+    "expired": 401,
     "not_found": 404,
     "method_not_allowed": 405,
     "too_large": 413,
@@ -121,8 +128,12 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *SECURITY_HEADERS]}
+                headers = list(message.get("headers", []))
+                # A response with a policy of its own keeps it (the tenants' statement page:
+                # inline styles, no script at all).
+                own = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                message = {**message, "headers": [*headers, *(
+                    h for h in SECURITY_HEADERS if not (own and h[0] == CSP))]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -148,6 +159,8 @@ class Api:
         self.credentials = CredentialCache()
         self.registry = metrics_registry(backend.statistics)
         self.document = openapi_document(backend.version)
+        self.tenant_page = (TenantRoutes(backend.tenant_page)
+                            if backend.tenant_page is not None else None)
 
     # -- who is asking --------------------------------------------------------------------
 
@@ -375,6 +388,32 @@ class Api:
         return JSONResponse({"period": answer.period, "status": answer.status,
                              "postings": answer.postings})
 
+    async def tenant_link(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        raw = await _read_body(request)
+        body = _json_object(raw) if raw.strip() else {}
+        link = await self.backend.operations.create_tenant_link(
+            caller, request.path_params["tenant"], body.get("days"))
+        page = self.backend.tenant_page
+        base = (page.base_url if page is not None else "") or str(request.base_url).rstrip("/")
+        return JSONResponse({"tenant": link.tenant, "url": base + link.path(),
+                             "path": link.path(), "generation": link.generation,
+                             "expires": iso_ms(link.expires_ms)},
+                            headers={"Cache-Control": "no-store"})
+
+    async def revoke_tenant_links(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        answer = await self.backend.operations.revoke_tenant_links(
+            caller, request.path_params["tenant"], _reference(body, "a revocation"))
+        return JSONResponse({"id": answer.reference, "tenant": answer.tenant,
+                             "generation": answer.generation, "status": answer.status})
+
+    async def tenant_summary(self, request: Request) -> Response:
+        if self.tenant_page is None:
+            raise ApiError("not_found", "this server has no tenants' page")
+        return await self.tenant_page.summary(request)
+
     async def audit(self, request: Request) -> Response:
         caller = await self.caller(request)
         before = request.query_params.get("before") or None
@@ -485,6 +524,7 @@ def build_app(backend: HttpBackend) -> ASGIApp:
         Route("/api/openapi.json", api.openapi, methods=["GET"]),
         *(Route(starlette_path(op.path), e(getattr(api, op.name)), methods=[op.method.upper()])
           for op in OPERATIONS),
+        *tenant_routes(api.tenant_page),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import attrs
 
 from protocols.http.metrics import ParkStatistics
+from protocols.http.tenant_page import TenantPageBackend
 from protocols.stream.views import AuditRecord, MeterView
 
 
@@ -80,6 +81,31 @@ class CountAnswerLike(Protocol):
     def status(self) -> str: ...
 
 
+class TenantLinkLike(Protocol):
+    """``server.tenant_links.TenantLink``."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def expires_ms(self) -> int: ...
+    def path(self) -> str: ...
+
+
+class LinksRevokedLike(Protocol):
+    """``server.tenant_links.LinksRevoked``."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
 class Commands(Protocol):
     """``server.operations.Operations``: role checks, journal and audit happen there.
 
@@ -105,6 +131,12 @@ class Commands(Protocol):
 
     async def record_output(self, caller: Any, line: object, day: object, count: object,
                             reference: str) -> CountAnswerLike: ...
+
+    async def create_tenant_link(self, caller: Any, tenant: object,
+                                 days: object = None) -> TenantLinkLike: ...
+
+    async def revoke_tenant_links(self, caller: Any, tenant: object,
+                                  reference: str) -> LinksRevokedLike: ...
 
 
 class Authenticator(Protocol):
@@ -168,3 +200,5 @@ class HttpBackend:
     """Tenant -> its meters, the main one first."""
     payment_caller: Callable[[str, str], Any] | None = None
     """(payment key id, client address) -> the caller record of a payment integration."""
+    tenant_page: TenantPageBackend | None = None
+    """The tenants' self-service page (``/t/...``); None: the server has none."""

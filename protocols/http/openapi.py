@@ -211,6 +211,83 @@ OUTPUT_ANSWER: Final = {
                    "unit": {"type": "string"}, "status": {"enum": ["applied", "duplicate"]}},
 }
 
+TENANT_LINK_REQUEST: Final = {
+    "type": "object",
+    "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 3660,
+                            "description": "how long the link works (default: [tenant_page] "
+                                           "link_days)"}},
+    "description": "may be left out (an empty body)",
+}
+TENANT_LINK: Final = {
+    "type": "object", "required": ["tenant", "url", "path", "generation", "expires"],
+    "properties": {"tenant": {"type": "string"},
+                   "url": {"type": "string", "description": "[tenant_page] base_url (else the "
+                                                            "host asked) + path: send this"},
+                   "path": {"type": "string", "description": "/t/<token>"},
+                   "generation": {"type": "integer",
+                                  "description": "the tenant's link generation it carries"},
+                   "expires": TIMESTAMP},
+}
+REVOKE_LINKS: Final = {"type": "object", "required": ["id"], "properties": {"id": REFERENCE}}
+LINKS_REVOKED: Final = {
+    "type": "object", "required": ["id", "tenant", "generation", "status"],
+    "properties": {"id": {"type": "string"}, "tenant": {"type": "string"},
+                   "generation": {"type": "integer",
+                                  "description": "links of a lower one are refused now"},
+                   "status": {"enum": ["applied", "duplicate"]}},
+}
+LINK_REFUSED: Final = {
+    "type": "object", "required": ["error", "message"],
+    "properties": {"error": {"enum": ["revoked", "expired", "bad_signature"]},
+                   "message": {"type": "string"}},
+}
+SUMMARY_DAY: Final = {
+    "type": "object", "required": ["date", "bands", "cost"],
+    "properties": {"date": {"type": "string", "description": "a local day, 2026-11-22"},
+                   "bands": {"type": "object",
+                             "additionalProperties": {"type": "string",
+                                                      "pattern": r"^-?[0-9]+\.[0-9]{3}$"},
+                             "description": "tariff band -> kWh (m3 for water and gas)"},
+                   "cost": SIGNED_AMOUNT},
+}
+TENANT_SUMMARY: Final = {
+    "type": "object",
+    "required": ["tenant", "name", "language", "currency", "decimals", "today", "days",
+                 "topup", "meters", "topups", "statements"],
+    "properties": {
+        "tenant": {"type": "string"}, "name": {"type": "string"},
+        "language": {"enum": ["en", "zh-CN"]}, "currency": {"type": "string"},
+        "decimals": {"type": "integer"}, "today": {"type": "string"},
+        "days": {"type": "array", "items": {"type": "string"},
+                 "description": "the 30 local days of the charts, oldest first"},
+        "topup": {"type": "boolean", "description": "the page has Top up buttons"},
+        "meters": {"type": "array", "items": {
+            "type": "object",
+            "required": ["meter", "kind", "unit", "balance", "relay", "relay_reason", "online",
+                         "spend_7d", "days_left", "consumption"],
+            "properties": {
+                "meter": {"type": "string"},
+                "kind": {"enum": ["electricity", "water", "gas"]},
+                "unit": {"enum": ["kWh", "m3"]}, "balance": SIGNED_AMOUNT,
+                "relay": {"enum": ["closed", "open"]},
+                "relay_reason": {"type": ["string", "null"]}, "online": {"type": "boolean"},
+                "spend_7d": SIGNED_AMOUNT,
+                "days_left": {"type": ["number", "null"],
+                              "description": "balance / (spend_7d / 7), a tenth of a day "
+                                             "down; null: nothing spent in 7 days"},
+                "consumption": {"type": "array", "items": SUMMARY_DAY}}}},
+        "topups": {"type": "array", "items": {
+            "type": "object", "required": ["ts", "date", "meter", "amount"],
+            "properties": {"ts": TIMESTAMP, "date": {"type": "string"},
+                           "meter": {"type": "string"}, "amount": SIGNED_AMOUNT}}},
+        "statements": {"type": "array", "items": {
+            "type": "object", "required": ["month", "url"],
+            "properties": {"month": {"type": "string"}, "url": {"type": "string"}}}},
+        "insights": {"type": "object",
+                     "description": "energy insights, when the server computes them"},
+    },
+}
+
 Auth = Literal["user", "payment", "none"]
 
 
@@ -361,6 +438,28 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                           "tenant's main meter, referenced apportion/<pool>/<from>..<to>/"
                           "<tenant>: posting a period again moves nothing. Preview with GET "
                           "/api/reports/apportionment."),
+    Operation("post", "/api/tenants/{tenant}/links", "tenant_link",
+              "A link to a tenant's self-service page (admins)", "user",
+              {200: ("the link", TENANT_LINK), **_errors(400, 401, 403, 404, 413)},
+              request=TENANT_LINK_REQUEST, parameters=(_in_path("tenant"),),
+              description="Signed, nothing stored: it works until it expires or the "
+                          "tenant's links are revoked. Audited (without the token)."),
+    Operation("post", "/api/tenants/{tenant}/links/revoke", "revoke_tenant_links",
+              "Withdraw every link to a tenant's page made so far (admins)", "user",
+              {200: ("the tenant's new link generation", LINKS_REVOKED),
+               **_errors(400, 401, 403, 404, 409, 413, 503)},
+              request=REVOKE_LINKS, parameters=(_in_path("tenant"),),
+              description="Journaled before the answer (it survives a restart), idempotent "
+                          "on id, audited. Links made afterwards work."),
+    Operation("get", "/t/{token}/api/summary", "tenant_summary",
+              "A tenant's page figures: balances, days left, 30 days by band, top-ups, "
+              "statements", "none",
+              {200: ("the figures", TENANT_SUMMARY),
+               401: ("the link is refused", LINK_REFUSED),
+               404: ("this server has no tenants' page", ERROR),
+               503: ("storage cannot be read now", ERROR)},
+              parameters=(_in_path("token"),),
+              description="The link's token is the credential (docs/tenant-page.md)."),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},
               parameters=(

@@ -35,6 +35,8 @@ from server.config.toolkit import Table
 from server.config.values import parse_minute
 
 MAX_AREA_M2: Final = 10**9
+LINK_OWNER_PREFIX: Final = "tenant:"
+"""``server.tenant_links.OWNER_PREFIX``."""
 MAX_CONTACTS: Final = 32
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"\+[1-9]\d{6,14}")
@@ -68,6 +70,7 @@ class TenantsReader:
     """Reads the three sections against the park's meters (a tenant must have one)."""
 
     def __init__(self, meters: Sequence[MeterSection]) -> None:
+        self.meters = meters
         self.tenant_ids = set(meter.tenant for meter in meters)
 
     # -- [notify] --------------------------------------------------------------------------
@@ -209,6 +212,14 @@ class TenantsReader:
                                     "{tenant}, {meter}, {amount} and {return}")
         link_days = t.integer("link_days", 366, low=1, high=3660)
         t.finish()
+        for index, meter in enumerate(self.meters):
+            # The journal keeps a tenant's link revocations under "tenant:<id>" (as a quota
+            # group's requests under "quota:<id>"): no meter may be called that.
+            owner = meter.id.removeprefix(LINK_OWNER_PREFIX)
+            if owner != meter.id and owner in self.tenant_ids:
+                t.problems.add(("meters", index, "id"),
+                               f"the journal keeps tenant {show(owner)}'s page links under "
+                               f"{show(meter.id)}, which is this meter's id; rename the meter")
         return TenantPageSection(secret, base_url.rstrip("/"), topup_url, link_days)
 
     # -- [tenants.<id>] --------------------------------------------------------------------

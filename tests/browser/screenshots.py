@@ -5,8 +5,10 @@ in as the operator in headless Chromium, lets the load chart fill for ``--second
 ``docs/console-overview.png`` and ``docs/console-meters.png``; then a 12-meter park with
 three days of history (``tests.browser.test_console_reports``) for
 ``docs/console-reports.png``, and the same park with two quota groups (one spent, with a
-request waiting) and a production line with three days' counts for ``docs/console-quotas.png``.
-``--only quotas`` (or ``reports``) takes that one shot alone.
+request waiting) and a production line with three days' counts for ``docs/console-quotas.png``;
+and a tenant's self-service page on a phone (390 x 844, ``tests.browser.test_tenant_page``'s
+park) for ``docs/tenant-page.png``. ``--only quotas`` (or ``reports``, ``tenant``) takes that
+one shot alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.browser.live import LOGINS, REPO, live_park
 from tests.browser.test_console_reports import days_back, write_history
+from tests.browser.test_tenant_page import PHONE, with_tenant_page
 
 
 def sign_in(page: Page, url: str) -> None:
@@ -94,20 +97,43 @@ def quotas_shot(browser: Browser, out: Path) -> None:
         page.screenshot(path=str(out / "console-quotas.png"), full_page=True)
 
 
+def tenant_shot(browser: Browser, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as directory, \
+            live_park(Path(directory), meters=4, prepare=with_tenant_page) as park:
+        with park.api("admin") as client:
+            url = client.post("/api/tenants/tenant-001/links").json()["url"]
+        with park.api("op") as client:
+            client.post("/api/topups", json={"id": "shot-1", "meter": "M-0001",
+                                             "amount": "200.00"})
+        context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
+                                      device_scale_factor=2, locale="en-US")
+        page = context.new_page()
+        page.goto(url)
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        page.click('[data-lang="en"]')
+        expect(page.locator(".meter canvas.chart").first).to_have_attribute("data-bars", "3")
+        time.sleep(0.5)
+        page.screenshot(path=str(out / "tenant-page.png"), full_page=True)
+        context.close()
+
+
+SHOTS = {"reports": reports_shot, "quotas": quotas_shot, "tenant": tenant_shot}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="how long the load chart fills before the shot (default 40)")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
-    parser.add_argument("--only", choices=("reports", "quotas"),
-                        help="take this one shot alone")
+    parser.add_argument("--only", choices=tuple(SHOTS), help="take this one shot alone")
     args = parser.parse_args()
     if args.only:
         with sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            (reports_shot if args.only == "reports" else quotas_shot)(browser, args.out)
+            SHOTS[args.only](browser, args.out)
             browser.close()
-        print(f"wrote console-{args.only}.png in", args.out)
+        name = "tenant-page" if args.only == "tenant" else f"console-{args.only}"
+        print(f"wrote {name}.png in", args.out)
         return
     with tempfile.TemporaryDirectory() as directory, \
             live_park(Path(directory), meters=200, gateways=4,
@@ -127,9 +153,10 @@ def main() -> None:
         page.screenshot(path=str(args.out / "console-meters.png"))
         reports_shot(browser, args.out)
         quotas_shot(browser, args.out)
+        tenant_shot(browser, args.out)
         browser.close()
-    print("wrote console-overview.png, console-meters.png, console-reports.png and "
-          "console-quotas.png in", args.out)
+    print("wrote console-overview.png, console-meters.png, console-reports.png, "
+          "console-quotas.png and tenant-page.png in", args.out)
 
 
 if __name__ == "__main__":
