@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Final
@@ -146,18 +147,23 @@ def meter_load(series: MeterSeries, slot_ms: int, clock: LocalClock, *, peak: st
     if slot_ms <= 0 or slot_ms % series.interval_ms:
         raise ValueError(f"slot of {slot_ms} ms is not a multiple of meter "
                          f"{series.meter_id}'s interval ({series.interval_ms} ms)")
-    if not len(series.starts) == len(series.whs) == len(series.bands):
+    starts, whs = series.starts, series.whs
+    if not len(starts) == len(whs) == len(series.bands):
         raise ValueError(f"meter {series.meter_id}: starts, whs and bands differ in length")
     tariff = series.tariff
     if tariff.calendar.timezone != clock.timezone:
         clock = LocalClock(tariff.calendar.timezone)
     slots: dict[int, int] = {}
+    if slot_ms == series.interval_ms and len(set(starts)) == len(starts):
+        slots = dict(zip(starts, whs, strict=True))  # (the common case: a slot an interval)
+    else:
+        for start, wh in zip(starts, whs, strict=True):
+            slot = start - start % slot_ms
+            slots[slot] = slots.get(slot, 0) + wh
     bands: dict[str, int] = {}
     valleys: dict[dt.date, int | None] = {}
     units = peak_wh = 0
-    for start, wh, band in zip(series.starts, series.whs, series.bands, strict=True):
-        slot = start - start % slot_ms
-        slots[slot] = slots.get(slot, 0) + wh
+    for start, wh, band in zip(starts, whs, series.bands, strict=True):
         bands[band] = bands.get(band, 0) + wh
         if band == peak and wh:
             day = clock.local(start)[0]
@@ -170,22 +176,45 @@ def meter_load(series: MeterSeries, slot_ms: int, clock: LocalClock, *, peak: st
     return Load(slot_ms, slots, bands, units, peak_wh)
 
 
-def combine(loads: Iterable[Load], slot_ms: int) -> Load:
-    """The sum of loads, in slots of ``slot_ms`` (a multiple of each load's slot)."""
-    slots: dict[int, int] = {}
-    bands: dict[str, int] = {}
-    units = peak_wh = 0
-    for load in loads:
+class LoadSum:
+    """A running sum of loads in slots of ``slot_ms`` (each load's slot divides it): the
+    park's, a tenant at a time, without keeping the tenants' loads."""
+
+    def __init__(self, slot_ms: int) -> None:
+        self.slot_ms = slot_ms
+        self._slots: dict[int, int] = {}
+        self._bands: dict[str, int] = {}
+        self._units = 0
+        self._peak_wh = 0
+
+    def add(self, load: Load) -> None:
+        slot_ms, slots = self.slot_ms, self._slots
         if slot_ms % load.slot_ms:
             raise ValueError(f"slot of {slot_ms} ms is not a multiple of {load.slot_ms} ms")
-        for start, wh in load.slots.items():
-            slot = start - start % slot_ms
-            slots[slot] = slots.get(slot, 0) + wh
+        get = slots.get
+        if slot_ms == load.slot_ms:
+            for start, wh in load.slots.items():
+                slots[start] = get(start, 0) + wh
+        else:
+            for start, wh in load.slots.items():
+                slot = start - start % slot_ms
+                slots[slot] = get(slot, 0) + wh
         for band, wh in load.bands.items():
-            bands[band] = bands.get(band, 0) + wh
-        units += load.shift_units
-        peak_wh += load.peak_wh
-    return Load(slot_ms, slots, bands, units, peak_wh)
+            self._bands[band] = self._bands.get(band, 0) + wh
+        self._units += load.shift_units
+        self._peak_wh += load.peak_wh
+
+    def load(self) -> Load:
+        return Load(self.slot_ms, dict(self._slots), dict(self._bands), self._units,
+                    self._peak_wh)
+
+
+def combine(loads: Iterable[Load], slot_ms: int) -> Load:
+    """The sum of loads, in slots of ``slot_ms`` (a multiple of each load's slot)."""
+    total = LoadSum(slot_ms)
+    for load in loads:
+        total.add(load)
+    return total.load()
 
 
 @attrs.frozen
@@ -281,13 +310,22 @@ def band_order(names: Iterable[str]) -> list[str]:
 
 def median(values: Sequence[Fraction]) -> Fraction | None:
     """The middle value, or the mean of the two middle ones; None for no values."""
-    if not values:
+    return _sorted_median(sorted(values))
+
+
+def _sorted_median(ordered: Sequence[Fraction | int], skip: int = -1) -> Fraction | None:
+    """The median of sorted values, leaving out the one at index ``skip`` (if >= 0)."""
+    count = len(ordered) - (skip >= 0)
+    if count <= 0:
         return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
+
+    def at(index: int) -> Fraction:
+        return Fraction(ordered[index + (0 <= skip <= index)])
+
+    middle = count // 2
+    if count % 2:
+        return at(middle)
+    return (at(middle - 1) + at(middle)) / 2
 
 
 def figures(tenant: str, load: Load, clock: LocalClock, *, meters: int, area_m2: int = 0,
@@ -303,16 +341,17 @@ def figures(tenant: str, load: Load, clock: LocalClock, *, meters: int, area_m2:
     peak_slot_ms: int | None = None
     peak_slot_wh = 0
     night_whs: list[int] = []
-    for start in sorted(load.slots):
-        slot_wh = load.slots[start]
-        if peak_slot_ms is None or slot_wh > peak_slot_wh:
+    for start, slot_wh in load.slots.items():
+        if peak_slot_ms is None or slot_wh > peak_slot_wh or (
+                slot_wh == peak_slot_wh and start < peak_slot_ms):
             peak_slot_ms, peak_slot_wh = start, slot_wh
         if night[0] <= clock.local(start)[1] < night[1]:
             night_whs.append(slot_wh)
+    night_whs.sort()
     saving = load.shift_units * shift_bp // (FULL_BP * CHARGE_UNITS_PER_MINOR)
     return TenantFigures(
         tenant, meters, wh, bands, load.slot_ms, len(load.slots), peak_slot_wh, peak_slot_ms,
-        len(night_whs), median([Fraction(v) for v in night_whs]), area_m2,
+        len(night_whs), _sorted_median(night_whs), area_m2,
         ShiftSaving(shift_bp, load.peak_wh, saving))
 
 
@@ -366,6 +405,36 @@ def compare(tenant: str, everyone: Mapping[str, TenantFigures], sectors: Mapping
     peak_share, load_factor, wh_per_m2, night_base_share = medians
     return Comparison(sector, len(peers), peak_share, load_factor, wh_per_m2,
                       night_base_share)
+
+
+def compare_all(everyone: Mapping[str, TenantFigures], sectors: Mapping[str, str]
+                ) -> dict[str, Comparison]:
+    """:func:`compare` for every tenant of ``everyone``, each group's values sorted once (a
+    tenant's median leaves its own value out of its group's sorted list)."""
+    names = list(everyone)
+    groups: dict[str, list[str]] = {"": names}
+    for name in names:
+        sector = sectors.get(name, "")
+        if sector:
+            groups.setdefault(sector, []).append(name)
+    values = {name: compared_values(figures) for name, figures in everyone.items()}
+    ordered: dict[str, list[list[Fraction]]] = {
+        group: [sorted(v for member in members if (v := values[member][k]) is not None)
+                for k in range(len(COMPARED))]
+        for group, members in groups.items()}
+    result: dict[str, Comparison] = {}
+    for name in names:
+        sector = sectors.get(name, "")
+        group = sector if sector and len(groups[sector]) > 1 else ""
+        medians = []
+        for k, column in enumerate(ordered[group]):
+            own = values[name][k]
+            skip = -1 if own is None else bisect_left(column, own)
+            medians.append(_sorted_median(column, skip))
+        peak_share, load_factor, wh_per_m2, night_base_share = medians
+        result[name] = Comparison(group, len(groups[group]) - 1, peak_share, load_factor,
+                                  wh_per_m2, night_base_share)
+    return result
 
 
 @attrs.frozen

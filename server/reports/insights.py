@@ -34,6 +34,7 @@ from policies.insights import (
     PEAK,
     Comparison,
     Load,
+    LoadSum,
     LocalClock,
     MeterSeries,
     TenantFigures,
@@ -41,6 +42,7 @@ from policies.insights import (
     band_order,
     combine,
     compare,
+    compare_all,
     figures,
     fixed,
     meter_load,
@@ -144,16 +146,16 @@ def insights(source: DaySource, config: ParkConfig, period: Period, shift_bp: in
     wanted = meters if only is None else {tenant: meters[tenant] for tenant in only}
     park_slot = slot_length([config.policies[m].interval_ms for ids in meters.values()
                              for m in ids] or [60_000])
-    park = combine((), park_slot)
+    park = LoadSum(park_slot)
     everyone: dict[str, TenantFigures] = {}
     for tenant, meter_ids in wanted.items():
         load = reader.load(meter_ids)
         everyone[tenant] = reader.figures(tenant, load, len(meter_ids))
         if only is None:
-            park = combine((park, load), park_slot)
+            park.add(load)
     if only is not None:
         return everyone, None
-    total = reader.figures("", park, sum(map(len, meters.values())))
+    total = reader.figures("", park.load(), sum(map(len, meters.values())))
     saved = sum(tenant.shift.minor for tenant in everyone.values())
     return everyone, attrs.evolve(total, tenant="total",
                                   shift=attrs.evolve(total.shift, minor=saved))
@@ -262,10 +264,10 @@ def insights_report(store: Store, config: ParkConfig, period: Period,
     bands = band_order({share.band for tenant in everyone.values() for share in tenant.bands}
                        | {PEAK})
     columns = (*HEAD, *(f"pct_{band}" for band in bands), *TAIL)
-    park_sectors = sectors(config)
+    comparisons = compare_all(everyone, sectors(config))
     rows = []
     for name, tenant in everyone.items():
-        cells = insight_cells(tenant, compare(name, everyone, park_sectors), bands, config)
+        cells = insight_cells(tenant, comparisons[name], bands, config)
         rows.append(tuple(cells[column] for column in columns))
     totals = None
     if park is not None:

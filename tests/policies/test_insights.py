@@ -20,6 +20,7 @@ from policies.insights import (
     band_order,
     combine,
     compare,
+    compare_all,
     figures,
     fixed,
     median,
@@ -321,3 +322,15 @@ def test_a_median_lies_between_the_peers(a: tuple[TenantFigures, list[Load]],
         assert min(factors) <= result.load_factor <= max(factors)
     else:
         assert result.load_factor is None
+
+
+@given(st.lists(tenants(), min_size=1, max_size=6),
+       st.lists(st.sampled_from(["", "machining", "cold-store"]), min_size=6, max_size=6))
+def test_comparing_everyone_at_once_is_comparing_each(drawn: list[tuple[TenantFigures,
+                                                                        list[Load]]],
+                                                      sector_list: list[str]) -> None:
+    everyone = {f"t{n}": attrs.evolve(tenant, tenant=f"t{n}")
+                for n, (tenant, _) in enumerate(drawn)}
+    sectors = {name: sector for name, sector in zip(everyone, sector_list, strict=False)}
+    result = compare_all(everyone, sectors)
+    assert result == {name: compare(name, everyone, sectors) for name in everyone}
