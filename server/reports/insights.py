@@ -219,11 +219,13 @@ def _local_minute(ts_ms: int | None, zone: ZoneInfo) -> str | None:
     return moment.astimezone(zone).isoformat(timespec="minutes")
 
 
-def insight_cells(tenant: TenantFigures, comparison: Comparison | None, bands: list[str],
-                  config: ParkConfig) -> dict[str, Cell]:
+def insight_cells(tenant: TenantFigures, comparison: Comparison | None, config: ParkConfig,
+                  bands: list[str] | None = None) -> dict[str, Cell]:
     """A tenant's figures as the report's cells (decimal strings, None where there is no
-    figure), with ``pct_<band>`` for each of ``bands``; without a comparison (the park's
-    total) the sector and the peers' columns are empty."""
+    figure), with ``pct_<band>`` for each of ``bands`` (by default its own bands and peak);
+    without a comparison (the park's total) the sector and the peers' columns are empty."""
+    if bands is None:
+        bands = band_order({share.band for share in tenant.bands} | {PEAK})
     by_band = {share.band: share.wh for share in tenant.bands}
     shares = percents([by_band.get(band, 0) for band in bands]) if tenant.wh else \
         (None,) * len(bands)
@@ -267,11 +269,11 @@ def insights_report(store: Store, config: ParkConfig, period: Period,
     comparisons = compare_all(everyone, sectors(config))
     rows = []
     for name, tenant in everyone.items():
-        cells = insight_cells(tenant, comparisons[name], bands, config)
+        cells = insight_cells(tenant, comparisons[name], config, bands)
         rows.append(tuple(cells[column] for column in columns))
     totals = None
     if park is not None:
-        cells = insight_cells(park, None, bands, config)
+        cells = insight_cells(park, None, config, bands)
         totals = tuple(cells[column] for column in columns)
     notes = [f"shift: {format_amount(shift_bp, 2)} % of each tenant's peak energy moved to "
              "the valley band of the same day, priced at its meters' configured tariffs",

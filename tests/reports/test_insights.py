@@ -42,6 +42,7 @@ from server.cli import main as cli_main
 from server.config import ParkConfig
 from server.errors import UserError
 from server.reports import make_report, render_report, tenant_insights
+from server.reports.insights import insight_cells
 from tests.http.harness import USERS_TOML
 from tests.ws.client import connect_and_login
 from tests.ws.parks import open_hub
@@ -327,6 +328,11 @@ def test_tenant_insights_for_the_phone_page(park: tuple[Path, ParkConfig]) -> No
     assert (gamma.comparison.sector, gamma.comparison.peers) == ("", 2)
     assert fixed(gamma.comparison.load_factor or 0, 5) == "0.71346"  # 371/520
     assert (gamma.figures.shift.percent_bp, gamma.figures.shift.minor) == (12_50, 0)
+    # Printed as the report prints it.
+    cells = insight_cells(acme.figures, acme.comparison, config)
+    assert (cells["pct_peak"], cells["load_factor"], cells["saving"], cells["compared_with"],
+            cells["peers_load_factor"]) == ("23.3", "0.577", "2.94", "sector:machining",
+                                            "0.850")
 
 
 def test_the_command_line_prints_the_same_report(
