@@ -373,3 +373,19 @@ async def test_over_the_hub_and_http_with_the_shift(tmp_path: Path) -> None:
             assert (bad.status_code, bad.json()["error"]) == (400, "bad_request")
             viewer = await web.get("/api/reports/insights", auth=("viewer", "viewer-secret"))
             assert viewer.status_code == 403
+
+
+def test_a_period_without_history_has_no_figures_to_divide(
+        park: tuple[Path, ParkConfig]) -> None:
+    data_dir, config = park
+    with open_store_readonly(data_dir) as store:
+        text = render_report(make_report("insights", store, config, first="2026-11-20",
+                                         end="2026-11-21"), "csv")
+    lines = rows(text)
+    assert list(lines) == ["acme", "beta", "gamma", "total"]
+    for row in lines.values():
+        assert (row["kwh"], row["pct_peak"], row["peak_kw"], row["load_factor"],
+                row["night_base_kw"], row["saving"]) == ("0.000", "", "", "", "", "0.00"), row
+    # Nobody has a figure, so no peer has one either.
+    assert (lines["acme"]["peers"], lines["acme"]["peers_load_factor"]) == ("1", "")
+    assert lines["acme"]["kwh_per_m2"] == "0.000"  # it has an area: 0 kWh over 100 m2
