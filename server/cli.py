@@ -83,7 +83,7 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         report = make_report(args.kind, store, config, first=args.from_date, end=args.to_date,
                              by=args.by, tenant=args.tenant, tariff=args.tariff,
-                             meter_kind=args.meter_kind)
+                             meter_kind=args.meter_kind, shift=args.shift)
     sys.stdout.write(render_report(report, args.format))
     return 0
 
@@ -282,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "period's shares of losses and common areas and whether they are posted "
                     "(an admin posts them: POST /api/apportionment); blackhole: each "
                     "feeder's unexplained loss per hour (--by day: per day); output: energy "
-                    "per unit of output per production line and day.")
+                    "per unit of output per production line and day; insights: each "
+                    "tenant's share of energy per tariff band, peak demand, load factor, "
+                    "night base load and the saving if --shift percent of its peak energy moved "
+                    "to the valley, beside the medians of its sector (docs/insights.md).")
     report.add_argument("kind", choices=KINDS, help="which report")
     report.add_argument("--config", required=True, metavar="PARK.toml", help="park config file")
     report.add_argument("--from", dest="from_date", metavar="DATE",
@@ -301,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default="electricity",
                         help="consumption, whatif: which meters (default electricity, in kWh; "
                              "water and gas in m3)")
+    report.add_argument("--shift", metavar="PERCENT",
+                        help="insights: the share of peak energy moved to the valley for the "
+                             "saving, 0 to 100 (default 10)")
     report.set_defaults(run=_report)
 
     opcua = commands.add_parser("opcua", help="OPC UA server administration")

@@ -30,8 +30,8 @@ class BadReportRequest(ValueError):
 async def run_report(park: Park, caller: Caller, kind: str,
                      query: Mapping[str, str]) -> tuple[str, str]:
     """``(body, format)`` of the report ``kind`` with the request's ``from``, ``to``, ``by``,
-    ``tenant``, ``tariff``, ``meter_kind`` and ``format`` (csv, the default; json; html for a
-    statement). Operators and admins only; an unbalanced book raises ``Unbalanced``."""
+    ``tenant``, ``tariff``, ``meter_kind``, ``shift`` and ``format`` (csv, the default; json;
+    html for a statement). Operators and admins only; an unbalanced book raises ``Unbalanced``."""
     if not caller.may("operator"):
         raise Forbidden("reports are for operators and admins")
     if kind not in KINDS:
@@ -46,7 +46,8 @@ async def run_report(park: Park, caller: Caller, kind: str,
         report = await trio.to_thread.run_sync(functools.partial(
             make_report, kind, park.store, park.config, first=query.get("from"),
             end=query.get("to"), by=query.get("by", "meter"), tenant=query.get("tenant"),
-            tariff=query.get("tariff"), meter_kind=query.get("meter_kind", "electricity")))
+            tariff=query.get("tariff"), meter_kind=query.get("meter_kind", "electricity"),
+            shift=query.get("shift")))
         return render_report(report, form), form
     except Unbalanced:
         raise

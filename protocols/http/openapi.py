@@ -380,7 +380,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "kind", "in": "path", "required": True,
                    "schema": {"enum": ["reconciliation", "topups", "consumption", "arrears",
                                        "statement", "whatif", "apportionment",
-                                       "blackhole", "output"]}},
+                                       "blackhole", "output", "insights"]}},
                   {"name": "from", "in": "query", "schema": {"type": "string"},
                    "description": "first local day, 2026-11-01 (default: this month's 1st)"},
                   {"name": "to", "in": "query", "schema": {"type": "string"},
@@ -399,7 +399,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                   {"name": "meter_kind", "in": "query",
                    "schema": {"enum": ["electricity", "water", "gas"]},
                    "description": "consumption, whatif: which meters (default electricity, "
-                                  "in kWh; water and gas in m3)"}),
+                                  "in kWh; water and gas in m3)"},
+                  {"name": "shift", "in": "query", "schema": {"type": "string"},
+                   "description": "insights: the percentage of peak energy moved to the "
+                                  "valley for the saving, 0 to 100 (default 10)"}),
               csv=True),
     Operation("get", "/api/quotas", "quotas", "Every quota group this month", "user",
               {200: ("the groups", {"type": "object", "required": ["groups"],

@@ -137,15 +137,16 @@ class AuditQuery:
 @attrs.frozen
 class ReportQuery:
     """A report (the same as ``GET /api/reports/KIND``); ``query`` holds the request's
-    ``from``, ``to``, ``by``, ``tenant``, ``tariff``, ``format`` and ``meter_kind`` that were
-    given."""
+    ``from``, ``to``, ``by``, ``tenant``, ``tariff``, ``format``, ``meter_kind`` and ``shift``
+    that were given."""
 
     id: JsonId
     kind: str
     query: Mapping[str, str]
 
 
-REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format", "meter_kind")
+REPORT_PARAMETERS: Final = ("from", "to", "by", "tenant", "tariff", "format", "meter_kind",
+                             "shift")
 
 
 @attrs.frozen

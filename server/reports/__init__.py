@@ -6,8 +6,10 @@ and ``arrears`` (``server.reports.money_reports``), ``statement`` (a tenant's; a
 printable HTML page: ``server.reports.statement``), ``whatif`` (another tariff's charges:
 ``server.reports.whatif``), ``apportionment`` (the shares of losses and common areas, and
 whether they are posted), ``blackhole`` (unexplained loss by feeder and hour:
-``server.reports.apportionment``) and ``output`` (energy per unit of output per production
-line and day: ``server.reports.output``). Each reads the books
+``server.reports.apportionment``), ``output`` (energy per unit of output per production
+line and day: ``server.reports.output``) and ``insights`` (each tenant's band shares, peak
+demand, load factor, night base load and peak-shift saving beside its peers':
+``server.reports.insights``). Each reads the books
 (``server.reports.books``) and gives a :class:`~server.reports.table.Report`, printed as CSV
 or JSON (``server.reports.table``), the same bytes for the same data and period.
 """
@@ -27,6 +29,7 @@ from server.reports.apportionment import (
     posted_amounts,
 )
 from server.reports.books import Books, read_books
+from server.reports.insights import insights_report, tenant_insights
 from server.reports.money_reports import (
     ARREARS_GROUPINGS,
     GROUPINGS,
@@ -43,22 +46,26 @@ from server.reports.table import Report, to_csv, to_json
 from server.reports.whatif import whatif
 
 KINDS: Final = ("reconciliation", "topups", "consumption", "arrears", "statement", "whatif",
-                 "apportionment", "blackhole", "output")
+                 "apportionment", "blackhole", "output", "insights")
 FORMATS: Final = ("csv", "json", "html")
 
 __all__ = ["FORMATS", "GROUPINGS", "KINDS", "Report", "Unbalanced", "make_report",
-           "render_report", "statement_page"]
+           "render_report", "statement_page", "tenant_insights"]
 
 
 def make_report(kind: str, store: Store, config: ParkConfig, *, first: str | None = None,
                 end: str | None = None, by: str = "meter", tenant: str | None = None,
                 tariff: str | None = None, today: dt.date | None = None,
-                meter_kind: str = "electricity") -> Report:
-    """``meter_kind`` (consumption, whatif): electricity in kWh, or water or gas in m3."""
+                meter_kind: str = "electricity", shift: str | None = None) -> Report:
+    """``meter_kind`` (consumption, whatif): electricity in kWh, or water or gas in m3;
+    ``shift`` (insights): the percentage of peak energy moved to the valley (default 10)."""
     if kind not in KINDS:
         raise UserError(f"no report {kind!r}: the reports are {', '.join(KINDS)}")
     timezone = config.calendar.timezone
     decimals = config.server.decimals
+    if kind == "insights":  # the history only: no journal to read
+        return insights_report(store, config, parse_period(
+            first, end, timezone, today or local_today(timezone)), shift)
     books = read_books(store, config)
     if kind == "reconciliation":
         return reconcile(books, decimals)

@@ -10,6 +10,7 @@ import policies
 ALLOWED_TOP_LEVEL = {
     "__future__", "attrs", "bisect", "collections", "datetime", "decimal", "math", "typing",
     "zoneinfo", "policies",
+    "fractions",  # exact ratios (policies.insights): pure arithmetic, like decimal
 }
 # No clocks, no randomness, no I/O: these must not appear even though they are stdlib.
 FORBIDDEN_NAMES = {"time", "random", "os", "socket", "trio", "lmdb", "asyncio"}

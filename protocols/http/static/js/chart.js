@@ -133,7 +133,7 @@ export class LineChart {
 
 // Stacked bars by category (a day, a tenant): one colour per series (a tariff band), a legend
 // above, round y ticks as the line chart has. `dataset.bars` tells how many bars were drawn.
-const PALETTE = ["#2f7de1", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"];
+export const PALETTE = ["#2f7de1", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"];
 
 export class BarChart {
   // whole: the values are counts, so the ticks are whole numbers.

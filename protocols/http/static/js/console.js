@@ -3,6 +3,7 @@
 //
 // Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/quotas (quota
 // groups and their requests: quotas.js), #/reports (operators and admins: reports.js),
+// #/insights (operators and admins: each tenant's energy insights, insights.js),
 // #/audit (admins).
 // Operator controls are hidden for viewers (the server refuses them anyway); the audit tab
 // exists for admins only. Everything visible is translated (i18n.js).
@@ -13,13 +14,15 @@ import {
   apply as applyStrings, formatNumber, formatTime, language, onLanguage, preferredLanguage,
   setLanguage, t,
 } from "./i18n.js";
+import { InsightsView } from "./insights.js";
 import { QuotasView } from "./quotas.js";
 import { ReportsView } from "./reports.js";
 import { ParkStore } from "./store.js";
 import { VirtualTable } from "./table.js";
 
 const $ = (selector) => document.querySelector(selector);
-const VIEWS = ["login", "overview", "meters", "meter", "alarms", "quotas", "reports", "audit"];
+const VIEWS = ["login", "overview", "meters", "meter", "alarms", "quotas", "reports", "insights",
+  "audit"];
 const ROW_HEIGHT = 30;
 const RESORT_EVERY_MS = 500;
 const MAX_ALARM_ROWS = 500;
@@ -33,6 +36,7 @@ let currentMeter = null;
 let role = null;
 let reports = null;
 let quotas = null;
+let insights = null;
 
 // -- small helpers ------------------------------------------------------------------------
 
@@ -112,6 +116,9 @@ function route() {
   } else if (view === "reports" && may("operator")) {
     show("reports");
     reports.show();
+  } else if (view === "insights" && may("operator")) {
+    show("insights");
+    insights.show();
   } else if (view === "audit" && may("admin")) {
     show("audit");
     loadAudit(null, true);
@@ -163,6 +170,7 @@ function signedIn(user, newRole) {
   $("#who-role").dataset.role = role;
   $("#tab-audit").hidden = !may("admin");
   $("#tab-reports").hidden = !may("operator");
+  $("#tab-insights").hidden = !may("operator");
   for (const node of document.querySelectorAll(".operator-only")) node.hidden = !may("operator");
   $("#login-password").value = "";
   loginMessage("");
@@ -751,6 +759,7 @@ async function main() {
     $("#lang").value = language();
     if (role) $("#who-role").textContent = t(`role.${role}`);
     showConnection(hub.state, 0);
+    insights.relabel();
     renderAll();
   });
   meterList = new MeterList();
@@ -762,6 +771,10 @@ async function main() {
     $, t, formatNumber, describe: errorText, say: toast,
     ask: (kind, fields) => hub.command("report", { kind, ...fields }),
     tenants: () => [...new Set([...store.meters.values()].map((m) => m.tenant))].sort(),
+  });
+  insights = new InsightsView({
+    $, t, formatNumber, describe: errorText, say: toast,
+    ask: (kind, fields) => hub.command("report", { kind, ...fields }),
   });
   wire();
   connectHub(config.hub);
