@@ -71,6 +71,7 @@ overload_w = 100000
 [notify]
 per_hour = 20
 burst = 5
+runout_hours = 0
 
 [notify.smtp]
 host = "127.0.0.1"
@@ -146,17 +147,18 @@ def _by_level(received: list[Received], level: str) -> list[Received]:
 
 
 def _level(r: Received) -> str:
-    """A burst meter's only alarms are its low-balance levels: alarm number n is level n."""
-    return r.notice_id.rsplit("/", 2)[-2]
+    """``<meter>/low_balance/<level>/<journal seq>`` -> the level."""
+    return r.notice_id.split("/")[2]
 
 
-def _alarm_numbers(received: list[Received]) -> dict[str, set[str]]:
-    """Meter -> the alarm numbers its low-balance notices carried (one per level crossed)."""
-    numbers: dict[str, set[str]] = defaultdict(set)
+def _crossings(received: list[Received]) -> dict[tuple[str, str], set[str]]:
+    """(meter, level) -> the notice ids that told it (one, if nothing is doubled)."""
+    ids: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in received:
-        meter, number, _ = r.notice_id.rsplit("/", 2)
-        numbers[meter].add(number)
-    return numbers
+        parts = r.notice_id.split("/")
+        if len(parts) == 4 and parts[1] == "low_balance":
+            ids[parts[0], parts[2]].add(r.notice_id)
+    return ids
 
 
 def count_duplicates(received: list[Received]) -> tuple[int, int]:
@@ -171,8 +173,7 @@ def count_duplicates(received: list[Received]) -> tuple[int, int]:
         repeats += 1
         if isinstance(r.body, dict) and seen != r.raw:
             different += 1
-    per_meter = _alarm_numbers(received)
-    extra = sum(max(0, len(numbers) - 2) for numbers in per_meter.values())
+    extra = sum(len(ids) - 1 for ids in _crossings(received).values())
     return different + extra, repeats
 
 

@@ -14,6 +14,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import threading
 import time
@@ -161,6 +162,8 @@ class SmtpSink:
         with socket.socket() as probe:  # (aiosmtpd's readiness check needs the port up front)
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
+        # aiosmtpd logs every connection at INFO: at a bench's rates that is the sink's work
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         controller = Controller(Handler(), hostname="127.0.0.1", port=port)
         controller.start()
         self._controller = controller

@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 TAKE_LIMIT: Final = 5_000
 SETTLE_S: Final = 0.02
 POLL_S: Final = 0.5
-CONCURRENCY: Final = 64
+CONCURRENCY: Final = 8
+"""Deliveries in flight per channel: httpx under trio measured 0.9 ms of CPU a request at 8
+concurrent and 3.4 ms at 64 (pool contention), so more in flight is slower, not faster."""
 DEFAULT_RATE: Final = RateLimit(20, 5)
 
 

@@ -144,8 +144,13 @@ class Notifier:
         tenant = self._tenant_of.get(meter_id)
         if tenant not in self.reachable:
             return
-        number = actor.state.alarms.next_number
-        notice_id = f"{meter_id}/{'cut' if kind == 'supply_cut' else 'restored'}/{number}"
+        state = actor.state
+        # A cut for the same reason cannot repeat without a credit (a new journal seq) or a
+        # new overload trip in the lockout window: both are in the recovered state, so a cut
+        # decided again after a crash has the id it had.
+        episode = f"{state.journal_seq}/{len(state.protection.trip_ms)}"
+        notice_id = (f"{meter_id}/cut/{command.reason}/{episode}" if kind == "supply_cut"
+                     else f"{meter_id}/restored/{episode}")
         self._raise(notice_id, kind, tenant, meter_id, command.ts_ms,
                     {"balance": self._amount(actor.state.balance), **extra})
 
@@ -163,8 +168,14 @@ class Notifier:
         policy = self._registry.get(event.meter_id).policy
         levels = policy.alarm_levels
         level = levels[event.level - 1] if 0 < event.level <= len(levels) else 0
-        balance = self._registry.get(event.meter_id).state.balance
-        self._raise(f"{event.alarm_id}/low_balance", "low_balance", tenant, event.meter_id,
+        state = self._registry.get(event.meter_id).state
+        balance = state.balance
+        # A level is crossed again only after a credit lifted the balance above it, and every
+        # credit is a journal entry: (level, the meter's last journal seq) names the crossing,
+        # the same way after a crash (the alarm's own number may not be: other alarms of the
+        # restart can take it).
+        notice_id = f"{event.meter_id}/low_balance/{event.level}/{state.journal_seq}"
+        self._raise(notice_id, "low_balance", tenant, event.meter_id,
                     event.ts_ms, {"balance": self._amount(balance),
                                   "level": self._amount(level),
                                   "level_number": str(event.level)})

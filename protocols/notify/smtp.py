@@ -18,10 +18,11 @@ fixes, not the tenant's message, and the dead-letter list fills up meanwhile if 
 from __future__ import annotations
 
 import contextlib
+import email.message
 import email.utils
 import smtplib
 import ssl
-from email.message import EmailMessage
+from email.header import Header
 from typing import Final
 
 import trio
@@ -50,24 +51,28 @@ class SmtpChannel:
         self._idle: list[smtplib.SMTP] = []
         self._slots = trio.CapacityLimiter(pool_size)
 
-    def build(self, message: Message) -> EmailMessage:
-        mail = EmailMessage()
+    def build(self, message: Message) -> bytes:
+        """The message as it goes on the wire. Built with the compat32 ``email`` API: the
+        policy-based ``EmailMessage`` parses every header it is given, which measured 1.5 ms
+        of the 1.9 ms a message cost; this one encodes them and parses nothing."""
+        mail = email.message.Message()
         mail["From"] = self._sender
         mail["To"] = message.address
-        mail["Subject"] = message.subject
+        mail["Subject"] = Header(message.subject, "utf-8").encode()
         mail["Date"] = email.utils.formatdate(message.ts_ms / 1000 if message.ts_ms else None,
                                               usegmt=True)
         mail["Message-ID"] = f"<{message.notice_id.replace('/', '.')}@{self._domain}>"
         mail["X-Notice-Id"] = message.notice_id
-        mail.set_content(message.body)
-        mail["Content-Language"] = message.language  # (set_content drops Content-* headers)
-        return mail
+        mail["MIME-Version"] = "1.0"
+        mail["Content-Language"] = message.language
+        mail.set_payload(message.body.replace("\n", "\r\n").encode(), "utf-8")
+        return mail.as_bytes()
 
     async def send(self, message: Message) -> Outcome:
         mail = self.build(message)
-        async with self._slots:
-            return await trio.to_thread.run_sync(self._send_blocking, mail, message.address,
-                                                 limiter=self._slots)
+        # At most pool_size threads: each holds one connection while it sends.
+        return await trio.to_thread.run_sync(self._send_blocking, mail, message.address,
+                                             limiter=self._slots)
 
     def _connect(self) -> smtplib.SMTP:
         connection = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
@@ -79,12 +84,12 @@ class SmtpChannel:
             connection.login(self._username, self._password)
         return connection
 
-    def _send_blocking(self, mail: EmailMessage, to: str) -> Outcome:
+    def _send_blocking(self, mail: bytes, to: str) -> Outcome:
         connection = self._idle.pop() if self._idle else None
         try:
             if connection is None:
                 connection = self._connect()
-            refused = connection.send_message(mail, from_addr=self._sender, to_addrs=[to])
+            refused = connection.sendmail(self._sender, [to], mail)
         except smtplib.SMTPRecipientsRefused as error:
             self._keep(connection)
             code, text = next(iter(error.recipients.values()))

@@ -73,7 +73,7 @@ async def test_a_crash_between_raising_and_delivering_delivers_once_after_restar
         await wait_for(lambda: len(webhook.received) >= 2)
         await trio.sleep(1.5)  # time for a duplicate to show up, if there were one
     ids = sorted(r.notice_id for r in webhook.received)
-    assert ids == ["M-0/1/low_balance", "receipt/pay-crash"]
+    assert ids == ["M-0/low_balance/1/1", "receipt/pay-crash"]
     receipt = next(r.body for r in webhook.received if r.notice_id == "receipt/pay-crash")
     assert (receipt["amount"], receipt["balance"]) == ("5.00", "105.00")  # type: ignore[index]
 
@@ -102,8 +102,8 @@ async def test_quiet_hours_hold_a_reminder_but_not_a_cut(
         with read_deliveries(config.server.data_dir) as deliveries:
             assert deliveries is not None
             held = {(d.notice_id, d.channel): d for d in deliveries.pending()}
-        assert set(held) == {("M-0/1/low_balance", "webhook"), ("M-0/1/low_balance", "email"),
-                             ("M-0/2/low_balance", "webhook"), ("M-0/2/low_balance", "email")}
+        assert set(held) == {("M-0/low_balance/1/0", "webhook"), ("M-0/low_balance/1/0", "email"),
+                             ("M-0/low_balance/2/0", "webhook"), ("M-0/low_balance/2/0", "email")}
         end = dt.datetime.now(SHANGHAI) + dt.timedelta(hours=1)
         for delivery in held.values():
             due = dt.datetime.fromtimestamp(delivery.next_ms / 1000, SHANGHAI)
@@ -149,6 +149,10 @@ async def test_a_cut_and_its_restore_are_both_told(
         restored = next(r.body for r in webhook.received
                         if r.body["kind"] == "supply_restored")  # type: ignore[index]
         assert (restored["balance"], restored["after"]) == ("49.50", "zero_balance")  # type: ignore[index]
-        mails = [m.body["Subject"] for m in smtp.messages()
-                 if m.body["To"] == "energy@hongda.example"]
-        assert "电表 M-0 已停止供电" in mails and "电表 M-0 已恢复供电" in mails
+
+        def subjects() -> list[str]:
+            return [m.body["Subject"] for m in smtp.messages()
+                    if m.body["To"] == "energy@hongda.example"]
+
+        await wait_for(lambda: "电表 M-0 已恢复供电" in subjects())
+        assert "电表 M-0 已停止供电" in subjects()
