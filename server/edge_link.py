@@ -119,6 +119,14 @@ class RemoteCommands:
                                                               count, reference)
         return str(status), str(line_id), str(day), int(counted), str(unit)
 
+    async def notices(self, who: Who) -> dict[str, Any]:
+        view: Any = await self.call("notices", who)  # (a map; msgpack gives its lists as tuples)
+        return {**view, "dead_letters": [dict(letter) for letter in view["dead_letters"]]}
+
+    async def retry_notices(self, who: Who, notice: str, reference: str) -> tuple[str, str]:
+        asked, status = await self.call("retry_notices", who, notice, reference)
+        return str(asked), str(status)
+
 
 def call_message(call_id: int, method: str, who: Who, args: Sequence[Any]) -> tuple[Any, ...]:
     return (CALL, call_id, method, (who.user, who.role, who.address), tuple(args))

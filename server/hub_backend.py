@@ -85,6 +85,13 @@ class ParkCommands:
                                                       reference)
         return answer.status, answer.line, answer.date, answer.count, answer.unit
 
+    async def notices(self, who: Who) -> dict[str, Any]:
+        return self._operations.notices(self.caller(who))
+
+    async def retry_notices(self, who: Who, notice: str, reference: str) -> tuple[str, str]:
+        answer = await self._operations.retry_notices(self.caller(who), notice, reference)
+        return answer.notice, answer.status
+
     async def report(self, who: Who, kind: str, query: Mapping[str, str]) -> tuple[str, str]:
         try:
             return await run_report(self._park, self.caller(who), kind, query)
@@ -104,7 +111,8 @@ def command_calls(commands: ParkCommands) -> dict[str, Callable[..., Awaitable[A
             "reset_lockout": call(commands.reset_lockout), "ack_alarm": call(commands.ack_alarm),
             "report": commands.report, "quotas": commands.quotas,
             "request_quota": commands.request_quota, "decide_quota": commands.decide_quota,
-            "record_output": commands.record_output}
+            "record_output": commands.record_output, "notices": commands.notices,
+            "retry_notices": commands.retry_notices}
 
 
 class HubBackend(HubLogins, ParkCommands):

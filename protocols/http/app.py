@@ -16,6 +16,8 @@ Routes (docs/http-api.md; CONTRACT.md section 4):
   (admins): quota groups and their extension requests, through the park's operations.
 * ``POST /api/apportionment``: an admin posts a period's shares of losses and common areas.
 * ``POST /api/lines/{line}/output``: an operator enters a production line's output of a day.
+* ``GET /api/notices``, ``POST /api/notices/retry``: tenant notices' figures and dead letters,
+  and "try again" for one or every dead letter; admins.
 * ``GET /api/audit?before=&limit=``: the audit log, newest first, a page at a time; admins.
 * ``POST /api/payments/notify``: a payment integration's signed notification
   (:mod:`protocols.http.payments`), idempotent on its transaction id.
@@ -413,6 +415,19 @@ class Api:
         if self.tenant_page is None:
             raise ApiError("not_found", "this server has no tenants' page")
         return await self.tenant_page.summary(request)
+
+    async def notices(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        return JSONResponse(self.backend.operations.notices(caller),
+                            headers={"Cache-Control": "no-store"})
+
+    async def notice_retry(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        body = await _json_body(request)
+        answer = await self.backend.operations.retry_notices(
+            caller, body.get("notice"), _reference(body, "a retry"))
+        return JSONResponse({"id": answer.reference, "notice": answer.notice,
+                             "status": answer.status})
 
     async def audit(self, request: Request) -> Response:
         caller = await self.caller(request)

@@ -106,6 +106,17 @@ class LinksRevokedLike(Protocol):
     def status(self) -> str: ...
 
 
+class RetryAnswerLike(Protocol):
+    """``server.notice_desk.RetryAnswer``."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def notice(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
 class Commands(Protocol):
     """``server.operations.Operations``: role checks, journal and audit happen there.
 
@@ -137,6 +148,11 @@ class Commands(Protocol):
 
     async def revoke_tenant_links(self, caller: Any, tenant: object,
                                   reference: str) -> LinksRevokedLike: ...
+
+    def notices(self, caller: Any) -> dict[str, object]: ...
+
+    async def retry_notices(self, caller: Any, notice_id: object,
+                            reference: str) -> RetryAnswerLike: ...
 
 
 class Authenticator(Protocol):

@@ -288,6 +288,55 @@ TENANT_SUMMARY: Final = {
     },
 }
 
+COUNT: Final = {"type": "integer", "minimum": 0}
+NOTICES: Final = {
+    "type": "object",
+    "required": ["raised", "written", "waiting_for_storage", "delivery_running", "delivered",
+                 "retried", "pending", "dead", "dead_letters"],
+    "properties": {
+        "raised": {**COUNT, "description": "notices raised since the server started"},
+        "written": {**COUNT, "description": "of those, written to the outbox"},
+        "waiting_for_storage": {**COUNT, "description": "raised, not yet written (the journal "
+                                                        "cannot write)"},
+        "delivery_running": {"type": "boolean", "description": "the delivery process is up"},
+        "delivered": {**COUNT, "description": "deliveries sent by the delivery process since "
+                                              "it started"},
+        "retried": {**COUNT, "description": "attempts that failed and will be tried again"},
+        "pending": {**COUNT, "description": "deliveries waiting (for their time or a retry)"},
+        "dead": {**COUNT, "description": "dead letters, all of them"},
+        "dead_letters": {"type": "array", "maxItems": 200,
+                         "description": "the first 200 dead letters, by notice id",
+                         "items": {
+            "type": "object",
+            "required": ["notice", "channel", "address", "attempts", "error", "since"],
+            "properties": {
+                "notice": {"type": "string", "description": "the notice id (what a webhook "
+                                                            "receiver sees as id)"},
+                "channel": {"type": "string", "description": "email, webhook, sms or wechat"},
+                "address": {"type": "string", "description": "mailbox, URL, phone or openid"},
+                "attempts": COUNT,
+                "error": {"type": "string", "description": "the provider's last answer"},
+                "since": {"type": "string", "description": "when the notice was first tried, "
+                                                           "ISO 8601 UTC"}}}},
+    },
+}
+NOTICE_RETRY: Final = {
+    "type": "object", "required": ["id", "notice"],
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 128,
+                          "description": "your reference (audited)"},
+                   "notice": {"type": "string", "maxLength": 1024,
+                              "description": "a dead letter's notice id, or \"\" for every "
+                                             "dead letter"}},
+}
+NOTICE_RETRIED: Final = {
+    "type": "object", "required": ["id", "notice", "status"],
+    "properties": {"id": {"type": "string"}, "notice": {"type": "string"},
+                   "status": {"const": "accepted",
+                              "description": "the delivery process was told: the notice's "
+                                             "dead deliveries are pending again, attempts "
+                                             "reset"}},
+}
+
 Auth = Literal["user", "payment", "none"]
 
 
@@ -463,6 +512,22 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                503: ("storage cannot be read now", ERROR)},
               parameters=(_in_path("token"),),
               description="The link's token is the credential (docs/tenant-page.md)."),
+    Operation("get", "/api/notices", "notices",
+              "Tenant notices: the figures and the dead letters (admins)", "user",
+              {200: ("the figures and up to 200 dead letters", NOTICES),
+               **_errors(400, 401, 403)},
+              description="Read from the delivery process's store, so the dead letters show "
+                          "while it is down. 400: the server sends no tenant notices (no "
+                          "tenant has a contact)."),
+    Operation("post", "/api/notices/retry", "notice_retry",
+              "Try a dead letter again, or every dead letter (admins)", "user",
+              {200: ("the delivery process was told", NOTICE_RETRIED),
+               **_errors(400, 401, 403, 413, 503)},
+              request=NOTICE_RETRY,
+              description="Its dead deliveries go back to pending with their attempts reset, "
+                          "and are sent on the [notify] retry schedule again (a notice keeps "
+                          "its id). Audited. 503: the delivery process is down (it is being "
+                          "restarted); nothing was done."),
     Operation("get", "/api/audit", "audit", "The audit log, newest first (admins)", "user",
               {200: ("a page", AUDIT_PAGE), **_errors(400, 401, 403)},
               parameters=(

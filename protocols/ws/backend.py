@@ -98,6 +98,16 @@ class Backend(Protocol):
         """``(status, line, date, count, unit)`` of a production count as journaled."""
         ...
 
+    async def notices(self, who: Who) -> dict[str, Any]:
+        """Tenant notices' figures and dead letters as ``GET /api/notices`` shows them
+        (admins)."""
+        ...
+
+    async def retry_notices(self, who: Who, notice: str, reference: str) -> tuple[str, str]:
+        """``(notice, status)`` after asking the delivery process to try a dead letter again
+        (``""``: every one; admins)."""
+        ...
+
     async def audit_page(self, who: Who, before: str | None, limit: int) -> AuditPageRecord:
         """A page of the audit log, newest first (async: in its own process the hub asks the
         server for it)."""

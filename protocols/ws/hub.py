@@ -67,6 +67,8 @@ from protocols.ws.protocol import (
     ClientFrame,
     Hello,
     MeterEncoder,
+    NoticeList,
+    NoticeRetry,
     OutputCount,
     ProtocolError,
     QuotaDecision,
@@ -86,6 +88,8 @@ from protocols.ws.protocol import (
     encode_audit_page,
     encode_error,
     encode_gateway,
+    encode_notice_retry,
+    encode_notices,
     encode_output,
     encode_park,
     encode_pong,
@@ -548,6 +552,11 @@ class Hub:
                 status, line, date, count, unit = await backend.record_output(
                     who, frame.line, frame.date, frame.count, frame.id)
                 self._answer(client, encode_output(frame.id, status, line, date, count, unit))
+            elif isinstance(frame, NoticeList):
+                self._answer(client, encode_notices(frame.id, await backend.notices(who)))
+            elif isinstance(frame, NoticeRetry):
+                notice, status = await backend.retry_notices(who, frame.notice, frame.id)
+                self._answer(client, encode_notice_retry(frame.id, notice, status))
             elif isinstance(frame, AuditQuery):
                 page = await backend.audit_page(who, frame.before, frame.limit)
                 self._answer(client, encode_audit_page(frame.id, page.entries, page.next))

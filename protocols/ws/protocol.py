@@ -29,7 +29,9 @@ authenticated     topup, relay,       COMMAND (park.operations)              unc
                   quotas,
                   quota_request,
                   quota_decide,
-                  output
+                  output,
+                  notices,
+                  notice_retry
 authenticated     ping                PONG                                   unchanged
 ================  ==================  =====================================  ===============
 
@@ -188,14 +190,30 @@ class QuotaDecision:
 
 
 @attrs.frozen
+class NoticeList:
+    """Tenant notices' figures and dead letters (admins)."""
+
+    id: JsonId
+
+
+@attrs.frozen
+class NoticeRetry:
+    """Try a dead letter again: ``notice`` is its notice id, ``""`` every dead letter."""
+
+    id: str
+    notice: str
+
+
+@attrs.frozen
 class Ping:
     id: JsonId
 
 
 ClientFrame = (Hello | Subscribe | TopUp | Relay | AckAlarm | ResetLockout | AuditQuery
-               | ReportQuery | QuotaList | QuotaRequest | QuotaDecision | OutputCount | Ping)
+               | ReportQuery | QuotaList | QuotaRequest | QuotaDecision | OutputCount
+               | NoticeList | NoticeRetry | Ping)
 Command = (TopUp | Relay | AckAlarm | ResetLockout | AuditQuery | ReportQuery | QuotaList
-           | QuotaRequest | QuotaDecision | OutputCount)
+           | QuotaRequest | QuotaDecision | OutputCount | NoticeList | NoticeRetry)
 
 
 def parse_frame(data: str | bytes, *, max_bytes: int, decimals: int = 2) -> ClientFrame:
@@ -400,6 +418,17 @@ def _output(f: _Fields, decimals: int) -> OutputCount:
                        f.text("date", limit=16), count)
 
 
+def _notices(f: _Fields, decimals: int) -> NoticeList:
+    return NoticeList(f.id)
+
+
+def _notice_retry(f: _Fields, decimals: int) -> NoticeRetry:
+    # Required, even for every dead letter (""): a frame that forgot it retries nothing.
+    if "notice" not in f.value:
+        raise f.fail('missing "notice" (a notice id, or "" for every dead letter)')
+    return NoticeRetry(f.reference(), f.text("notice", empty=True))
+
+
 def _ping(f: _Fields, decimals: int) -> Ping:
     return Ping(f.id)
 
@@ -417,6 +446,8 @@ _PARSERS: Final[dict[str, Callable[[_Fields, int], ClientFrame]]] = {
     "quota_request": _quota_request,
     "quota_decide": _quota_decide,
     "output": _output,
+    "notices": _notices,
+    "notice_retry": _notice_retry,
     "ping": _ping,
 }
 
@@ -439,7 +470,8 @@ class Step(enum.Enum):
 
 
 _COMMAND_TYPES: Final = (TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
-                         QuotaList, QuotaRequest, QuotaDecision, OutputCount)
+                         QuotaList, QuotaRequest, QuotaDecision, OutputCount, NoticeList,
+                         NoticeRetry)
 
 TRANSITIONS: Final[Mapping[tuple[SessionState, type], Step]] = {
     (SessionState.AWAITING_HELLO, Hello): Step.LOGIN,
@@ -600,6 +632,17 @@ def encode_quotas(frame_id: JsonId, groups: Sequence[Mapping[str, object]]) -> s
 def encode_quota(frame_id: JsonId, status: str, group: Mapping[str, object]) -> str:
     """The answer to a request or decision: its status and the group right after it."""
     return _dumps_ascii({"type": "quota", "id": frame_id, "status": status, "group": group})
+
+
+def encode_notices(frame_id: JsonId, view: Mapping[str, object]) -> str:
+    """Tenant notices' figures and dead letters (the same object as ``GET /api/notices``)."""
+    return _dumps_ascii({"type": "notices", "id": frame_id, **view})
+
+
+def encode_notice_retry(frame_id: JsonId, notice: str, status: str) -> str:
+    """The answer to "try again": the notice id as asked (``""``: every one) and the status."""
+    return _dumps_ascii({"type": "notice_retry", "id": frame_id, "notice": notice,
+                         "status": status})
 
 
 def encode_output(frame_id: JsonId, status: str, line: str, date: str, count: int,

@@ -6,9 +6,10 @@ in as the operator in headless Chromium, lets the load chart fill for ``--second
 three days of history (``tests.browser.test_console_reports``) for
 ``docs/console-reports.png``, and the same park with two quota groups (one spent, with a
 request waiting) and a production line with three days' counts for ``docs/console-quotas.png``;
-and a tenant's self-service page on a phone (390 x 844, ``tests.browser.test_tenant_page``'s
-park) for ``docs/tenant-page.png``. ``--only quotas`` (or ``reports``, ``tenant``) takes that
-one shot alone.
+a tenant's self-service page on a phone (390 x 844, ``tests.browser.test_tenant_page``'s
+park) for ``docs/tenant-page.png``; and the admins' notices page with dead letters (an SMTP
+receiver started here refuses two tenants' mailboxes) for ``docs/console-notices.png``.
+``--only quotas`` (or ``reports``, ``tenant``, ``notices``) takes that one shot alone.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bench.notify_sinks import SmtpSink
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.browser.live import LOGINS, REPO, live_park
 from tests.browser.test_console_reports import days_back, write_history
 from tests.browser.test_tenant_page import PHONE, with_tenant_page
 
 
-def sign_in(page: Page, url: str) -> None:
+def sign_in(page: Page, url: str, user: str = "op") -> None:
     page.goto(url + "/")
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    page.fill("#login-user", "op")
-    page.fill("#login-password", LOGINS["op"])
+    page.fill("#login-user", user)
+    page.fill("#login-password", LOGINS[user])
     page.click("#login-submit")
     expect(page.locator("#conn")).to_have_attribute("data-state", "online")
 
@@ -117,7 +120,56 @@ def tenant_shot(browser: Browser, out: Path) -> None:
         context.close()
 
 
-SHOTS = {"reports": reports_shot, "quotas": quotas_shot, "tenant": tenant_shot}
+SHOT_REFUSED = frozenset({"billing@tenant-001.example", "accounts@tenant-002.example"})
+
+
+def with_mailboxes(smtp_port: int) -> Callable[[Path], None]:
+    def prepare(config_file: Path) -> None:
+        config_file.write_text(config_file.read_text() + f"""
+[notify]
+per_hour = 0
+
+[notify.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from = "park@example.com"
+
+[tenants.tenant-001]
+name = "Hongda Machinery"
+emails = ["billing@tenant-001.example", "energy@tenant-001.example"]
+
+[tenants.tenant-002]
+name = "ACME Tools Ltd"
+emails = ["accounts@tenant-002.example"]
+""")
+
+    return prepare
+
+
+def notices_shot(browser: Browser, out: Path) -> None:
+    smtp = SmtpSink(refuse=SHOT_REFUSED)
+    smtp.start()
+    try:
+        with tempfile.TemporaryDirectory() as directory, \
+                live_park(Path(directory), meters=12,
+                          prepare=with_mailboxes(smtp.port)) as park:
+            with park.api("op") as client:
+                for n, meter in enumerate(("M-0001", "M-0002", "M-0003", "M-0001")):
+                    client.post("/api/topups", json={"id": f"pay-2026-{n + 1:04d}",
+                                                     "meter": meter, "amount": "200.00"})
+            page = browser.new_page(viewport={"width": 1360, "height": 760}, locale="en-US")
+            sign_in(page, park.http_url, "admin")
+            page.click("#tab-notices")
+            expect(page.locator("#notices-table tbody tr")).to_have_count(4, timeout=20_000)
+            expect(page.locator("#notices-delivered")).to_have_text("3", timeout=10_000)
+            time.sleep(0.5)
+            page.screenshot(path=str(out / "console-notices.png"), full_page=True)
+    finally:
+        smtp.stop()
+
+
+SHOTS = {"reports": reports_shot, "quotas": quotas_shot, "tenant": tenant_shot,
+         "notices": notices_shot}
 
 
 def main() -> None:
@@ -154,9 +206,10 @@ def main() -> None:
         reports_shot(browser, args.out)
         quotas_shot(browser, args.out)
         tenant_shot(browser, args.out)
+        notices_shot(browser, args.out)
         browser.close()
     print("wrote console-overview.png, console-meters.png, console-reports.png, "
-          "console-quotas.png and tenant-page.png in", args.out)
+          "console-quotas.png, tenant-page.png and console-notices.png in", args.out)
 
 
 if __name__ == "__main__":

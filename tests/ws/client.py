@@ -69,7 +69,8 @@ class HubClient:
         await self.send(message)
         return await self.expect(
             lambda m: m.get("type") in ("ack", "error", "pong", "audit_page", "report", "welcome",
-                                        "quotas", "quota", "output")
+                                        "quotas", "quota", "output", "notices",
+                                        "notice_retry")
             and m.get("id") == message.get("id"), timeout)
 
     async def login(self, user: str, password: str) -> Message:

@@ -16,6 +16,8 @@ from protocols.ws.protocol import (
     AuditQuery,
     Hello,
     MeterEncoder,
+    NoticeList,
+    NoticeRetry,
     OutputCount,
     Ping,
     ProtocolError,
@@ -161,7 +163,8 @@ def test_transition_table() -> None:
     assert next_step(after, ping) is Step.PONG
     # Every frame kind has a step in every state.
     kinds = {Hello, Subscribe, TopUp, Relay, AckAlarm, ResetLockout, AuditQuery, ReportQuery,
-             QuotaList, QuotaRequest, QuotaDecision, OutputCount, Ping}
+             QuotaList, QuotaRequest, QuotaDecision, OutputCount, NoticeList, NoticeRetry,
+             Ping}
     assert set(TRANSITIONS) == {(state, kind) for state in SessionState for kind in kinds}
 
 

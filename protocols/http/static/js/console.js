@@ -4,7 +4,7 @@
 // Views (location.hash): #/overview, #/meters, #/meter/<id>, #/alarms, #/quotas (quota
 // groups and their requests: quotas.js), #/reports (operators and admins: reports.js),
 // #/insights (operators and admins: each tenant's energy insights, insights.js),
-// #/audit (admins).
+// #/notices (admins: tenant notices' figures and dead letters, notices.js), #/audit (admins).
 // Operator controls are hidden for viewers (the server refuses them anyway); the audit tab
 // exists for admins only. Everything visible is translated (i18n.js).
 
@@ -15,6 +15,7 @@ import {
   setLanguage, t,
 } from "./i18n.js";
 import { InsightsView } from "./insights.js";
+import { NoticesView } from "./notices.js";
 import { QuotasView } from "./quotas.js";
 import { ReportsView } from "./reports.js";
 import { ParkStore } from "./store.js";
@@ -22,7 +23,7 @@ import { VirtualTable } from "./table.js";
 
 const $ = (selector) => document.querySelector(selector);
 const VIEWS = ["login", "overview", "meters", "meter", "alarms", "quotas", "reports", "insights",
-  "audit"];
+  "notices", "audit"];
 const ROW_HEIGHT = 30;
 const RESORT_EVERY_MS = 500;
 const MAX_ALARM_ROWS = 500;
@@ -37,6 +38,7 @@ let role = null;
 let reports = null;
 let quotas = null;
 let insights = null;
+let notices = null;
 
 // -- small helpers ------------------------------------------------------------------------
 
@@ -92,6 +94,7 @@ function relayLabel(meter) {
 function show(view) {
   currentView = view;
   if (view !== "quotas" && quotas) quotas.hide();
+  if (view !== "notices" && notices) notices.hide();
   for (const name of VIEWS) $(`#view-${name}`).hidden = name !== view;
   for (const tab of document.querySelectorAll("#tabs a")) {
     tab.classList.toggle("active", tab.dataset.view === view
@@ -119,6 +122,9 @@ function route() {
   } else if (view === "insights" && may("operator")) {
     show("insights");
     insights.show();
+  } else if (view === "notices" && may("admin")) {
+    show("notices");
+    notices.show();
   } else if (view === "audit" && may("admin")) {
     show("audit");
     loadAudit(null, true);
@@ -169,6 +175,7 @@ function signedIn(user, newRole) {
   $("#who-role").textContent = t(`role.${role}`);
   $("#who-role").dataset.role = role;
   $("#tab-audit").hidden = !may("admin");
+  $("#tab-notices").hidden = !may("admin");
   $("#tab-reports").hidden = !may("operator");
   $("#tab-insights").hidden = !may("operator");
   for (const node of document.querySelectorAll(".operator-only")) node.hidden = !may("operator");
@@ -760,6 +767,7 @@ async function main() {
     if (role) $("#who-role").textContent = t(`role.${role}`);
     showConnection(hub.state, 0);
     insights.relabel();
+    notices.relabel();
     renderAll();
   });
   meterList = new MeterList();
@@ -771,6 +779,10 @@ async function main() {
     $, t, formatNumber, describe: errorText, say: toast,
     ask: (kind, fields) => hub.command("report", { kind, ...fields }),
     tenants: () => [...new Set([...store.meters.values()].map((m) => m.tenant))].sort(),
+  });
+  notices = new NoticesView({
+    $, t, formatNumber, formatTime, describe: errorText, say: toast,
+    command: (type, fields) => hub.command(type, fields),
   });
   insights = new InsightsView({
     $, t, formatNumber, describe: errorText, say: toast,

@@ -241,6 +241,8 @@ export class HubClient extends EventTarget {
         case "quotas":
         case "quota":
         case "output":
+        case "notices":
+        case "notice_retry":
         case "pong":
           this.answer(message);
           break;
