@@ -52,6 +52,7 @@ from server.config import ParkConfig
 from server.errors import UserError
 from server.ledger import BadRequest
 from server.reports.books import Books, meter_infos
+from server.reports.insights import insight_cells, tenant_insights
 from server.reports.period import Period, local_ms
 from server.reports.statement import statement_html, statements
 from server.tenant_links import TenantLinkDesk, UnknownTenant
@@ -202,7 +203,31 @@ def tenant_summary(store: Store, config: ParkConfig, tenant: str, live: Sequence
                     "amount": format_amount(entry.amount, decimals)}
                    for entry in topups[:RECENT_TOPUPS]],
         "statements": months,
+        "insights": _insights(store, config, tenant, today),
     }
+
+
+INSIGHT_KEYS: Final = ("pct_peak", "load_factor", "night_base_kw", "peak_kw", "saving")
+
+
+def _insights(store: Store, config: ParkConfig, tenant: str,
+              today: dt.date) -> list[dict[str, str]]:
+    """This month's energy insights (``server.reports.insights``) as the page's items: a
+    figure and, where there are peers, their median; none for a tenant without electricity."""
+    try:
+        found = tenant_insights(store, config, tenant, today=today)
+    except UserError:
+        return []
+    cells = insight_cells(found.figures, found.comparison, config)
+    items = []
+    for key in INSIGHT_KEYS:
+        value = cells.get(key)
+        if value is None:
+            continue
+        peers = cells.get(f"peers_{key}")
+        items.append({"key": key, "value": str(value),
+                      "peers": "" if peers is None else str(peers)})
+    return items
 
 
 def tenant_statement(store: Store, config: ParkConfig, tenant: str, month: str) -> str:

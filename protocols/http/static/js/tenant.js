@@ -220,6 +220,11 @@ function renderInsights() {
     const li = document.createElement("li");
     if (typeof item === "string") {
       li.textContent = item;
+    } else if (item.key) {
+      const title = document.createElement("strong");
+      title.textContent = t(`insight.${item.key}`);
+      li.append(title, document.createTextNode(` ${item.value}`));
+      if (item.peers) li.append(document.createTextNode(` ${t("insight.peers", { value: item.peers })}`));
     } else {
       if (item.title) {
         const title = document.createElement("strong");
