@@ -283,8 +283,13 @@ TENANT_SUMMARY: Final = {
         "statements": {"type": "array", "items": {
             "type": "object", "required": ["month", "url"],
             "properties": {"month": {"type": "string"}, "url": {"type": "string"}}}},
-        "insights": {"type": "object",
-                     "description": "energy insights, when the server computes them"},
+        "insights": {"type": "array",
+                     "description": "this month's energy insights (docs/insights.md): a figure "
+                                    "and the similar tenants' median",
+                     "items": {"type": "object", "required": ["key", "value", "peers"],
+                               "properties": {"key": {"type": "string"},
+                                              "value": {"type": "string"},
+                                              "peers": {"type": "string"}}}},
     },
 }
 

@@ -22,7 +22,7 @@ from protocols.http.tenant_page import STATEMENT_CSP
 from server.config import ConfigError, ParkConfig
 from server.reports import statement_page
 from server.tenant_links import SECRET_FILE, data_dir_secret
-from server.tenant_page import days_left
+from server.tenant_page import INSIGHT_KEYS, days_left
 from tests.http.harness import (
     ADMIN,
     OPERATOR,
@@ -305,7 +305,9 @@ async def test_the_summary_of_a_tenant_with_two_meters(tmp_path: Path) -> None:
             "t0", "ACME Tools Ltd", "zh-CN", "CNY", 2, today.isoformat(), True)
         days = [(today - dt.timedelta(days=n)).isoformat() for n in range(29, -1, -1)]
         assert summary["days"] == days
-        assert "insights" not in summary  # (no insights module on this branch yet)
+        # This month's insights (server.reports.insights, tested by hand there): the page's items.
+        assert [item["key"] for item in summary["insights"]][-1] == "saving"
+        assert {item["key"] for item in summary["insights"]} <= set(INSIGHT_KEYS)
         m0, m1 = summary["meters"]
         assert (m0["meter"], m0["kind"], m0["unit"], m0["balance"], m0["relay"],
                 m0["relay_reason"]) == ("M-0", "electricity", "kWh", "170.00", "closed", None)
