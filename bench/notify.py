@@ -38,9 +38,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import trio
 
-from bench.notify_sinks import Received, SmtpSink, WebhookSink, notice_ts_s
 from bench.results import percentile, print_result, progress
 
 SECRET: Final = "bench-notify-secret-32-bytes-long!!"
@@ -98,6 +98,57 @@ secret = "{SECRET}"
     return "\n".join(parts)
 
 
+@attrs.frozen
+class Arrival:
+    channel: str
+    notice_id: str
+    at_s: float
+    ts_s: float
+    digest: str
+
+
+class Receivers:
+    """``bench.notify_receivers`` (niced), and what arrived there, in order."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrival] = []
+        self.ports: tuple[int, int] = (0, 0)
+        self.process: trio.Process | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "bench.notify_receivers", SECRET], stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert self.process.stdout is not None
+        buffer = b""
+        started = False
+        try:
+            while True:
+                data = await self.process.stdout.receive_some()
+                if not data:
+                    return
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    fields = line.decode().split("\t")
+                    if not started:
+                        self.ports = (int(fields[0]), int(fields[1]))
+                        started = True
+                        task_status.started()
+                        continue
+                    channel, notice_id, at_s, ts_s, digest = fields
+                    self.arrivals.append(Arrival(channel, notice_id, float(at_s), float(ts_s),
+                                                 digest))
+        finally:
+            with trio.CancelScope(shield=True):
+                self.process.kill()
+                await self.process.wait()
+
+    def of(self, channel: str, level: str) -> list[Arrival]:
+        return [a for a in self.arrivals if a.channel == channel and _level(a) == level]
+
+
 class Server:
     """``bench.notify_server`` in a process group of its own (killed whole)."""
 
@@ -142,137 +193,120 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def _by_level(received: list[Received], level: str) -> list[Received]:
-    return [r for r in received if _level(r) == level]
+def _level(a: Arrival) -> str:
+    """``<meter>/low_balance/<level>/<journal seq>`` -> the level ("" for other notices)."""
+    parts = a.notice_id.split("/")
+    return parts[2] if len(parts) == 4 and parts[1] == "low_balance" else ""
 
 
-def _level(r: Received) -> str:
-    """``<meter>/low_balance/<level>/<journal seq>`` -> the level."""
-    return r.notice_id.split("/")[2]
-
-
-def _crossings(received: list[Received]) -> dict[tuple[str, str], set[str]]:
-    """(meter, level) -> the notice ids that told it (one, if nothing is doubled)."""
-    ids: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in received:
-        parts = r.notice_id.split("/")
-        if len(parts) == 4 and parts[1] == "low_balance":
-            ids[parts[0], parts[2]].add(r.notice_id)
-    return ids
-
-
-def count_duplicates(received: list[Received]) -> tuple[int, int]:
-    """(crossings told as two notices, same-id repeats)."""
-    bodies: dict[str, bytes] = {}
+def count_duplicates(arrivals: list[Arrival]) -> tuple[int, int]:
+    """(crossings told as two notices, same-id repeats) over one channel's arrivals."""
+    bodies: dict[str, str] = {}
+    crossings: dict[tuple[str, str], set[str]] = defaultdict(set)
     different = repeats = 0
-    for r in received:
-        seen = bodies.get(r.notice_id)
+    for a in arrivals:
+        if _level(a):
+            crossings[a.notice_id.split("/")[0], _level(a)].add(a.notice_id)
+        seen = bodies.get(a.notice_id)
         if seen is None:
-            bodies[r.notice_id] = r.raw if isinstance(r.body, dict) else b""
+            bodies[a.notice_id] = a.digest
             continue
         repeats += 1
-        if isinstance(r.body, dict) and seen != r.raw:
-            different += 1
-    extra = sum(len(ids) - 1 for ids in _crossings(received).values())
-    return different + extra, repeats
+        different += seen != a.digest
+    return different + sum(len(ids) - 1 for ids in crossings.values()), repeats
 
 
 async def run(meters: int, probes: int) -> dict[str, Any]:
-    smtp = SmtpSink()
-    smtp.start()
-    webhook = WebhookSink(SECRET)
     result: dict[str, Any] = {"benchmark": "notify", "meters": meters}
-    try:
-        with tempfile.TemporaryDirectory(prefix="wk-notify-") as tmp:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(webhook.run)
-                config = Path(tmp) / "park.toml"
-                config.write_text(park_toml(Path(tmp) / "data", meters, probes, smtp.port,
-                                            webhook.url("/hook")))
-                start_s = time.time()
-                first = Server(config, start_s, "run")
-                await nursery.start(first.run)
-                await first.event("ready")
-                progress("server ready")
-                round_one = await first.event("round")
-                await first.send("probe")
-                without = await first.event("probe")
-                result["control_p99_decision_ms_without_burst"] = without["p99_ms"]
-                crossing = round_one["at"] + FIRST_LEVEL_S
-                await trio.sleep_until(trio.current_time() + max(0.0, crossing - time.time()))
-                await first.send("probe")
-                with_burst = await first.event("probe", after=len(first.events))
-                result["control_p99_decision_ms_with_burst"] = with_burst["p99_ms"]
-                progress("first burst: delivering")
-                await _all_arrived(webhook, smtp, meters, "1")
-                first_hooks = _by_level(webhook.received, "1")
-                first_mails = _by_level(smtp.messages(), "1")
-                _first_figures(result, first_hooks, first_mails, meters)
-                progress(f"first burst delivered: {result['notices_per_s']} notices/s")
-                with trio.fail_after(WAIT_S):
-                    while len(_by_level(webhook.received, "2")) < meters * KILL_AT_SHARE:
-                        await trio.sleep(0.005)
-                first.kill()
-                assert first.process is not None
-                await first.process.wait()
-                killed_at = len(_by_level(webhook.received, "2"))
-                progress(f"SIGKILL with {killed_at} of {meters} second-burst webhooks in")
-                second = Server(config, start_s, "resume")
-                await nursery.start(second.run)
-                await second.event("ready")
-                progress("restarted")
-                await _all_arrived(webhook, smtp, meters, "2", timeout_s=WAIT_S)
-                await trio.sleep(2.0)  # a late duplicate would show up here
-                _crash_figures(result, webhook.received, smtp.messages(), meters, killed_at)
-                await second.send("stop")
-                with trio.move_on_after(10):
-                    assert second.process is not None
-                    await second.process.wait()
-                if second.process is not None and second.process.returncode is None:
-                    second.kill()
-                nursery.cancel_scope.cancel()
-    finally:
-        smtp.stop()
+    receivers = Receivers()
+    with tempfile.TemporaryDirectory(prefix="wk-notify-") as tmp:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receivers.run)
+            hook_port, smtp_port = receivers.ports
+            config = Path(tmp) / "park.toml"
+            config.write_text(park_toml(Path(tmp) / "data", meters, probes, smtp_port,
+                                        f"http://127.0.0.1:{hook_port}/hook"))
+            start_s = time.time()
+            first = Server(config, start_s, "run")
+            await nursery.start(first.run)
+            await first.event("ready")
+            progress("server ready")
+            round_one = await first.event("round")
+            await first.send("probe")
+            without = await first.event("probe")
+            result["control_p99_decision_ms_without_burst"] = without["p99_ms"]
+            crossing = round_one["at"] + FIRST_LEVEL_S
+            await trio.sleep_until(trio.current_time() + max(0.0, crossing - time.time()))
+            await first.send("probe")
+            with_burst = await first.event("probe", after=len(first.events))
+            result["control_p99_decision_ms_with_burst"] = with_burst["p99_ms"]
+            progress("first burst: delivering")
+            await _all_arrived(receivers, meters, "1")
+            _first_figures(result, receivers, meters)
+            progress(f"first burst delivered: {result['notices_per_s']} notices/s")
+            with trio.fail_after(WAIT_S):
+                while len(receivers.of("webhook", "2")) < meters * KILL_AT_SHARE:
+                    await trio.sleep(0.005)
+            first.kill()
+            assert first.process is not None
+            await first.process.wait()
+            killed_at = len(receivers.of("webhook", "2"))
+            progress(f"SIGKILL with {killed_at} of {meters} second-burst webhooks in")
+            second = Server(config, start_s, "resume")
+            await nursery.start(second.run)
+            await second.event("ready")
+            progress("restarted")
+            await _all_arrived(receivers, meters, "2", timeout_s=WAIT_S)
+            await trio.sleep(2.0)  # a late duplicate would show up here
+            _crash_figures(result, receivers, meters, killed_at)
+            await second.send("stop")
+            with trio.move_on_after(10):
+                assert second.process is not None
+                await second.process.wait()
+            if second.process is not None and second.process.returncode is None:
+                second.kill()
+            nursery.cancel_scope.cancel()
     return result
 
 
-async def _all_arrived(webhook: WebhookSink, smtp: SmtpSink, meters: int, level: str,
+async def _all_arrived(receivers: Receivers, meters: int, level: str,
                        timeout_s: float = WAIT_S) -> None:
     with trio.move_on_after(timeout_s):
         while True:
-            hooks = {r.notice_id for r in _by_level(webhook.received, level)}
-            mails = {r.notice_id for r in _by_level(smtp.messages(), level)}
+            hooks = {a.notice_id for a in receivers.of("webhook", level)}
+            mails = {a.notice_id for a in receivers.of("email", level)}
             if len(hooks) >= meters and len(mails) >= meters:
                 return
             await trio.sleep(0.05)
 
 
-def _first_figures(result: dict[str, Any], hooks: list[Received], mails: list[Received],
-                   meters: int) -> None:
-    ts = {r.notice_id: notice_ts_s(r.body) for r in hooks if isinstance(r.body, dict)}
-    latencies = [(r.at_s - ts[r.notice_id]) * 1000 for r in hooks if r.notice_id in ts]
-    latencies += [(r.at_s - ts[r.notice_id]) * 1000 for r in mails if r.notice_id in ts]
-    done = {r.notice_id for r in hooks} & {r.notice_id for r in mails}
+def _first_figures(result: dict[str, Any], receivers: Receivers, meters: int) -> None:
+    hooks, mails = receivers.of("webhook", "1"), receivers.of("email", "1")
+    ts = {a.notice_id: a.ts_s for a in hooks}
+    latencies = [(a.at_s - ts[a.notice_id]) * 1000 for a in (*hooks, *mails)
+                 if a.notice_id in ts]
+    done = {a.notice_id for a in hooks} & {a.notice_id for a in mails}
     crossing = min(ts.values()) if ts else 0.0
-    last = max((r.at_s for r in (*hooks, *mails)), default=crossing)
+    last = max((a.at_s for a in (*hooks, *mails)), default=crossing)
     result["notices"] = len(ts)
     result["notices_per_s"] = round(len(done) / max(last - crossing, 1e-6), 1)
     result["p99_notice_ms"] = round(percentile(latencies, 0.99), 1)
     result["first_burst_complete"] = len(done) == meters
 
 
-def _crash_figures(result: dict[str, Any], hooks: list[Received], mails: list[Received],
-                   meters: int, killed_at: int) -> None:
-    lost = 0
-    for received in (hooks, mails):
-        got = {r.notice_id for r in _by_level(received, "2")}
-        lost += max(0, meters - len(got))
-    different_hooks, repeats_hooks = count_duplicates(hooks)
-    different_mails, repeats_mails = count_duplicates(mails)
-    result["delivered"] = len(hooks) + len(mails)
+def _crash_figures(result: dict[str, Any], receivers: Receivers, meters: int,
+                   killed_at: int) -> None:
+    lost = duplicates = repeats = 0
+    for channel in ("webhook", "email"):
+        lost += max(0, meters - len({a.notice_id for a in receivers.of(channel, "2")}))
+        different, again = count_duplicates(
+            [a for a in receivers.arrivals if a.channel == channel])
+        duplicates += different
+        repeats += again
+    result["delivered"] = len(receivers.arrivals)
     result["lost"] = lost
-    result["duplicates"] = different_hooks + different_mails
-    result["redelivered"] = repeats_hooks + repeats_mails
+    result["duplicates"] = duplicates
+    result["redelivered"] = repeats
     result["killed_with_webhooks_in"] = killed_at
 
 

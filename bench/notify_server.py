@@ -32,6 +32,7 @@ POWER_W: Final = WH_PER_S * 3600.0
 BASE_WH: Final = 1_000_000
 PROBE_EVERY_S: Final = 0.01
 PROBE_WINDOW_S: Final = 5.0
+SLICES: Final = 10
 
 
 def say(**fields: Any) -> None:
@@ -67,15 +68,19 @@ async def main(config_path: Path, start_s: float, mode: str) -> None:
         say(event="ready", mode=mode, meters=len(burst))
 
         async def feed() -> None:
+            # Every meter once a second, in ten slices, as pollers spread over the second do.
+            slices = [burst_keys[i::SLICES] for i in range(SLICES)]
             while True:
+                began = trio.current_time()
                 now_s = time.time()
                 reading = Reading(int(now_s * 1000), register_at(start_s, now_s), POWER_W)
-                for key in burst_keys:
-                    registry.deliver_reading_nowait(key, reading)
+                for index, keys in enumerate(slices):
+                    for key in keys:
+                        registry.deliver_reading_nowait(key, reading)
+                    await trio.sleep_until(began + (index + 1) / SLICES)
                 stats = park.notifier.statistics if park.notifier else None
                 say(event="round", at=now_s, raised=stats.raised if stats else 0,
                     written=stats.written if stats else 0)
-                await trio.sleep_until(trio.current_time() + 1.0)
 
         async def probe(first: int) -> None:
             latencies.clear()

@@ -33,6 +33,7 @@ from persistence.readonly import open_store_readonly
 from policies.notices import RateLimit
 from protocols.notify.aliyun_sms import AliyunSms
 from protocols.notify.channel import Channel
+from protocols.notify.http_client import HttpClient
 from protocols.notify.smtp import SmtpChannel
 from protocols.notify.templates import TemplateError, load_templates
 from protocols.notify.webhook import WebhookChannel
@@ -57,6 +58,7 @@ WAKE: Final = "W"
 REVIVE: Final = "V"
 STATS_EVERY_S: Final = 0.5
 NICENESS: Final = 10
+USER_AGENT: Final = "wattkeeper-notify/1"
 
 
 @attrs.frozen
@@ -71,11 +73,13 @@ class DeliverySettings:
     log_level: int = logging.INFO
 
 
-def build_channels(notify: NotifySection, client: httpx.AsyncClient) -> dict[str, Channel]:
-    """One adapter per configured channel; the HTTP ones share ``client``'s connections."""
+def build_channels(notify: NotifySection, client: httpx.AsyncClient,
+                   hooks: HttpClient) -> dict[str, Channel]:
+    """One adapter per configured channel; the providers' share ``client``'s connections, the
+    webhooks ``hooks``'."""
     channels: dict[str, Channel] = {}
     if notify.webhook is not None:
-        channels["webhook"] = WebhookChannel(client, notify.webhook.secret,
+        channels["webhook"] = WebhookChannel(hooks, notify.webhook.secret,
                                              notify.webhook.timeout_s)
     if notify.smtp is not None:
         smtp = notify.smtp
@@ -150,8 +154,9 @@ async def serve(link: Link) -> None:
     store = open_store_readonly(data_dir)
     deliveries = open_deliveries(data_dir)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
-        channels = build_channels(notify, client)
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client, \
+            HttpClient(user_agent=USER_AGENT) as hooks:
+        channels = build_channels(notify, client, hooks)
         deliverer = Deliverer(store, deliveries, channels, templates, settings.tenants,
                               settings.timezone, rate=RateLimit(notify.per_hour, notify.burst),
                               retry_ms=notify.retry_ms)

@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import httpx
-
 from protocols.http.payments import signature
 from protocols.notify.channel import DELIVERED, Message, Outcome
+from protocols.notify.http_client import HttpClient, HttpFailure
 
 RETRIED_STATUSES: Final = frozenset({408, 425, 429})
-USER_AGENT: Final = "wattkeeper-notify/1"
 
 
 def webhook_body(message: Message) -> bytes:
@@ -47,8 +45,7 @@ def webhook_body(message: Message) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
+def _retry_after(value: str) -> float | None:
     try:
         return max(0.0, float(value)) if value else None
     except ValueError:
@@ -58,7 +55,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient, secret: str, timeout_s: float,
+    def __init__(self, client: HttpClient, secret: str, timeout_s: float,
                  now_s: Callable[[], float] = time.time) -> None:
         self._client = client
         self._secret = secret.encode()
@@ -68,26 +65,22 @@ class WebhookChannel:
     async def send(self, message: Message) -> Outcome:
         body = webhook_body(message)
         timestamp = str(int(self._now_s()))
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": USER_AGENT,
-            "X-Timestamp": timestamp,
-            "X-Signature": signature(self._secret, timestamp, body),
-            "X-Notice-Id": message.notice_id,
-        }
+        headers = [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("X-Timestamp", timestamp),
+            ("X-Signature", signature(self._secret, timestamp, body)),
+            ("X-Notice-Id", message.notice_id),
+        ]
         try:
-            response = await self._client.post(message.address, content=body, headers=headers,
-                                               timeout=self._timeout)
-        except httpx.TimeoutException:
-            return Outcome("retry", f"no answer within {self._timeout:g} s")
-        except httpx.HTTPError as error:
-            return Outcome("retry", f"{type(error).__name__}: {error}")
-        status = response.status_code
+            answer = await self._client.post(message.address, body, headers, self._timeout)
+        except HttpFailure as error:
+            return Outcome("retry", str(error))
+        status = answer.status
         if 200 <= status < 300:
             return DELIVERED
-        detail = f"HTTP {status}: {response.text[:200]}"
+        detail = f"HTTP {status}: {answer.body[:200].decode('utf-8', 'replace')}"
         if status in RETRIED_STATUSES or status >= 500:
-            return Outcome("retry", detail, _retry_after(response))
+            return Outcome("retry", detail, _retry_after(answer.headers.get("retry-after", "")))
         return Outcome("dead", detail)
 
     async def aclose(self) -> None:
