@@ -48,7 +48,7 @@ from persistence.codec import CodecError, decode_outcome
 from persistence.damage import DamagedRecord
 from persistence.entries import JournalEntry
 from persistence.keys import pack_u64
-from persistence.outbox import NoticeItem, encode_notice, receipts_item, receipts_through
+from persistence.outbox import encode_notice, receipts_item, receipts_through
 from persistence.recovery import entries_after
 from persistence.store import Store, StoreError
 from policies.money import format_amount
@@ -69,6 +69,7 @@ FLUSH_S: Final = 0.05
 RUNOUT_EVERY_S: Final = 60.0
 STATEMENT_EVERY_S: Final = 300.0
 STATEMENT_GRACE_DAYS: Final = 3
+FLUSH_CHUNK: Final = 1_000
 MAX_QUEUED: Final = 1_000_000
 """Notices kept while storage is down (about 200 MB); past it the oldest are dropped, logged."""
 CUT_REASONS: Final = frozenset({"zero_balance", "overload", "quota"})
@@ -98,7 +99,8 @@ class Notifier:
             group.id: tuple(dict.fromkeys(self._tenant_of[m] for m in group.meters
                                           if self._tenant_of[m] in self.reachable))
             for group in config.quotas}
-        self._queue: list[NoticeItem] = []
+        self._queue: list[Notice] = []
+        """Raised and not yet written; encoded by the flusher, not by the hooks."""
         self._receipts_seq = 0
         self._cut: dict[str, str] = {}
         """Meter -> why its supply is cut (one of ``CUT_REASONS``), for "restored"."""
@@ -203,7 +205,7 @@ class Notifier:
                       "those waiting were dropped", MAX_QUEUED // 10)
         fields["tenant_name"] = self._config.tenant_name(tenant)
         fields["currency"] = self._config.server.currency
-        self._queue.append(encode_notice(Notice(notice_id, kind, tenant, meter, ts_ms, fields)))
+        self._queue.append(Notice(notice_id, kind, tenant, meter, ts_ms, fields))
         self.statistics.raised += 1
 
     def _amount(self, minor: int) -> str:
@@ -222,7 +224,6 @@ class Notifier:
         if through == 0 and last > 0:
             # A directory from before the outbox: its old top-ups are not news now.
             self._receipts_seq = last
-            self._queue.append(receipts_item(last))
             return 0
         read = 0
         try:
@@ -261,28 +262,34 @@ class Notifier:
             await self.flush(journal)
 
     async def flush(self, journal: Journal) -> int:
-        """Write the queued notices and wait for their commit; returns how many went."""
+        """Write the queued notices and wait for their commit; returns how many went.
+
+        A burst (10,000 meters crossing a level in one round) is encoded and handed to the
+        writer ``FLUSH_CHUNK`` at a time, with a checkpoint between chunks, so the control loop
+        is never held for the whole burst."""
         if not self._queue:
             return 0
         batch, self._queue = self._queue, []
-        if self._receipts_seq:
-            batch.append(receipts_item(self._receipts_seq))
         try:
-            journal.put_notices_nowait(list(batch))
+            for start in range(0, len(batch), FLUSH_CHUNK):
+                items = [encode_notice(notice) for notice in batch[start:start + FLUSH_CHUNK]]
+                if start + FLUSH_CHUNK >= len(batch) and self._receipts_seq:
+                    items.append(receipts_item(self._receipts_seq))
+                journal.put_notices_nowait(items)
+                await trio.lowlevel.checkpoint()
             await journal.flush()
         except StoreError as error:
-            self._queue[:0] = [item for item in batch if item[0]]  # again, in order
+            self._queue[:0] = batch  # again, in order (the outbox keeps a repeat once)
             self.statistics.queued = len(self._queue)
             log.warning("tenant notices wait for storage: %s", error)
             return 0
-        written = sum(1 for key, _ in batch if key)
-        self.statistics.written += written
+        self.statistics.written += len(batch)
         self.statistics.queued = len(self._queue)
         try:
-            self.on_written(written)
+            self.on_written(len(batch))
         except Exception:
             log.exception("the delivery process could not be woken")
-        return written
+        return len(batch)
 
     async def run_runout_scan(self, *, every_s: float = RUNOUT_EVERY_S,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,

@@ -70,9 +70,12 @@ class _Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.used = False
+        self.heard = False
+        """Any byte of an answer to the current request arrived."""
 
     async def exchange(self, request: h11.Request, body: bytes) -> Answer:
         connection = self.h11
+        self.heard = False
         await self.stream.send_all(connection.send(request) + connection.send(
             h11.Data(data=body)) + connection.send(h11.EndOfMessage()))
         response: h11.Response | None = None
@@ -82,6 +85,7 @@ class _Connection:
             event = connection.next_event()
             if event is h11.NEED_DATA:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
+                self.heard = self.heard or bool(data)
                 connection.receive_data(bytes(data))
                 continue
             if isinstance(event, h11.Response):
@@ -137,7 +141,11 @@ class HttpClient:
                     connection = await self._connect(origin)
                 try:
                     answer = await connection.exchange(request, body)
-                except (HttpFailure, OSError, trio.BrokenResourceError, h11.ProtocolError) as error:
+                except trio.Cancelled:  # the timeout: this connection is mid-exchange
+                    await _close(connection)
+                    raise
+                except (HttpFailure, OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                        h11.ProtocolError) as error:
                     await _close(connection)
                     if fresh or not _never_reached(connection):
                         raise HttpFailure(f"{type(error).__name__}: {error}") from None
@@ -184,7 +192,7 @@ class HttpClient:
 def _never_reached(connection: _Connection) -> bool:
     """A reused connection that failed before any answer came back: the server closed it while
     it was idle, so the request was not taken (HTTP/1.1 section 9.6 lets a client resend)."""
-    return connection.used and connection.h11.their_state is h11.SEND_RESPONSE
+    return connection.used and not connection.heard
 
 
 async def _close(connection: _Connection) -> None:
