@@ -18,10 +18,9 @@ lasts.
 
 from __future__ import annotations
 
-import email.message
+import base64
 import email.utils
 import ssl
-from email.header import Header
 from typing import Final
 
 import trio
@@ -52,21 +51,28 @@ class SmtpChannel:
         self._slots = trio.Semaphore(pool_size)
 
     def build(self, message: Message) -> bytes:
-        """The message as it goes on the wire. Built with the compat32 ``email`` API: the
-        policy-based ``EmailMessage`` parses every header it is given, which measured 1.5 ms
-        of the 1.9 ms a message cost; this one encodes them and parses nothing."""
-        mail = email.message.Message()
-        mail["From"] = self._sender
-        mail["To"] = message.address
-        mail["Subject"] = Header(message.subject, "utf-8").encode()
-        mail["Date"] = email.utils.formatdate(message.ts_ms / 1000 if message.ts_ms else None,
-                                              usegmt=True)
-        mail["Message-ID"] = f"<{message.notice_id.replace('/', '.')}@{self._domain}>"
-        mail["X-Notice-Id"] = message.notice_id
-        mail["MIME-Version"] = "1.0"
-        mail["Content-Language"] = message.language
-        mail.set_payload(message.body.replace("\n", "\r\n").encode(), "utf-8")
-        return mail.as_bytes()
+        """The message as it goes on the wire: plain text in UTF-8, base64 (7-bit safe for
+        any relay), the subject as RFC 2047 encoded words when it is not ASCII. Written out
+        here rather than by the ``email`` package, whose header folding was a quarter of the
+        delivery process's CPU in a burst (profiled); ``tests/notify`` parses what this
+        writes with the ``email`` package and a real SMTP server."""
+        date = email.utils.formatdate(message.ts_ms / 1000 if message.ts_ms else None,
+                                      usegmt=True)
+        lines = [
+            f"From: {self._sender}",
+            f"To: {message.address}",
+            f"Subject: {encoded_words(message.subject)}",
+            f"Date: {date}",
+            f"Message-ID: <{message.notice_id.replace('/', '.')}@{self._domain}>",
+            f"X-Notice-Id: {message.notice_id}",
+            "MIME-Version: 1.0",
+            'Content-Type: text/plain; charset="utf-8"',
+            "Content-Transfer-Encoding: base64",
+            f"Content-Language: {message.language}",
+            "",
+        ]
+        body = base64.encodebytes(message.body.replace("\n", "\r\n").encode())
+        return "\r\n".join(lines).encode() + b"\r\n" + body.replace(b"\n", b"\r\n")
 
     async def send(self, message: Message) -> Outcome:
         mail = self.build(message)
@@ -107,6 +113,28 @@ class SmtpChannel:
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.aclose()
+
+
+MAX_WORD_BYTES: Final = 39
+"""UTF-8 bytes per encoded word: 52 base64 characters, so "Subject: " and the first word fit
+in 78 (RFC 5322) and every word in RFC 2047's 75."""
+
+
+def encoded_words(text: str) -> str:
+    """``text`` as a header value: itself when it is printable ASCII, else RFC 2047 ``B``
+    encoded words (UTF-8), split between characters and folded one per line."""
+    if text.isascii() and text.isprintable():
+        return text
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        encoded = char.encode()
+        if len(chunk) + len(encoded) > MAX_WORD_BYTES:
+            words.append(chunk.decode())
+            chunk = b""
+        chunk += encoded
+    words.append(chunk.decode())
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
 
 
 def _answer(reply: Reply) -> Outcome:

@@ -167,3 +167,20 @@ async def test_the_relay_gets_the_exact_message_on_one_connection(relay: _Relay)
     assert body == b".a line that starts with a dot\r\nCNY 45.00"  # un-stuffed by the relay
     assert b"Message-ID: <M-0.low_balance.1.0@wattkeeper>" in first
     assert b"X-Notice-Id: M-0/low_balance/2/0" in second
+
+
+def test_an_e_mail_is_what_the_email_package_reads_back() -> None:
+    from email.policy import default
+
+    channel = SmtpChannel("127.0.0.1", 25, "park@example.com")
+    subject = "电表 M-0001 余额不足：CNY 45.00，请及时充值，余额为零时将停止供电" * 2
+    raw = channel.build(Message("M-1/low_balance/1/0", "low_balance", "email", "t@x.example",
+                                "zh-CN", subject, "第一行\n.第二行", {}, "t", "M-1", 0))
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=default)
+    assert parsed["Subject"] == subject
+    assert parsed.get_content() == "第一行\r\n.第二行"
+    assert parsed["Content-Language"] == "zh-CN" and parsed["To"] == "t@x.example"
+    ascii_only = channel.build(Message("n", "low_balance", "email", "t@x.example", "en",
+                                       "Low balance", "x", {}, "t", "m", 0))
+    assert b"\r\nSubject: Low balance\r\n" in ascii_only
